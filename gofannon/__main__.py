@@ -1,0 +1,5 @@
+import sys
+
+from gofannon.cli import main
+
+sys.exit(main())

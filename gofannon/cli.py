@@ -1,0 +1,90 @@
+"""``gofannon`` command line: serve | worker | plugins | store."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from gofannon.settings import Settings
+
+    return Settings.load()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from gofannon.app import create_app
+
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host = args.host or settings.host
+    port = args.port or settings.port
+    app = create_app(settings)
+    web.run_app(app, host=host, port=port, access_log=None, print=lambda msg: print(msg, flush=True))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from gofannon.jobs.worker import run_worker
+
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_worker(settings, burst=args.burst, name=args.name)
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    import json
+
+    from gofannon.plugins import build_plugin_manager
+
+    settings = _settings()
+    pm = build_plugin_manager(settings)
+    rows = pm.listing()
+    if args.json:
+        print(json.dumps([r.__dict__ for r in rows], indent=2))
+        return 0
+    for info in rows:
+        kind = "bundled" if info.bundled else "installed"
+        status = f"ERROR {info.error}" if info.error else ", ".join(info.hooks) or "(no hooks)"
+        print(f"{info.name:<22} {info.version or '-':<10} {kind:<9} {status}")
+    return 1 if any(r.error for r in rows) and settings.strict_plugins else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gofannon", description="Gofannon agent platform kernel")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--host", default=None, help="bind address (default GOFANNON_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default GOFANNON_PORT or 8000)")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run an RQ worker for chat tickets and agent runs (needs REDIS_URL)")
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.add_argument("--name", default=None, help="worker name")
+    worker.set_defaults(func=cmd_worker)
+
+    plugins = sub.add_parser("plugins", help="list plugins: name, version, hooks, load errors")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(func=cmd_plugins)
+
+    try:
+        from gofannon.store.cli import add_store_commands
+    except ImportError:  # pragma: no cover - store tools not installed
+        pass
+    else:
+        add_store_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

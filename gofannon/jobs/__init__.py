@@ -1,0 +1,80 @@
+"""The job queue: chat tickets and agent runs, in-process by default, on RQ when ``REDIS_URL`` is set.
+
+Job functions are ``async def fn(kernel, **payload)`` returning something JSON-serialisable. They are
+named in ``JOB_FUNCTIONS`` ("module:function") so an RQ worker imports only what it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gofannon.kernel import Kernel
+
+JobFunction = Callable[..., Awaitable[Any]]
+
+JOB_FUNCTIONS: dict[str, str] = {
+    "echo": "gofannon.jobs:echo_job",
+    "chat": "gofannon.jobs.tickets:process_chat_job",
+    "agent_run": "gofannon.sandbox.jobs:agent_run_job",
+}
+
+
+class JobFailed(Exception):
+    """The job raised; ``str(exc)`` is the job's error text."""
+
+
+class JobTimeout(Exception):
+    """No result within the time the caller was willing to wait."""
+
+
+def resolve(name: str) -> JobFunction:
+    try:
+        target = JOB_FUNCTIONS[name]
+    except KeyError:
+        raise KeyError(f"unknown job {name!r}") from None
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+
+
+class JobQueue(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def submit(self, job: str, payload: dict[str, Any], *, job_id: str | None = None,
+                     timeout: float | None = None, keep_result: bool = False) -> str:
+        """Queue a job; returns its id. ``timeout`` bounds its run time; ``keep_result`` keeps the
+        result for ``result()``."""
+        ...
+
+    async def result(self, job_id: str, *, wait: float) -> Any:
+        """The result of a job submitted with ``keep_result``; raises JobFailed or JobTimeout."""
+        ...
+
+    async def call(self, job: str, payload: dict[str, Any], *, timeout: float) -> Any:
+        """Submit and wait for the result."""
+        ...
+
+
+async def echo_job(kernel: "Kernel", **payload: Any) -> Any:
+    """A trivial job proving the queue paths: returns its payload, or fails when asked to."""
+    if payload.get("fail"):
+        raise ValueError(str(payload["fail"]))
+    if payload.get("sleep"):
+        import asyncio
+
+        await asyncio.sleep(float(payload["sleep"]))
+    return {"echo": payload, "role": kernel.role}
+
+
+def make_queue(kernel: "Kernel") -> JobQueue:
+    if kernel.settings.redis_url:
+        from gofannon.jobs.rq_queue import RQJobQueue
+
+        return RQJobQueue(kernel)
+    from gofannon.jobs.inline import InlineJobQueue
+
+    return InlineJobQueue(kernel)

@@ -1,0 +1,1 @@
+"""RQ job queue (REDIS_URL). (Not built yet.)"""

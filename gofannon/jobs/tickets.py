@@ -1,0 +1,1 @@
+"""tickets service. (Not built yet.)"""

@@ -1,0 +1,1 @@
+"""service service. (Not built yet.)"""

@@ -1,0 +1,1 @@
+"""pool service. (Not built yet.)"""

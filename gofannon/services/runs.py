@@ -1,0 +1,1 @@
+"""runs service. (Not built yet.)"""

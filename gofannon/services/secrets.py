@@ -1,0 +1,1 @@
+"""secrets service. (Not built yet.)"""

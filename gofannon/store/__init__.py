@@ -1,0 +1,148 @@
+"""The DocumentStore protocol: JSON documents in named collections, with revisions.
+
+Every stored document carries ``_id`` and ``_rev``. ``put`` takes an expected revision for optimistic
+concurrency: ``rev=ANY`` overwrites, ``rev=None`` creates only, ``rev="<rev>"`` replaces only that
+revision; a mismatch raises ``RevisionConflict``. ``update`` is the atomic read-modify-write every
+counter (billing, access counts) goes through. ``list`` and ``find`` return documents ordered by
+``_id``, as CouchDB's ``_all_docs`` does. Backends are plugins (``register_storage_backends``); the
+conformance suite in ``gofannon.store.conformance`` pins this behaviour for all of them.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from typing import Any, Callable, Iterable, Mapping, Protocol, runtime_checkable
+
+from gofannon.errors import DocumentNotFound, RevisionConflict
+
+
+class _Any:
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+#: ``put(..., rev=ANY)``: write whatever revision is stored.
+ANY: Any = _Any()
+
+Doc = dict[str, Any]
+Updater = Callable[[Doc | None], Doc | None]
+
+
+def next_rev(current: str | None) -> str:
+    n = int(current.split("-", 1)[0]) + 1 if current else 1
+    return f"{n}-{uuid.uuid4().hex[:16]}"
+
+
+def matches(doc: Mapping[str, Any], where: Mapping[str, Any] | None) -> bool:
+    if not where:
+        return True
+    return all(doc.get(k, _MISSING) == v for k, v in where.items())
+
+
+_MISSING = object()
+
+
+@runtime_checkable
+class DocumentStore(Protocol):
+    name: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def get(self, collection: str, doc_id: str) -> Doc | None: ...
+    async def get_many(self, collection: str, ids: Iterable[str]) -> dict[str, Doc | None]: ...
+    async def put(self, collection: str, doc_id: str, doc: Mapping[str, Any], *, rev: Any = ANY) -> str: ...
+    async def put_many(self, collection: str, docs: Iterable[Mapping[str, Any]]) -> list[str]: ...
+    async def delete(self, collection: str, doc_id: str, *, rev: Any = ANY) -> bool: ...
+    async def delete_many(self, collection: str, ids: Iterable[str]) -> int: ...
+    async def list(self, collection: str, *, limit: int | None = None) -> list[Doc]: ...
+    async def find(self, collection: str, where: Mapping[str, Any], *, limit: int | None = None) -> list[Doc]: ...
+    async def count(self, collection: str, where: Mapping[str, Any] | None = None) -> int: ...
+    async def update(self, collection: str, doc_id: str, fn: Updater) -> Doc | None: ...
+    async def collections(self) -> list[str]: ...
+
+
+class StoreHelpers:
+    """Behaviour shared by backends, written once on top of the primitive methods."""
+
+    name = "base"
+    max_update_attempts = 100
+
+    async def open(self) -> None:  # pragma: no cover - trivial default
+        return None
+
+    async def close(self) -> None:  # pragma: no cover - trivial default
+        return None
+
+    async def require(self, collection: str, doc_id: str) -> Doc:
+        doc = await self.get(collection, doc_id)  # type: ignore[attr-defined]
+        if doc is None:
+            raise DocumentNotFound(collection, doc_id)
+        return doc
+
+    async def get_many(self, collection: str, ids: Iterable[str]) -> dict[str, Doc | None]:
+        return {i: await self.get(collection, i) for i in ids}  # type: ignore[attr-defined]
+
+    async def put_many(self, collection: str, docs: Iterable[Mapping[str, Any]]) -> list[str]:
+        return [await self.put(collection, d["_id"], d) for d in docs]  # type: ignore[attr-defined]
+
+    async def delete_many(self, collection: str, ids: Iterable[str]) -> int:
+        n = 0
+        for i in ids:
+            n += bool(await self.delete(collection, i))  # type: ignore[attr-defined]
+        return n
+
+    async def count(self, collection: str, where: Mapping[str, Any] | None = None) -> int:
+        if where:
+            return len(await self.find(collection, where))  # type: ignore[attr-defined]
+        return len(await self.list(collection))  # type: ignore[attr-defined]
+
+    async def update(self, collection: str, doc_id: str, fn: Updater) -> Doc | None:
+        """Compare-and-set loop: re-reads and re-applies ``fn`` until no one else wrote in between.
+
+        ``fn`` gets a private copy of the stored document (None when absent) and returns the new
+        document, or None to leave the store unchanged. Returns the document as stored.
+        """
+        for _ in range(self.max_update_attempts):
+            current = await self.get(collection, doc_id)  # type: ignore[attr-defined]
+            new = fn(copy.deepcopy(current))
+            if new is None:
+                return current
+            try:
+                rev = await self.put(  # type: ignore[attr-defined]
+                    collection, doc_id, new, rev=None if current is None else current["_rev"]
+                )
+            except RevisionConflict:
+                continue
+            stored = dict(new)
+            stored["_id"], stored["_rev"] = doc_id, rev
+            return stored
+        raise RevisionConflict(collection, doc_id)
+
+
+def prepare(doc: Mapping[str, Any], doc_id: str, rev: str) -> Doc:
+    """The document as it is stored: a deep copy with ``_id`` and the new ``_rev``."""
+    stored = copy.deepcopy(dict(doc))
+    stored["_id"] = doc_id
+    stored["_rev"] = rev
+    return stored
+
+
+def check_rev(collection: str, doc_id: str, current_rev: str | None, expected: Any) -> None:
+    if expected is ANY:
+        return
+    if expected != current_rev:
+        raise RevisionConflict(collection, doc_id)
+
+
+__all__ = [
+    "ANY",
+    "Doc",
+    "DocumentStore",
+    "StoreHelpers",
+    "Updater",
+    "check_rev",
+    "matches",
+    "next_rev",
+    "prepare",
+]

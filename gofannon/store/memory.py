@@ -1,0 +1,52 @@
+"""In-memory DocumentStore: one process, nothing persisted. For tests and throwaway runs."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Iterable, Mapping
+
+from gofannon.store import ANY, Doc, StoreHelpers, check_rev, matches, next_rev, prepare
+
+
+class MemoryStore(StoreHelpers):
+    name = "memory"
+
+    def __init__(self, settings: Any = None) -> None:
+        self._data: dict[str, dict[str, Doc]] = {}
+
+    async def get(self, collection: str, doc_id: str) -> Doc | None:
+        doc = self._data.get(collection, {}).get(doc_id)
+        return copy.deepcopy(doc) if doc is not None else None
+
+    async def put(self, collection: str, doc_id: str, doc: Mapping[str, Any], *, rev: Any = ANY) -> str:
+        coll = self._data.setdefault(collection, {})
+        current = coll.get(doc_id)
+        check_rev(collection, doc_id, current["_rev"] if current else None, rev)
+        new_rev = next_rev(current["_rev"] if current else None)
+        coll[doc_id] = prepare(doc, doc_id, new_rev)
+        return new_rev
+
+    async def delete(self, collection: str, doc_id: str, *, rev: Any = ANY) -> bool:
+        coll = self._data.get(collection, {})
+        current = coll.get(doc_id)
+        if current is None:
+            if rev is not ANY and rev is not None:
+                check_rev(collection, doc_id, None, rev)
+            return False
+        check_rev(collection, doc_id, current["_rev"], rev)
+        del coll[doc_id]
+        return True
+
+    async def list(self, collection: str, *, limit: int | None = None) -> list[Doc]:
+        return await self.find(collection, {}, limit=limit)
+
+    async def find(self, collection: str, where: Mapping[str, Any], *, limit: int | None = None) -> list[Doc]:
+        coll = self._data.get(collection, {})
+        out = [copy.deepcopy(coll[k]) for k in sorted(coll) if matches(coll[k], where)]
+        return out[:limit] if limit is not None else out
+
+    async def collections(self) -> list[str]:
+        return sorted(c for c, docs in self._data.items() if docs)
+
+    async def get_many(self, collection: str, ids: Iterable[str]) -> dict[str, Doc | None]:
+        return {i: await self.get(collection, i) for i in ids}

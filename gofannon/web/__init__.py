@@ -1,0 +1,1 @@
+"""HTTP layer: thin handlers, one module per resource; middlewares; the OpenAPI document."""

@@ -1,0 +1,146 @@
+"""What every handler uses: body parsing with the wire's 422 shape, the caller, JSON responses."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from gofannon.errors import Forbidden, PayloadTooLarge, Unauthorized, Unprocessable
+from gofannon.web.keys import KERNEL
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gofannon.auth import Identity
+    from gofannon.kernel import Kernel
+
+M = TypeVar("M", bound=BaseModel)
+H = TypeVar("H", bound=Callable[..., Any])
+
+IDENTITY_KEY = "gofannon_identity"
+
+
+# -- route metadata -----------------------------------------------------------------------------------
+def public(handler: H) -> H:
+    """Mark a handler as reachable without credentials."""
+    handler._gofannon_public = True  # type: ignore[attr-defined]
+    return handler
+
+
+def api_doc(*, summary: str | None = None, body: type[BaseModel] | None = None,
+            response: Any = None, status: int = 200, tags: list[str] | None = None) -> Callable[[H], H]:
+    """Describe a handler for ``/openapi.json``."""
+
+    def deco(handler: H) -> H:
+        handler._gofannon_doc = {  # type: ignore[attr-defined]
+            "summary": summary, "body": body, "response": response, "status": status, "tags": tags or [],
+        }
+        return handler
+
+    return deco
+
+
+def is_public(handler: Any) -> bool:
+    return bool(getattr(handler, "_gofannon_public", False))
+
+
+# -- request helpers ----------------------------------------------------------------------------------
+def kernel_of(request: web.Request) -> "Kernel":
+    return request.app[KERNEL]
+
+
+def identity(request: web.Request) -> "Identity":
+    """The authenticated caller; 401 when there is none."""
+    ident = request.get(IDENTITY_KEY)
+    if ident is None:
+        raise Unauthorized("Not authenticated. Session cookie missing or invalid.", reason="not_authenticated")
+    return ident  # type: ignore[no-any-return]
+
+
+def optional_identity(request: web.Request) -> "Identity | None":
+    return request.get(IDENTITY_KEY)
+
+
+def require_site_admin(request: web.Request) -> "Identity":
+    ident = identity(request)
+    if not ident.is_site_admin:
+        raise Forbidden("Site admin access required")
+    return ident
+
+
+def _jsonable_ctx(ctx: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in ctx.items():
+        if isinstance(v, BaseException):
+            out[k] = {}
+        else:
+            try:
+                json.dumps(v)
+                out[k] = v
+            except TypeError:
+                out[k] = str(v)
+    return out
+
+
+def validation_errors(exc: ValidationError, prefix: tuple[Any, ...] = ("body",)) -> list[dict[str, Any]]:
+    """A pydantic error list in FastAPI's wire form: ``type, loc, msg, input[, ctx]``."""
+    out = []
+    for err in exc.errors(include_url=False):
+        item: dict[str, Any] = {
+            "type": err["type"],
+            "loc": [*prefix, *err["loc"]],
+            "msg": err["msg"],
+            "input": err.get("input"),
+        }
+        if "ctx" in err:
+            item["ctx"] = _jsonable_ctx(err["ctx"])
+        out.append(item)
+    return out
+
+
+async def read_json(request: web.Request, *, required: bool = True) -> Any:
+    """The request body as JSON; 422 in the wire's shape when it is missing or malformed."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge(f"Request body too large (limit {exc.max_size} bytes)") from None
+    if not raw.strip():
+        if not required:
+            return None
+        raise Unprocessable([{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}])
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        pos = getattr(exc, "pos", 0)
+        raise Unprocessable([{
+            "type": "json_invalid", "loc": ["body", pos], "msg": "JSON decode error", "input": {},
+            "ctx": {"error": getattr(exc, "msg", str(exc))},
+        }]) from None
+
+
+def validate(model: type[M], data: Any, prefix: tuple[Any, ...] = ("body",)) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise Unprocessable(validation_errors(exc, prefix)) from None
+
+
+async def parse_body(request: web.Request, model: type[M]) -> M:
+    return validate(model, await read_json(request))
+
+
+def query_model(request: web.Request, model: type[M]) -> M:
+    return validate(model, dict(request.query), ("query",))
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(text=dumps(data), status=status, content_type="application/json", headers=headers)
+
+
+def no_content() -> web.Response:
+    return web.Response(status=204)

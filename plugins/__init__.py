@@ -1,0 +1,1 @@
+"""Bundled plugins, importable as ``gofannon_plugins.*`` and registered through entry points like any other."""

@@ -1,0 +1,1 @@
+"""Bundled plugin api_tokens. (Not built yet.)"""

@@ -1,0 +1,1 @@
+"""Bundled plugin dev_stub. (Not built yet.)"""

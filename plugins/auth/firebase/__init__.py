@@ -1,0 +1,1 @@
+"""Bundled plugin firebase. (Not built yet.)"""

@@ -1,0 +1,1 @@
+"""Bundled plugin oauth. (Not built yet.)"""

@@ -1,0 +1,1 @@
+"""Bundled plugin anthropic. (Not built yet.)"""

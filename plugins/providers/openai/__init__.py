@@ -1,0 +1,1 @@
+"""Bundled plugin openai. (Not built yet.)"""

@@ -1,0 +1,1 @@
+"""Bundled plugin openai_compat. (Not built yet.)"""

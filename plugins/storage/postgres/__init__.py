@@ -1,0 +1,1 @@
+"""Bundled plugin postgres. (Not built yet.)"""

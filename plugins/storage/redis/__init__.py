@@ -1,0 +1,1 @@
+"""Bundled plugin redis. (Not built yet.)"""

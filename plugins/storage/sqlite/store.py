@@ -1,0 +1,229 @@
+"""SQLite DocumentStore: WAL, one connection on one dedicated thread, so the event loop never blocks.
+
+Documents live in one table keyed by (collection, id). Equality queries are pre-filtered in SQL with
+``json_extract`` (expression indexes cover the fields services query by) and checked exactly in Python,
+so ``1``, ``true`` and ``"1"`` stay distinct. ``update`` runs its read-modify-write inside one
+``BEGIN IMMEDIATE`` transaction on the store thread: no retries, no lost update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, TypeVar
+
+from gofannon.errors import RevisionConflict
+from gofannon.store import ANY, Doc, StoreHelpers, Updater, check_rev, matches, next_rev
+
+T = TypeVar("T")
+
+INDEXED_FIELDS = ("ownerId", "agentId", "userId", "namespace", "status")
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS docs (coll TEXT NOT NULL, id TEXT NOT NULL, rev TEXT NOT NULL, body TEXT NOT NULL,"
+    " PRIMARY KEY (coll, id)) WITHOUT ROWID",
+    *(
+        f"CREATE INDEX IF NOT EXISTS docs_{f} ON docs (coll, json_extract(body, '$.{f}'))"
+        for f in INDEXED_FIELDS
+    ),
+]
+
+
+def _dump(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+class SQLiteStore(StoreHelpers):
+    name = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "SQLiteStore":
+        return cls(Path(settings.data_dir) / "gofannon.sqlite3")
+
+    # -- plumbing -------------------------------------------------------------------------------------
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._executor is None or self._conn is None:
+            raise RuntimeError("SQLiteStore is not open")
+        conn = self._conn
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gofannon-sqlite")
+
+        def connect() -> sqlite3.Connection:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            for stmt in _SCHEMA:
+                conn.execute(stmt)
+            return conn
+
+        self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    # -- primitives -----------------------------------------------------------------------------------
+    async def get(self, collection: str, doc_id: str) -> Doc | None:
+        def op(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT body FROM docs WHERE coll=? AND id=?", (collection, doc_id)).fetchone()
+            return row[0] if row else None
+
+        body = await self._run(op)
+        return json.loads(body) if body is not None else None
+
+    async def get_many(self, collection: str, ids: Iterable[str]) -> dict[str, Doc | None]:
+        wanted = list(ids)
+
+        def op(conn: sqlite3.Connection) -> dict[str, str]:
+            found: dict[str, str] = {}
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for doc_id, body in conn.execute(
+                    f"SELECT id, body FROM docs WHERE coll=? AND id IN ({marks})", (collection, *chunk)
+                ):
+                    found[doc_id] = body
+            return found
+
+        found = await self._run(op)
+        return {i: (json.loads(found[i]) if i in found else None) for i in wanted}
+
+    @staticmethod
+    def _put_in_tx(conn: sqlite3.Connection, collection: str, doc_id: str, doc: Mapping[str, Any], rev: Any) -> str:
+        row = conn.execute("SELECT rev FROM docs WHERE coll=? AND id=?", (collection, doc_id)).fetchone()
+        current = row[0] if row else None
+        check_rev(collection, doc_id, current, rev)
+        new_rev = next_rev(current)
+        body = dict(doc)
+        body["_id"], body["_rev"] = doc_id, new_rev
+        conn.execute(
+            "INSERT INTO docs (coll, id, rev, body) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (coll, id) DO UPDATE SET rev=excluded.rev, body=excluded.body",
+            (collection, doc_id, new_rev, _dump(body)),
+        )
+        return new_rev
+
+    @staticmethod
+    def _tx(conn: sqlite3.Connection, fn: Callable[[], T]) -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn()
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    async def put(self, collection: str, doc_id: str, doc: Mapping[str, Any], *, rev: Any = ANY) -> str:
+        return await self._run(lambda conn: self._tx(conn, lambda: self._put_in_tx(conn, collection, doc_id, doc, rev)))
+
+    async def put_many(self, collection: str, docs: Iterable[Mapping[str, Any]]) -> list[str]:
+        items = list(docs)
+        return await self._run(
+            lambda conn: self._tx(conn, lambda: [self._put_in_tx(conn, collection, d["_id"], d, ANY) for d in items])
+        )
+
+    async def delete(self, collection: str, doc_id: str, *, rev: Any = ANY) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT rev FROM docs WHERE coll=? AND id=?", (collection, doc_id)).fetchone()
+            if row is None:
+                if rev is not ANY and rev is not None:
+                    raise RevisionConflict(collection, doc_id)
+                return False
+            check_rev(collection, doc_id, row[0], rev)
+            conn.execute("DELETE FROM docs WHERE coll=? AND id=?", (collection, doc_id))
+            return True
+
+        return await self._run(lambda conn: self._tx(conn, lambda: op(conn)))
+
+    async def delete_many(self, collection: str, ids: Iterable[str]) -> int:
+        wanted = list(ids)
+
+        def op(conn: sqlite3.Connection) -> int:
+            n = 0
+            for doc_id in wanted:
+                n += conn.execute("DELETE FROM docs WHERE coll=? AND id=?", (collection, doc_id)).rowcount
+            return n
+
+        return await self._run(lambda conn: self._tx(conn, lambda: op(conn)))
+
+    async def list(self, collection: str, *, limit: int | None = None) -> list[Doc]:
+        return await self.find(collection, {}, limit=limit)
+
+    async def find(self, collection: str, where: Mapping[str, Any], *, limit: int | None = None) -> list[Doc]:
+        sql = ["SELECT body FROM docs WHERE coll=?"]
+        params: list[Any] = [collection]
+        for key, value in where.items():
+            path = "$." + json.dumps(str(key))
+            if isinstance(value, bool) or value is None:
+                sql.append("AND json_type(body, ?) = ?")
+                params += [path, "null" if value is None else ("true" if value else "false")]
+            elif isinstance(value, (str, int, float)):
+                sql.append("AND json_extract(body, ?) = ?")
+                params += [path, value]
+        sql.append("ORDER BY id")
+        if limit is not None and not where:
+            sql.append(f"LIMIT {int(limit)}")
+        query = " ".join(sql)
+
+        def op(conn: sqlite3.Connection) -> list[str]:
+            return [row[0] for row in conn.execute(query, params)]
+
+        docs = [json.loads(body) for body in await self._run(op)]
+        if where:
+            docs = [d for d in docs if matches(d, where)]
+            if limit is not None:
+                docs = docs[:limit]
+        return docs
+
+    async def list_raw(self, collection: str) -> list[str]:
+        """Stored JSON texts, ordered by id, for handlers that pass documents through unchanged."""
+        return await self._run(
+            lambda conn: [r[0] for r in conn.execute("SELECT body FROM docs WHERE coll=? ORDER BY id", (collection,))]
+        )
+
+    async def count(self, collection: str, where: Mapping[str, Any] | None = None) -> int:
+        if where:
+            return len(await self.find(collection, where))
+        return await self._run(
+            lambda conn: conn.execute("SELECT COUNT(*) FROM docs WHERE coll=?", (collection,)).fetchone()[0]
+        )
+
+    async def update(self, collection: str, doc_id: str, fn: Updater) -> Doc | None:
+        def op(conn: sqlite3.Connection) -> Doc | None:
+            row = conn.execute("SELECT body FROM docs WHERE coll=? AND id=?", (collection, doc_id)).fetchone()
+            current = json.loads(row[0]) if row else None
+            new = fn(json.loads(row[0]) if row else None)
+            if new is None:
+                return current
+            rev = self._put_in_tx(conn, collection, doc_id, new, ANY)
+            stored = dict(new)
+            stored["_id"], stored["_rev"] = doc_id, rev
+            return stored
+
+        return await self._run(lambda conn: self._tx(conn, lambda: op(conn)))
+
+    async def collections(self) -> list[str]:
+        return await self._run(
+            lambda conn: [r[0] for r in conn.execute("SELECT DISTINCT coll FROM docs ORDER BY coll")]
+        )

@@ -1,0 +1,1 @@
+"""Bundled plugin mcp. (Not built yet.)"""

@@ -1,0 +1,1 @@
+"""Bundled plugin openapi. (Not built yet.)"""

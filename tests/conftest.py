@@ -1,0 +1,153 @@
+"""Shared fixtures: a real Redis server, the real app on a real loopback port, dev login helpers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Iterator
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from gofannon.app import create_app
+from gofannon.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free loopback port, for the whole session. Yields its URL."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed; run the README's test command, which installs it")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir), "--protected-mode", "yes"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("redis-server did not start")
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """A clean Redis database for one test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server)
+    client.flushall()
+    client.close()
+    return redis_server
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings for a test: APP_ENV=test, a private data dir, env overrides as keyword strings."""
+
+    def make(**env: str) -> Settings:
+        base = {
+            "APP_ENV": "test",
+            "GOFANNON_DATA_DIR": str(tmp_path / "data"),
+            "GOFANNON_SANDBOX_POOL_SIZE": "1",
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", "/root"),
+        }
+        base.update(env)
+        return Settings.load(base)
+
+    return make
+
+
+class Client:
+    """A real HTTP client against a real server on 127.0.0.1, with a cookie jar like a browser's."""
+
+    def __init__(self, server: TestServer, session: aiohttp.ClientSession) -> None:
+        self.server = server
+        self.session = session
+
+    def url(self, path: str) -> str:
+        return str(self.server.make_url(path))
+
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        kw.setdefault("allow_redirects", False)
+        return self.session.request(method, self.url(path), **kw)
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> Any:
+        return self.request("POST", path, **kw)
+
+    def put(self, path: str, **kw: Any) -> Any:
+        return self.request("PUT", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.request("DELETE", path, **kw)
+
+    async def login(self, uid: str = "alice") -> None:
+        """Sign in through the dev_stub flow exactly as a browser does."""
+        async with self.get("/auth/login/dev_stub?return_to=/") as r:
+            assert r.status == 302, await r.text()
+            picker = r.headers["Location"]
+        async with self.get(picker) as r:
+            assert r.status == 200, await r.text()
+            html = await r.text()
+        import re
+
+        links = re.findall(r'href="([^"]+)"', html)
+        link = next(l for l in links if f"code={uid}&" in l.replace("&amp;", "&") or l.endswith(f"code={uid}"))
+        async with self.get(link.replace("&amp;", "&")) as r:
+            assert r.status == 302, await r.text()
+
+
+@pytest.fixture
+async def serve(make_settings: Callable[..., Settings]) -> AsyncIterator[Callable[..., Any]]:
+    """``client = await serve(**env)``: the real app on a loopback port and a client for it."""
+    started: list[tuple[TestServer, aiohttp.ClientSession]] = []
+
+    async def start(settings: Settings | None = None, **env: str) -> Client:
+        app = create_app(settings or make_settings(**env))
+        server = TestServer(app, host="127.0.0.1", port=free_port())
+        await server.start_server()
+        session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        started.append((server, session))
+        return Client(server, session)
+
+    yield start
+    for server, session in reversed(started):
+        await session.close()
+        await server.close()
+
+
+@pytest.fixture
+async def client(serve: Callable[..., Any]) -> Client:
+    return await serve()
