@@ -60,11 +60,11 @@ class ExternalIdentity:
 
 @runtime_checkable
 class LoginBackend(Protocol):
+    """One configured login provider (an entry of the auth config's ``providers`` list)."""
+
     type: str
     display_name: str
     icon: str
-
-    def enabled(self, kernel: "Kernel") -> bool: ...
 
     async def authorize_url(self, kernel: "Kernel", request: "web.Request", *, state: str, redirect_uri: str,
                             login: dict[str, Any]) -> str:
@@ -73,7 +73,9 @@ class LoginBackend(Protocol):
         ...
 
     async def exchange(self, kernel: "Kernel", request: "web.Request", *, code: str, redirect_uri: str,
-                       login: dict[str, Any]) -> ExternalIdentity: ...
+                       login: dict[str, Any]) -> ExternalIdentity:
+        """Turn the callback's ``code`` into who signed in; raise to refuse (502 to the browser)."""
+        ...
 
     async def refresh(self, kernel: "Kernel", identity: Identity) -> list[dict[str, Any]] | None:
         """Re-read memberships; None = unknown (keep the current ones)."""
@@ -81,7 +83,22 @@ class LoginBackend(Protocol):
 
 
 @runtime_checkable
+class LoginBackendFactory(Protocol):
+    """What a plugin registers for a login provider type: builds a backend from its config entry."""
+
+    kind: str  # "login"
+    type: str
+
+    def create(self, config: dict[str, Any], settings: Any) -> LoginBackend | None:
+        """A backend for this config, or None when it cannot run here (e.g. dev_stub outside dev)."""
+        ...
+
+
+@runtime_checkable
 class RequestAuthenticator(Protocol):
+    """What a plugin registers to resolve callers from requests (bearer tokens)."""
+
+    kind: str  # "request"
     name: str
 
     async def authenticate(self, kernel: "Kernel", request: "web.Request") -> Identity | None:

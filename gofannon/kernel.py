@@ -42,7 +42,7 @@ class Kernel:
             "register_providers", key=lambda p: p.slug, settings=settings
         )
         self.auth_backends: dict[str, Any] = self.pm.collect(
-            "register_auth_backends", key=lambda b: getattr(b, "type", None) or b.name, settings=settings
+            "register_auth_backends", key=lambda b: f"{b.kind}:{getattr(b, 'type', None) or b.name}", settings=settings
         )
         self.tool_connectors: dict[str, Any] = self.pm.collect(
             "register_tool_connectors", key=lambda c: c.name, settings=settings

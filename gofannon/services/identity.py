@@ -31,6 +31,8 @@ async def authenticate(kernel: "Kernel", request: "web.Request", *, required: bo
             raise Unauthorized("Session expired or invalid", reason="session_expired")
         return None
     for backend in kernel.auth_backends.values():
+        if getattr(backend, "kind", None) != "request":
+            continue
         authenticate_request = getattr(backend, "authenticate", None)
         if authenticate_request is None:
             continue

@@ -18,7 +18,10 @@ if TYPE_CHECKING:  # pragma: no cover
 M = TypeVar("M", bound=BaseModel)
 H = TypeVar("H", bound=Callable[..., Any])
 
-IDENTITY_KEY = "gofannon_identity"
+try:
+    IDENTITY_KEY: Any = web.RequestKey("gofannon_identity", object)
+except AttributeError:  # pragma: no cover - aiohttp < 3.14
+    IDENTITY_KEY = "gofannon_identity"
 
 
 # -- route metadata -----------------------------------------------------------------------------------

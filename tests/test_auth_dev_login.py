@@ -1,0 +1,90 @@
+"""The dev_stub login flow as a browser runs it, and what a session grants."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+async def test_auth_me_is_401_before_login_and_the_user_after(client: Any) -> None:
+    async with client.get("/auth/me") as r:
+        assert r.status == 401
+        assert "X-Auth-Reason" not in r.headers
+    await client.login("alice")
+    async with client.get("/auth/me") as r:
+        assert r.status == 200
+        me = await r.json()
+    assert me["uid"] == "dev_stub:alice"
+    assert me["providerType"] == "dev_stub" and me["isSiteAdmin"] is False
+    assert me["workspaces"][0]["workspaceId"] == "personal:dev_stub:alice"
+
+
+async def test_login_redirects_to_the_frontend_with_an_httponly_session_cookie(client: Any) -> None:
+    async with client.get("/auth/login/dev_stub?return_to=/agents") as r:
+        assert r.status == 302
+        assert r.headers["Location"].startswith("/auth/dev-stub-picker?")
+        state_cookie = r.cookies["gofannon_auth_state"]
+        assert state_cookie["httponly"] and len(state_cookie.value) == 48
+    async with client.get(f"/auth/callback/dev_stub?code=alice&state={state_cookie.value}") as r:
+        assert r.status == 302
+        assert r.headers["Location"] == "http://localhost:3000/agents"
+        sid = r.cookies["gofannon_sid"]
+        assert sid["httponly"] and sid["samesite"].lower() == "lax" and sid["path"] == "/"
+
+
+async def test_callback_refuses_a_state_mismatch_and_a_missing_state_cookie(serve: Any) -> None:
+    client = await serve()
+    async with client.get("/auth/callback/dev_stub?code=alice&state=x") as r:
+        assert r.status == 400
+        assert (await r.json())["detail"] == "Missing state cookie; possible CSRF"
+    async with client.get("/auth/login/dev_stub") as r:
+        assert r.status == 302
+    async with client.get("/auth/callback/dev_stub?code=alice&state=wrong") as r:
+        assert r.status == 400
+        assert (await r.json())["detail"] == "State mismatch; possible CSRF"
+
+
+async def test_return_to_on_another_origin_falls_back_to_the_frontend_root(client: Any) -> None:
+    async with client.get("/auth/login/dev_stub?return_to=https://evil.example/x") as r:
+        state = r.cookies["gofannon_auth_state"].value
+    async with client.get(f"/auth/callback/dev_stub?code=bob&state={state}") as r:
+        assert r.headers["Location"] == "http://localhost:3000/"
+
+
+async def test_picker_escapes_what_it_echoes(client: Any) -> None:
+    async with client.get('/auth/dev-stub-picker?state="><script>alert(1)</script>') as r:
+        text = await r.text()
+    assert "<script>" not in text
+    assert ">alice</a>" in text and ">bob</a>" in text
+
+
+async def test_logout_revokes_the_session(client: Any) -> None:
+    await client.login("alice")
+    sid = next(c.value for c in client.session.cookie_jar if c.key == "gofannon_sid")
+    async with client.post("/auth/logout") as r:
+        assert r.status == 204
+    client.session.cookie_jar.update_cookies({"gofannon_sid": sid})
+    async with client.get("/auth/me") as r:
+        assert r.status == 401
+
+
+async def test_unknown_session_cookie_on_a_protected_route_says_session_expired(client: Any) -> None:
+    client.session.cookie_jar.update_cookies({"gofannon_sid": "not-a-session"})
+    async with client.get("/users/me") as r:
+        assert r.status in (401, 404)
+        if r.status == 401:
+            assert r.headers["X-Auth-Reason"] == "session_expired"
+
+
+async def test_providers_lists_dev_stub(client: Any) -> None:
+    async with client.get("/auth/providers") as r:
+        body = await r.json()
+    assert body == {"providers": [{"type": "dev_stub", "displayName": "Dev stub login", "icon": "dev"}],
+                    "legacyFirebaseEnabled": True}
+
+
+async def test_dev_login_does_not_exist_in_production(serve: Any) -> None:
+    client = await serve(APP_ENV="production")
+    async with client.get("/auth/login/dev_stub") as r:
+        assert r.status == 404
+    async with client.get("/auth/dev-stub-picker") as r:
+        assert r.status == 404
