@@ -1,0 +1,7 @@
+"""Routes: codegen. (Not built yet.)"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+routes = web.RouteTableDef()
