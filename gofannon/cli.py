@@ -5,13 +5,20 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-
-def _settings():  # type: ignore[no-untyped-def]
+if TYPE_CHECKING:  # pragma: no cover
     from gofannon.settings import Settings
 
-    return Settings.load()
+
+def _settings() -> Settings:
+    """Settings from the environment and config file; a bad value stops the command with its message."""
+    from gofannon.settings import Settings
+
+    try:
+        return Settings.load()
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"gofannon: bad configuration: {exc}") from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -39,10 +46,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_plugins(args: argparse.Namespace) -> int:
     import json
 
-    from gofannon.plugins import build_plugin_manager
+    from gofannon.plugins import PluginManager
 
     settings = _settings()
-    pm = build_plugin_manager(settings)
+    # List failures instead of stopping at the first one; strict mode still decides the exit status.
+    pm = PluginManager(load=settings.load_plugins, disable=settings.disable_plugins, trace=settings.trace_plugins)
+    pm.load_entry_points()
+    # Run the register hooks too, so a plugin whose registration raises shows its error here.
+    from gofannon.kernel import Kernel
+
+    Kernel(settings, pm, role="cli")
+    pm.collect("register_routes", key=lambda *a, **kw: repr(a[:2]), settings=settings)
     rows = pm.listing()
     if args.json:
         print(json.dumps([r.__dict__ for r in rows], indent=2))
@@ -82,8 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from gofannon.plugins import PluginLoadError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except PluginLoadError as exc:  # strict mode: the operator's to fix, so say what, not where
+        print(f"gofannon {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

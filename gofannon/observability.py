@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("gofannon.events")
 
 _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    ("api_token", re.compile(r"\bgft_[0-9a-f]{32}_[A-Za-z0-9_\-]{20,}")),
     ("github_token", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}\b")),
     ("anthropic_key", re.compile(r"\bsk-ant-[A-Za-z0-9_\-]{10,}")),
     ("openai_key", re.compile(r"\bsk-(?:proj-)?[A-Za-z0-9_\-]{16,}")),

@@ -54,6 +54,7 @@ class PluginManager:
         self.allow = set(load) if load is not None else None
         self.disable = set(disable)
         self.plugins: dict[str, PluginInfo] = {}
+        self.trace = trace
         if trace:
             self.pm.trace.root.setwriter(lambda msg: log.warning("plugin trace: %s", msg.rstrip()))
             self.pm.enable_tracing()
@@ -93,8 +94,14 @@ class PluginManager:
             except Exception as exc:  # noqa: BLE001 - isolation is the point
                 self._fail(info, exc)
                 continue
+            try:
+                # Checked per plugin, so a misspelled hook is charged to the plugin that has it.
+                self.pm.check_pending()
+            except pluggy.PluginValidationError as exc:
+                self.pm.unregister(name=ep.name)
+                self._fail(info, exc)
+                continue
             info.hooks = sorted(h.name for h in self.pm.get_hookcallers(obj) or [])
-        self.pm.check_pending()
 
     def register(self, obj: Any, name: str) -> None:
         """Register an in-process plugin object (tests, embedding)."""
@@ -133,6 +140,8 @@ class PluginManager:
             def register(*args: Any, **kw: Any) -> None:
                 staged.append((key(*args, **kw), value(*args, **kw)))
 
+            if self.trace:  # collect calls implementations itself, so pluggy's tracing does not see these
+                log.warning("plugin trace: %s(%s) [%s]", hook_name, ", ".join(a for a in impl.argnames), plugin_name)
             try:
                 impl.function(**{arg: (register if arg == "register" else kwargs[arg]) for arg in impl.argnames})
             except Exception as exc:  # noqa: BLE001 - one plugin must not take the kernel down

@@ -19,6 +19,11 @@ from gofannon.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 
+#: Fake external services (tests/fakes/): ``fake_openai`` / ``fake_llm`` fake LLM vendor servers;
+#: ``postgres_server`` / ``postgres_url`` a real PostgreSQL (fresh database per test);
+#: ``mcp_server`` a real MCP server (official SDK; streamable HTTP and SSE, bearer-protected copies).
+pytest_plugins = ["fakes", "fakes.postgres", "fakes.mcp_server"]
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -88,3 +88,31 @@ async def test_dev_login_does_not_exist_in_production(serve: Any) -> None:
         assert r.status == 404
     async with client.get("/auth/dev-stub-picker") as r:
         assert r.status == 404
+
+
+async def test_a_login_state_works_once_only(client: Any) -> None:
+    async with client.get("/auth/login/dev_stub") as r:
+        state = r.cookies["gofannon_auth_state"].value
+    async with client.get(f"/auth/callback/dev_stub?code=alice&state={state}") as r:
+        assert r.status == 302
+    client.session.cookie_jar.update_cookies({"gofannon_auth_state": state})
+    async with client.get(f"/auth/callback/dev_stub?code=alice&state={state}") as r:
+        assert r.status == 400
+        assert "start the login again" in (await r.json())["detail"]
+
+
+async def test_the_sweeper_deletes_expired_sessions_and_abandoned_login_states(make_settings: Any) -> None:
+    from gofannon.kernel import Kernel
+    from gofannon.services import sessions
+
+    kernel = Kernel(make_settings())
+    await kernel.open()
+    try:
+        await kernel.store.put("user_sessions", "old", {"userUid": "dev_stub:alice", "expiresAt": "2000-01-01T00:00:00"})
+        await kernel.store.put("user_sessions", "live", {"userUid": "dev_stub:alice", "expiresAt": "2999-01-01T00:00:00"})
+        await kernel.store.put("auth_login_states", "abandoned", {"type": "dev_stub", "createdAt": "2000-01-01T00:00:00"})
+        assert await sessions.sweep(kernel) == 2
+        assert [d["_id"] for d in await kernel.store.list("user_sessions")] == ["live"]
+        assert await kernel.store.list("auth_login_states") == []
+    finally:
+        await kernel.close()

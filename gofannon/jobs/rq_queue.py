@@ -1,1 +1,100 @@
-"""RQ job queue (REDIS_URL). (Not built yet.)"""
+"""RQ job queue, selected when ``REDIS_URL`` is set: API processes enqueue, ``gofannon worker`` runs.
+
+RQ carries the job (JSON-serialised, never pickled) to a worker. The result does not travel through
+RQ's result store, which callers would have to poll: the worker pushes it to a per-job Redis list
+that the waiting caller ``BLPOP``s with redis.asyncio, so it arrives as soon as it exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from gofannon.jobs import JobFailed, JobTimeout
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gofannon.kernel import Kernel
+
+#: The RQ job function every job runs through (see gofannon.jobs.worker.perform).
+PERFORM = "gofannon.jobs.worker.perform"
+#: Extra seconds RQ grants past a job's own timeout, so the job reports its timeout itself.
+RQ_TIMEOUT_MARGIN = 30
+#: How long an uncollected result waits in Redis.
+RESULT_TTL_S = 3600
+
+
+def result_key(prefix: str, job_id: str) -> str:
+    return f"{prefix}jobresult:{job_id}"
+
+
+def decode_reply(job_id: str, raw: str | bytes) -> Any:
+    """The value a worker reported, or the JobFailed / JobTimeout it stands for."""
+    reply = json.loads(raw)
+    if reply.get("ok"):
+        return reply.get("value")
+    if reply.get("kind") == "timeout":
+        raise JobTimeout(reply.get("error") or f"job {job_id} timed out")
+    raise JobFailed(reply.get("error") or "job failed")
+
+
+class RQJobQueue:
+    name = "rq"
+
+    def __init__(self, kernel: "Kernel") -> None:
+        self.kernel = kernel
+        self.settings = kernel.settings
+        self._sync: Any = None  # redis.Redis for RQ (bytes, blocking; used from a thread)
+        self._async: Any = None  # redis.asyncio.Redis for waiting on results
+        self._queue: Any = None
+
+    async def start(self) -> None:
+        import redis
+        import redis.asyncio as aioredis
+        from rq import Queue
+        from rq.serializers import JSONSerializer
+
+        url = self.settings.redis_url
+        self._sync = redis.Redis.from_url(url)
+        self._async = aioredis.Redis.from_url(url)
+        self._queue = Queue(self.settings.job_queue_name, connection=self._sync, serializer=JSONSerializer)
+
+    async def close(self) -> None:
+        if self._async is not None:
+            await self._async.aclose()
+            self._async = None
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
+
+    async def submit(self, job: str, payload: dict[str, Any], *, job_id: str | None = None,
+                     timeout: float | None = None, keep_result: bool = False) -> str:
+        if self._queue is None:
+            raise RuntimeError("the job queue is not started")
+        job_id = job_id or uuid.uuid4().hex
+        reply = result_key(self.settings.redis_prefix, job_id) if keep_result else None
+        rq_timeout = int(timeout) + RQ_TIMEOUT_MARGIN if timeout else -1
+        await asyncio.to_thread(
+            self._queue.enqueue_call,
+            PERFORM,
+            kwargs={"job": job, "payload": payload, "reply_key": reply, "timeout": timeout},
+            timeout=rq_timeout,
+            job_id=job_id,
+            result_ttl=0,
+            failure_ttl=RESULT_TTL_S * 24,
+            description=f"gofannon job {job}",
+        )
+        return job_id
+
+    async def result(self, job_id: str, *, wait: float) -> Any:
+        if self._async is None:
+            raise RuntimeError("the job queue is not started")
+        got = await self._async.blpop([result_key(self.settings.redis_prefix, job_id)], timeout=max(wait, 0.01))
+        if got is None:
+            raise JobTimeout(f"no result for job {job_id} within {wait} s")
+        return decode_reply(job_id, got[1])
+
+    async def call(self, job: str, payload: dict[str, Any], *, timeout: float) -> Any:
+        job_id = await self.submit(job, payload, timeout=timeout, keep_result=True)
+        return await self.result(job_id, wait=timeout + 5)

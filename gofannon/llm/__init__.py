@@ -1,1 +1,118 @@
-"""llm."""
+"""LLM providers: the plugin contract and the values that cross it.
+
+A provider plugin registers an object satisfying ``Provider`` through ``register_providers``. The kernel
+knows no vendor: it resolves a catalog provider (``config/catalog/<slug>.json``) to a plugin, hands the
+plugin a fully prepared ``LlmCall`` (key, base URL, validated parameters, tools, timeout and an HTTP
+helper with retries) and gets back a ``Completion`` in one normalised shape, whatever the vendor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, AsyncIterator, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gofannon.llm.http import LlmHttp
+    from gofannon.settings import Settings
+
+
+@dataclass
+class Usage:
+    """Token counts as the vendor reported them; ``output_tokens`` includes reasoning tokens."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def add(self, other: "Usage") -> None:
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cached_input_tokens += other.cached_input_tokens
+        self.reasoning_tokens += other.reasoning_tokens
+
+
+@dataclass
+class Completion:
+    """One model answer. ``thoughts`` follows the reference: a dict (``reasoning_content``, ``tool_calls``
+    in OpenAI's function-call shape, ``summary`` for the Responses API) or None when there is nothing."""
+
+    content: str
+    thoughts: Any = None
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str | None = None
+
+
+@dataclass
+class StreamEvent:
+    """A piece of a streamed answer: ``kind`` is ``content`` or ``thoughts`` (with ``text``), or ``done``
+    (with the final ``completion``)."""
+
+    kind: str
+    text: str = ""
+    completion: Completion | None = None
+
+
+@dataclass
+class LlmCall:
+    """Everything a plugin needs for one call, prepared by ``gofannon.llm.service``."""
+
+    provider: str  # catalog slug (e.g. "ollama", served by the openai_compat plugin)
+    model: str
+    messages: list[dict[str, Any]]
+    parameters: dict[str, Any]  # validated, nulls dropped, reasoning_effort removed
+    reasoning_effort: str | None  # None when disabled
+    tools: list[dict[str, Any]] | None
+    api_key: str | None
+    base_url: str | None
+    model_config: dict[str, Any]  # the catalog entry ({} for a model the catalog does not list)
+    provider_config: dict[str, Any]  # the catalog provider (internal keys included)
+    timeout: float
+    http: "LlmHttp"
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. cache_prefix
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """What ``register_providers`` registers.
+
+    ``slug`` names the plugin; catalog providers pick it by their ``plugin`` key (default: their own
+    slug). ``catalog(settings)`` returns provider configs this plugin contributes (``{slug: {...,
+    "models": {...}}}``); files under ``config/catalog/`` override them model by model.
+    """
+
+    slug: str
+
+    def catalog(self, settings: "Settings") -> dict[str, dict[str, Any]]: ...
+
+    async def complete(self, call: LlmCall) -> Completion: ...
+
+    def stream(self, call: LlmCall) -> AsyncIterator[StreamEvent]: ...
+
+
+@dataclass
+class LlmResult:
+    """What ``call_llm`` returns: the answer, its token usage and what it cost the caller (USD)."""
+
+    content: str
+    thoughts: Any
+    usage: Usage
+    cost: float
+    priced: bool
+    provider: str
+    model: str
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        """``content, thoughts = await call_llm(...)`` works, as the reference's tuple did."""
+        return iter((self.content, self.thoughts))
+
+
+class VendorError(Exception):
+    """A vendor answered an error (after retries). Mapped to a user-facing error by the service."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None) -> None:
+        self.status, self.message, self.code = status, message, code
+        super().__init__(f"{status}: {message}")
+
+
+__all__ = ["Completion", "LlmCall", "LlmResult", "Provider", "StreamEvent", "Usage", "VendorError"]

@@ -1,1 +1,277 @@
-"""service service. (Not built yet.)"""
+"""``call_llm``: the one way anything in the platform talks to a model.
+
+It gates on the caller's allowance (402), checks parameters against the catalog (422), picks the
+caller's own key or the server's, calls the provider plugin (retries, timeout), prices the answer from
+its token usage (``prices.json``), charges the caller atomically with metadata, and records an
+observability event. Chat tickets, code generation and agents (through the sandbox broker) all use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+from gofannon.errors import BadRequest, GatewayTimeout, GofannonError, Unprocessable, UpstreamError
+from gofannon.llm import Completion, LlmCall, LlmResult, Provider, StreamEvent, Usage, VendorError
+from gofannon.llm import catalog as catalog_mod
+from gofannon.llm.http import llm_http
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gofannon.auth import Identity
+    from gofannon.kernel import Kernel
+
+log = logging.getLogger("gofannon.llm")
+
+#: Providers whose keys users may store in their profile (wire contract §6.4).
+USER_KEY_PROVIDERS = frozenset({"openai", "anthropic", "gemini", "perplexity", "openrouter"})
+_EFFORT_OFF = {None, "", "disable", "disabled", "none", "off"}
+
+
+class InvalidApiKey(BadRequest):
+    """The vendor refused the key (the reference's message, kept)."""
+
+
+class ContextWindowExceeded(BadRequest):
+    """The prompt does not fit the model (the reference's message, kept)."""
+
+
+class ProviderNotConfigured(BadRequest):
+    """No plugin or no key for the provider."""
+
+
+# -- kernel service -----------------------------------------------------------------------------------
+async def start(kernel: "Kernel") -> None:
+    """Build the catalog from plugins and config files and make it the active one."""
+    catalog_mod.activate(catalog_mod.build_for(kernel.settings, kernel.providers))
+    llm_http(kernel)
+
+
+def catalog(kernel: "Kernel | None" = None) -> catalog_mod.Catalog:
+    return catalog_mod.active()
+
+
+def uid_of(ident: "Identity | str | None") -> str:
+    if ident is None:
+        return "anonymous"
+    if isinstance(ident, str):
+        return ident or "anonymous"
+    return getattr(ident, "uid", None) or "anonymous"
+
+
+# -- resolution ---------------------------------------------------------------------------------------
+def plugin_for(kernel: "Kernel", provider: str, provider_config: dict[str, Any]) -> Provider:
+    """The plugin serving a catalog provider: its ``plugin`` key, else a plugin of the same slug, else
+    ``openai_compat`` when the provider names a base URL."""
+    name = provider_config.get("plugin")
+    if not name:
+        name = provider if provider in kernel.providers else (
+            "openai_compat" if provider_config.get("base_url") else provider)
+    plugin = kernel.providers.get(name)
+    if plugin is None:
+        raise ProviderNotConfigured(f"Provider '{provider}' cannot be called: no installed provider plugin serves it.")
+    return plugin  # type: ignore[no-any-return]
+
+
+def _env_name(provider: str, suffix: str) -> str:
+    return f"{provider.upper().replace('-', '_').replace('.', '_')}_{suffix}"
+
+
+def base_url(kernel: "Kernel", provider: str, provider_config: dict[str, Any]) -> str | None:
+    """``<SLUG>_BASE_URL`` from the environment, else the catalog's ``base_url`` (else the plugin's default)."""
+    env_name = provider_config.get("base_url_env") or _env_name(provider, "BASE_URL")
+    return kernel.settings.env(str(env_name)) or provider_config.get("base_url")
+
+
+def env_api_key(kernel: "Kernel", provider: str, provider_config: dict[str, Any]) -> str | None:
+    name = provider_config.get("api_key_env_var")
+    if isinstance(name, str) and name:
+        return kernel.settings.env(name)
+    return None
+
+
+def needs_key(provider_config: dict[str, Any]) -> bool:
+    return bool(provider_config.get("api_key_env_var")) and not provider_config.get("key_optional")
+
+
+async def resolve_key(kernel: "Kernel", uid: str, provider: str,
+                      provider_config: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(key, source): the user's stored key for the five mapped providers, else the server's env key."""
+    if provider in USER_KEY_PROVIDERS and uid != "anonymous":
+        from gofannon.services import users
+
+        key = await users.user_api_key(kernel, uid, provider)
+        if key:
+            return key, "user"
+    key = env_api_key(kernel, provider, provider_config)
+    return (key, "env") if key else (None, None)
+
+
+def prepare_parameters(cat: catalog_mod.Catalog, provider: str, model: str,
+                       parameters: dict[str, Any] | None) -> tuple[dict[str, Any], str | None]:
+    """Nulls dropped, catalog checks (422 with every problem), ``reasoning_effort`` split out."""
+    if parameters is not None and not isinstance(parameters, dict):
+        raise Unprocessable("parameters must be an object")
+    params = {k: v for k, v in (parameters or {}).items() if v is not None}
+    problems = cat.parameter_problems(provider, model, params)
+    if problems:
+        raise Unprocessable(" ".join(problems))
+    effort = params.pop("reasoning_effort", None)
+    params.pop("reasoningEffort", None)
+    effort = None if str(effort).lower() in _EFFORT_OFF or effort is None else str(effort)
+    return params, effort
+
+
+def _thoughts_jsonable(thoughts: Any) -> Any:
+    if thoughts is None:
+        return None
+    try:
+        return json.loads(json.dumps(thoughts, default=str))
+    except (TypeError, ValueError):
+        return str(thoughts)
+
+
+def map_vendor_error(exc: VendorError, provider: str, model: str, key_source: str | None,
+                     model_config: dict[str, Any]) -> GofannonError:
+    """The reference's clear messages for a bad key and an overlong prompt; the rest a 502 that says
+    which provider failed and why."""
+    text = f"{exc.code or ''} {exc.message}".lower()
+    if exc.status in (401, 403) or any(s in text for s in ("invalid_api_key", "authentication", "api key",
+                                                           "api_key_invalid", "unauthenticated")):
+        which = "user-specific" if key_source == "user" else "environment variable"
+        return InvalidApiKey(f"Invalid API key for {provider}. Please check your {which} API key in your "
+                             "profile settings.")
+    if any(s in text for s in ("prompt is too long", "context_length_exceeded", "maximum context length",
+                               "context window", "too many tokens", "exceeds the maximum number of tokens")):
+        window = model_config.get("context_window")
+        return ContextWindowExceeded(
+            f"Prompt exceeded {model}'s context window of {window if window else 'unknown'} tokens. "
+            "Use hierarchical consolidation to process data in smaller groups.")
+    if exc.status == 504:
+        return GatewayTimeout(f"{provider}/{model} timed out: {exc.message}")
+    if exc.status == 429:
+        return UpstreamError(f"{provider} is rate limiting requests and retries were exhausted: {exc.message}")
+    return UpstreamError(f"{provider} returned an error ({exc.status}): {exc.message}")
+
+
+# -- the call ---------------------------------------------------------------------------------------
+async def _prepare(kernel: "Kernel", uid: str, provider: str, model: str, messages: list[dict[str, Any]],
+                   parameters: dict[str, Any] | None, tools: list[dict[str, Any]] | None,
+                   timeout: float | None, extra: dict[str, Any]) -> tuple[Provider, LlmCall, str | None]:
+    cat = catalog_mod.active()
+    provider_config = cat.provider(provider)
+    if provider_config is None:
+        raise ProviderNotConfigured(f"Unknown provider '{provider}'.")
+    model_config = cat.model(provider, model) or {}
+    params, effort = prepare_parameters(cat, provider, model, parameters)
+    if not isinstance(messages, list) or not messages:
+        raise Unprocessable("messages must be a non-empty list")
+    plugin = plugin_for(kernel, provider, provider_config)
+    from gofannon.services import users
+
+    await users.require_allowance(kernel, uid)
+    key, source = await resolve_key(kernel, uid, provider, provider_config)
+    if key is None and needs_key(provider_config):
+        raise ProviderNotConfigured(
+            f"No API key for {provider}: add your own key in your profile settings, or ask the operator to "
+            "configure one.")
+    call = LlmCall(
+        provider=provider, model=model, messages=messages, parameters=params, reasoning_effort=effort,
+        tools=tools or None, api_key=key, base_url=base_url(kernel, provider, provider_config),
+        model_config=model_config, provider_config=provider_config,
+        timeout=float(timeout or kernel.settings.llm_timeout_seconds), http=llm_http(kernel), extra=extra,
+    )
+    return plugin, call, source
+
+
+async def _settle(kernel: "Kernel", uid: str, call: LlmCall, completion: Completion, started: float) -> LlmResult:
+    usage = completion.usage
+    cost, priced = catalog_mod.active().cost(call.provider, call.model, usage.input_tokens, usage.output_tokens,
+                                             usage.cached_input_tokens)
+    metadata: dict[str, Any] = {
+        "provider": call.provider, "model": call.model,
+        "inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens,
+    }
+    if usage.cached_input_tokens:
+        metadata["cachedInputTokens"] = usage.cached_input_tokens
+    if usage.reasoning_tokens:
+        metadata["reasoningTokens"] = usage.reasoning_tokens
+    if not priced:
+        metadata["unpriced"] = True
+    from gofannon.services import users
+
+    await users.charge(kernel, uid, cost, metadata)
+    kernel.record("llm_request", f"{call.provider}/{call.model}", user_id=uid, metadata={
+        **metadata, "cost": cost, "durationMs": round((time.perf_counter() - started) * 1000, 2),
+    })
+    return LlmResult(content=completion.content or "", thoughts=_thoughts_jsonable(completion.thoughts),
+                     usage=usage, cost=cost, priced=priced, provider=call.provider, model=call.model)
+
+
+def _failed(kernel: "Kernel", uid: str, provider: str, model: str, exc: Exception) -> None:
+    event = "llm_request_failed"
+    if isinstance(exc, InvalidApiKey):
+        event = "invalid_api_key"
+    elif isinstance(exc, ContextWindowExceeded):
+        event = "context_window_exceeded"
+    kernel.record(event, f"{provider}/{model}: {exc}", level="WARNING", user_id=uid,
+                  metadata={"provider": provider, "model": model})
+
+
+async def call_llm(kernel: "Kernel", ident: "Identity | str | None", provider: str, model: str,
+                   messages: list[dict[str, Any]], parameters: dict[str, Any] | None = None, *,
+                   tools: list[dict[str, Any]] | None = None, timeout: float | None = None,
+                   **kw: Any) -> LlmResult:
+    """Call a model as ``ident`` and bill them. Raises 402 (allowance), 422 (parameters), 400 (unknown
+    provider, missing or invalid key, context window), 502 (provider failure), 504 (timeout)."""
+    uid = uid_of(ident)
+    started = time.perf_counter()
+    plugin, call, source = await _prepare(kernel, uid, provider, model, messages, parameters, tools, timeout, kw)
+    try:
+        async with asyncio.timeout(call.timeout):
+            completion = await plugin.complete(call)
+    except VendorError as exc:
+        mapped = map_vendor_error(exc, provider, model, source, call.model_config)
+        _failed(kernel, uid, provider, model, mapped)
+        raise mapped from None
+    except TimeoutError:
+        mapped = GatewayTimeout(f"{provider}/{model} did not answer within {call.timeout:g} s")
+        _failed(kernel, uid, provider, model, mapped)
+        raise mapped from None
+    return await _settle(kernel, uid, call, completion, started)
+
+
+async def call_llm_tuple(kernel: "Kernel", ident: "Identity | str | None", provider: str, model: str,
+                         messages: list[dict[str, Any]], parameters: dict[str, Any] | None = None,
+                         **kw: Any) -> tuple[str, Any]:
+    """The reference's return shape, ``(content, thoughts)``, for agent code."""
+    result = await call_llm(kernel, ident, provider, model, messages, parameters, **kw)
+    return result.content, result.thoughts
+
+
+async def stream_llm(kernel: "Kernel", ident: "Identity | str | None", provider: str, model: str,
+                     messages: list[dict[str, Any]], parameters: dict[str, Any] | None = None, *,
+                     tools: list[dict[str, Any]] | None = None, timeout: float | None = None,
+                     **kw: Any) -> AsyncIterator[StreamEvent]:
+    """Like ``call_llm`` but yields pieces as they arrive; the last event is ``done`` with the result
+    (billed once the stream ends)."""
+    uid = uid_of(ident)
+    started = time.perf_counter()
+    plugin, call, source = await _prepare(kernel, uid, provider, model, messages, parameters, tools, timeout, kw)
+    final: Completion | None = None
+    try:
+        async for event in plugin.stream(call):
+            if event.kind == "done":
+                final = event.completion
+                break
+            yield event
+    except VendorError as exc:
+        mapped = map_vendor_error(exc, provider, model, source, call.model_config)
+        _failed(kernel, uid, provider, model, mapped)
+        raise mapped from None
+    if final is None:
+        final = Completion(content="", usage=Usage())
+    result = await _settle(kernel, uid, call, final, started)
+    yield StreamEvent("done", completion=Completion(result.content, result.thoughts, result.usage))

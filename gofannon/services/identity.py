@@ -45,5 +45,7 @@ async def authenticate(kernel: "Kernel", request: "web.Request", *, required: bo
         if ident is not None:
             return ident
     if required:
+        if kernel.settings.app_env.lower() == "firebase":
+            raise Unauthorized("Not authenticated")  # wire contract §0.2: firebase mode, no bearer
         raise Unauthorized("Not authenticated. Session cookie missing or invalid.", reason="not_authenticated")
     return None

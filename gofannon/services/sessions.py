@@ -6,6 +6,8 @@ Sessions live in the document store, so every API process sees the same ones. Ex
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -17,9 +19,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from gofannon.kernel import Kernel
 
 COLLECTION = "user_sessions"
+LOGIN_STATES = "auth_login_states"
+LOGIN_STATE_TTL_S = 600
+#: How often expired sessions and abandoned login states are deleted (they are also dropped on lookup).
+SWEEP_INTERVAL_S = 900.0
+
+log = logging.getLogger("gofannon.sessions")
 
 
-def _naive_utc_now() -> datetime:
+def naive_utc_now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
@@ -30,7 +38,7 @@ def personal_workspace(provider_type: str, external_id: str) -> dict[str, Any]:
 
 async def create(kernel: "Kernel", ext: ExternalIdentity, *, ttl_hours: float, is_site_admin: bool) -> tuple[str, dict[str, Any]]:
     sid = secrets.token_urlsafe(32)
-    now = _naive_utc_now()
+    now = naive_utc_now()
     doc = {
         "userUid": ext.uid,
         "providerType": ext.provider_type,
@@ -74,7 +82,7 @@ async def load(kernel: "Kernel", sid: str) -> dict[str, Any] | None:
     except (KeyError, TypeError, ValueError):
         await kernel.store.delete(COLLECTION, sid)
         return None
-    if expires <= _naive_utc_now():
+    if expires <= naive_utc_now():
         await kernel.store.delete(COLLECTION, sid)
         return None
     return doc
@@ -100,3 +108,39 @@ async def save_workspaces(kernel: "Kernel", sid: str, workspaces: list[dict[str,
         return doc
 
     await kernel.store.update(COLLECTION, sid, change)
+
+
+def expired(stamp: object, now: datetime, *, older_than: timedelta = timedelta(0)) -> bool:
+    try:
+        when = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return True
+    if when.tzinfo is not None:
+        when = when.astimezone(timezone.utc).replace(tzinfo=None)
+    return when + older_than <= now
+
+
+async def sweep(kernel: "Kernel") -> int:
+    """Delete expired sessions and login states nobody came back for; returns how many were deleted."""
+    now = naive_utc_now()
+    stale = [d["_id"] for d in await kernel.store.list(COLLECTION) if expired(d.get("expiresAt"), now)]
+    deleted = await kernel.store.delete_many(COLLECTION, stale) if stale else 0
+    old_states = [d["_id"] for d in await kernel.store.list(LOGIN_STATES)
+                  if expired(d.get("createdAt"), now, older_than=timedelta(seconds=LOGIN_STATE_TTL_S))]
+    if old_states:
+        deleted += await kernel.store.delete_many(LOGIN_STATES, old_states)
+    return deleted
+
+
+async def _sweep_forever(kernel: "Kernel") -> None:
+    while True:
+        await asyncio.sleep(SWEEP_INTERVAL_S)
+        try:
+            await sweep(kernel)
+        except Exception:  # noqa: BLE001 - try again next time
+            log.exception("session sweep failed")
+
+
+async def start(kernel: "Kernel") -> None:
+    if kernel.role == "api":
+        kernel.spawn(_sweep_forever(kernel), name="session-sweeper")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import secrets
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -140,9 +141,12 @@ async def callback(request: web.Request) -> web.StreamResponse:
     if state is not None and state != cookie_state:
         raise BadRequest("State mismatch; possible CSRF")
     saved = await kernel.store.get(STATE_COLLECTION, cookie_state)
-    if saved is None or saved.get("type") != provider_type:
+    if saved is None or saved.get("type") != provider_type or sessions.expired(
+        saved.get("createdAt"), sessions.naive_utc_now(), older_than=timedelta(seconds=STATE_TTL_S)
+    ):
         raise BadRequest("Login state expired or unknown; start the login again")
-    await kernel.store.delete(STATE_COLLECTION, cookie_state)
+    if not await kernel.store.delete(STATE_COLLECTION, cookie_state):
+        raise BadRequest("Login state expired or unknown; start the login again")  # used by a parallel callback
     try:
         ext = await backend.exchange(
             kernel, request, code=code, redirect_uri=_redirect_uri(request, provider_type), login=saved.get("login") or {}

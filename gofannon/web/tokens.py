@@ -1,7 +1,43 @@
-"""Routes: tokens. (Not built yet.)"""
+"""Personal API tokens: ``/users/me/tokens`` (DECISIONS.md "Personal API tokens")."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from gofannon.models.user import TokenCreateBody
+from gofannon.services import tokens
+from gofannon.web.common import api_doc, identity, json_response, kernel_of, no_content, parse_body
+
 routes = web.RouteTableDef()
+
+
+@routes.post("/users/me/tokens")
+@api_doc(summary="Create a personal API token; `token` is shown in this answer only", body=TokenCreateBody,
+         status=201, tags=["tokens"])
+async def create_token(request: web.Request) -> web.Response:
+    ident = identity(request)
+    body = await parse_body(request, TokenCreateBody)
+    kernel = kernel_of(request)
+    created = await tokens.create(kernel, ident, body.name)
+    kernel.record("api_token_created", f"{ident.uid} created API token {created['id']}", user_id=ident.uid,
+                  metadata={"tokenId": created["id"], "name": body.name})
+    return json_response(created, status=201)
+
+
+@routes.get("/users/me/tokens")
+@api_doc(summary="The caller's API tokens (never the token itself)", tags=["tokens"])
+async def list_tokens(request: web.Request) -> web.Response:
+    ident = identity(request)
+    return json_response({"tokens": await tokens.list_for(kernel_of(request), ident.uid)})
+
+
+@routes.delete("/users/me/tokens/{token_id}")
+@api_doc(summary="Revoke an API token; it answers 401 everywhere afterwards", status=204, tags=["tokens"])
+async def revoke_token(request: web.Request) -> web.Response:
+    ident = identity(request)
+    kernel = kernel_of(request)
+    token_id = request.match_info["token_id"]
+    await tokens.revoke(kernel, ident.uid, token_id)
+    kernel.record("api_token_revoked", f"{ident.uid} revoked API token {token_id}", user_id=ident.uid,
+                  metadata={"tokenId": token_id})
+    return no_content()

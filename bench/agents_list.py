@@ -1,0 +1,145 @@
+"""GET /agents throughput with 50 agents: `gofannon serve` under wrk, against a bare aiohttp baseline.
+
+Usage: .venv/bin/python bench/agents_list.py [--agents 50] [--seconds 5] [--connections 32]
+
+Starts a real `gofannon serve` (embedded SQLite, a fresh data dir), signs in through the dev_stub login,
+creates the agents, then runs wrk with the session cookie. The baseline is a bare aiohttp app serving the
+very same response bytes, measured in the same run; the ratio is what the kernel costs on top.
+Target: >= 3,500 requests/s on the 2-core development machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+CODE = "async def run(input_dict, tools):\n    return {'outputText': input_dict.get('inputText', '').upper()}\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    async with aiohttp.ClientSession() as s:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"server exited with {proc.returncode}")
+            try:
+                async with s.get(url) as r:
+                    if r.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+async def login(base: str, session: aiohttp.ClientSession, uid: str = "alice") -> str:
+    async with session.get(f"{base}/auth/login/dev_stub?return_to=/", allow_redirects=False) as r:
+        picker = r.headers["Location"]
+    async with session.get(picker if picker.startswith("http") else base + picker, allow_redirects=False) as r:
+        html = await r.text()
+    link = next(l.replace("&amp;", "&") for l in re.findall(r'href="([^"]+)"', html) if f"code={uid}" in l)
+    async with session.get(link if link.startswith("http") else base + link, allow_redirects=False) as r:
+        assert r.status == 302, await r.text()
+    for cookie in session.cookie_jar:
+        if cookie.key == "gofannon_sid":
+            return cookie.value
+    raise SystemExit("login did not set gofannon_sid")
+
+
+def wrk(url: str, cookie: str | None, seconds: int, connections: int) -> float:
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if cookie:
+        cmd += ["-H", f"Cookie: gofannon_sid={cookie}"]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise SystemExit(f"wrk saw {non2xx.group(1)} error responses:\n{out}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+
+BASELINE = textwrap.dedent("""
+    import sys
+    from aiohttp import web
+    body = open(sys.argv[2], 'rb').read()
+    async def h(request):
+        return web.Response(body=body, content_type='application/json')
+    app = web.Application()
+    app.router.add_get('/agents', h)
+    web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), access_log=None, print=None)
+""")
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--agents", type=int, default=50)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=32)
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed")
+    tmp = Path(tempfile.mkdtemp(prefix="gofannon-bench-"))
+    port, base_port = free_port(), free_port()
+    env = {**os.environ, "APP_ENV": "local", "GOFANNON_DATA_DIR": str(tmp / "data"), "GOFANNON_LOG_LEVEL": "WARNING",
+           "GOFANNON_SANDBOX_POOL_SIZE": "1"}
+    server = subprocess.Popen([PY, "-m", "gofannon", "serve", "--port", str(port)], env=env, cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    baseline: subprocess.Popen[bytes] | None = None
+    try:
+        base = f"http://127.0.0.1:{port}"
+        await wait_up(f"{base}/health", server)
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+            sid = await login(base, s)
+            for i in range(args.agents):
+                body = {"name": f"agent {i}", "description": f"Agent number {i}", "code": CODE,
+                        "friendlyName": f"agent_{i}", "inputSchema": {"inputText": "string"},
+                        "outputSchema": {"outputText": "string"}}
+                async with s.post(f"{base}/agents", json=body) as r:
+                    assert r.status == 201, await r.text()
+            async with s.get(f"{base}/agents") as r:
+                payload = await r.read()
+                assert len(await r.json()) == args.agents
+        (tmp / "body.json").write_bytes(payload)
+        baseline = subprocess.Popen([PY, "-c", BASELINE, str(base_port), str(tmp / "body.json")],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        await wait_up(f"http://127.0.0.1:{base_port}/agents", baseline)
+        wrk(f"{base}/agents", sid, 1, args.connections)  # warm-up
+        kernel_rps = wrk(f"{base}/agents", sid, args.seconds, args.connections)
+        bare_rps = wrk(f"http://127.0.0.1:{base_port}/agents", None, args.seconds, args.connections)
+        print(f"GET /agents, {args.agents} agents ({len(payload)} bytes), {args.connections} connections, "
+              f"{args.seconds} s each")
+        print(f"  gofannon serve : {kernel_rps:10.0f} req/s   (target >= 3500)")
+        print(f"  bare aiohttp   : {bare_rps:10.0f} req/s   (same bytes, no auth, no store)")
+        print(f"  ratio          : {kernel_rps / bare_rps:10.2f}")
+    finally:
+        for proc in (server, baseline):
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

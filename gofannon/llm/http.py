@@ -1,0 +1,140 @@
+"""HTTP for provider plugins: one pooled aiohttp session, retries with backoff on 429/5xx, timeouts, SSE.
+
+Vendor base URLs are operator configuration (never user input), so this does not go through the
+outbound SSRF guard of ``gofannon.net``; plugins must not take URLs from requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+import aiohttp
+
+from gofannon.llm import VendorError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gofannon.kernel import Kernel
+
+RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+def _message_of(status: int, text: str) -> tuple[str, str | None]:
+    """The vendor's error message and code out of whatever error body it sent."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return (text.strip()[:500] or f"HTTP {status}"), None
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict):
+        code = err.get("code") or err.get("type") or err.get("status")
+        return str(err.get("message") or text[:500]), (str(code) if code is not None else None)
+    if isinstance(err, str):
+        return err, None
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"]), None
+    return text[:500], None
+
+
+class LlmHttp:
+    """The kernel's HTTP client for LLM vendors (a kernel component)."""
+
+    def __init__(self, *, retries: int, backoff_cap: float) -> None:
+        self.retries = max(0, retries)
+        self.backoff_cap = max(0.0, backoff_cap)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=256, limit_per_host=128, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(connector=connector, json_serialize=json.dumps)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def backoff(self, attempt: int, retry_after: str | None) -> float:
+        """The reference's schedule: ``min(cap, 2^n + U(0, n+1))``, or the vendor's Retry-After if shorter."""
+        wait = min(self.backoff_cap, 2 ** attempt + random.uniform(0, attempt + 1))
+        if retry_after:
+            try:
+                wait = min(self.backoff_cap, max(0.0, float(retry_after)))
+            except ValueError:
+                pass
+        return wait
+
+    async def request_json(self, method: str, url: str, *, headers: dict[str, str], body: Any = None,
+                           timeout: float, params: dict[str, str] | None = None) -> Any:
+        """Send, retrying 429/5xx and connection failures; the decoded JSON answer or ``VendorError``."""
+        async with self.open(method, url, headers=headers, body=body, timeout=timeout, params=params) as resp:
+            text = await resp.text()
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise VendorError(502, f"the provider answered something that is not JSON: {text[:200]!r}") from None
+
+    @asynccontextmanager
+    async def open(self, method: str, url: str, *, headers: dict[str, str], body: Any = None, timeout: float,
+                   params: dict[str, str] | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A successful (2xx) response, after retries; the caller reads it (JSON or a stream)."""
+        client_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 30.0))
+        attempt = 0
+        while True:
+            try:
+                resp = await self.session.request(method, url, headers=headers, json=body, params=params,
+                                                  timeout=client_timeout)
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                if attempt >= self.retries:
+                    raise VendorError(503, f"could not reach the provider: {type(exc).__name__}: {exc}") from None
+                await asyncio.sleep(self.backoff(attempt, None))
+                attempt += 1
+                continue
+            if resp.status < 400:
+                try:
+                    yield resp
+                finally:
+                    resp.release()
+                return
+            text = await resp.text()
+            resp.release()
+            if resp.status in RETRY_STATUSES and attempt < self.retries:
+                await asyncio.sleep(self.backoff(attempt, resp.headers.get("Retry-After")))
+                attempt += 1
+                continue
+            message, code = _message_of(resp.status, text)
+            raise VendorError(resp.status, message, code=code)
+
+
+async def sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str | None, str]]:
+    """Server-sent events of a response as ``(event name, data)``; comments and keep-alives skipped."""
+    event: str | None = None
+    data: list[str] = []
+    async for raw in resp.content:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = None, []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+    if data:
+        yield event, "\n".join(data)
+
+
+def llm_http(kernel: "Kernel") -> LlmHttp:
+    """The kernel's one LlmHttp (closed with the kernel)."""
+    s = kernel.settings
+    return kernel.component("llm.http", lambda: LlmHttp(retries=s.llm_retries, backoff_cap=s.llm_backoff_cap))

@@ -1,0 +1,895 @@
+"""The sandbox child: runs ONE agent's code, then exits. Started by the host (``gofannon.sandbox.pool``).
+
+Standard library only, and imported as a script (``python -I -S child.py``): it must start fast and must not
+see the project, its settings or its secrets. Lifecycle:
+
+1. start-up (while warm in the pool): import what a run needs, apply rlimits, install the seccomp filter that
+   forbids process creation, then send ``{"t": "ready"}``;
+2. read one request frame from stdin, install the agent API (``call_llm``, ``data_store``, ...), exec the code
+   in one namespace and ``await run(input_dict=..., tools=...)``;
+3. send ``{"t": "done", ...}`` and ``os._exit``.
+
+Channel (see docs/sandbox.md): frames are a 4-byte big-endian length followed by UTF-8 JSON.
+fd 0 (host → child): the request, then replies ``{"t": "reply", "id", "ok", "value" | "etype", "error"}``.
+``out`` (child → host): ``ready``, ``op`` ``{"id", "op", "args"}``, ``event`` and ``done`` frames.
+``sync_out``/``sync_in``: blocking request/reply pair for the synchronous ``data_store`` API.
+"""
+
+import asyncio
+import base64
+import builtins
+import errno
+import io
+import json
+import logging
+import os
+import resource
+import signal
+import struct
+import sys
+import threading
+import time
+import traceback
+import types
+from datetime import datetime, timezone
+
+_HEADER = struct.Struct(">I")
+MAX_EVENTS = 2000
+MAX_MESSAGE = 4096
+#: printed bytes after which the run is stopped (the trace keeps only the first MAX_EVENTS lines anyway)
+MAX_OUTPUT_BYTES = 8 * 1024 * 1024
+MAX_RESULT_BYTES = 32 * 1024 * 1024
+
+# --------------------------------------------------------------------------------------------------------------
+# framing
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            raise EOFError("host closed the channel")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fd: int) -> dict:
+    (size,) = _HEADER.unpack(_read_exact(fd, 4))
+    return json.loads(_read_exact(fd, size))
+
+
+class Writer:
+    """Thread-safe blocking frame writer (agent code may print from threads)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.lock = threading.Lock()
+
+    def send(self, obj: dict) -> None:
+        data = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+        data = _HEADER.pack(len(data)) + data
+        with self.lock:
+            view = memoryview(data)
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# confinement applied by the child itself
+
+
+def apply_rlimits(limits: dict) -> None:
+    """Limits the kernel enforces on this process; set before any agent code exists."""
+    mb = 1024 * 1024
+    pairs = [
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_AS, int(limits["memory_mb"]) * mb),
+        (resource.RLIMIT_FSIZE, int(limits["file_mb"]) * mb),
+        (resource.RLIMIT_NOFILE, int(limits["open_files"])),
+    ]
+    for res, value in pairs:
+        resource.setrlimit(res, (value, value))
+    cpu = int(limits["cpu_s"])
+    # soft limit raises SIGXCPU (reported as the cpu limit), the hard one kills a process that ignores it
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 2))
+
+
+# seccomp: classic BPF assembled by hand (linux/filter.h, linux/seccomp.h)
+_BPF_LD_W_ABS = 0x20
+_BPF_JEQ_K = 0x15
+_BPF_JSET_K = 0x45
+_BPF_JGE_K = 0x35
+_BPF_RET_K = 0x06
+_RET_ALLOW = 0x7FFF0000
+_RET_ERRNO = 0x00050000
+_RET_KILL = 0x80000000  # SECCOMP_RET_KILL_PROCESS
+_CLONE_THREAD = 0x00010000
+_ARCHES = {
+    # machine: (AUDIT_ARCH, syscalls)
+    "x86_64": (0xC000003E, {"fork": 57, "vfork": 58, "execve": 59, "execveat": 322, "clone": 56, "clone3": 435,
+                            "ptrace": 101, "kill": 62, "tkill": 200, "tgkill": 234, "setrlimit": 160,
+                            "prlimit64": 302, "process_vm_readv": 310, "process_vm_writev": 311,
+                            "pidfd_open": 434, "pidfd_send_signal": 424, "unshare": 272, "setns": 308,
+                            "mount": 165, "bpf": 321, "userfaultfd": 323, "keyctl": 250, "socket": 41,
+                            "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427}),
+    "aarch64": (0xC00000B7, {"execve": 221, "execveat": 281, "clone": 220, "clone3": 435, "ptrace": 117,
+                             "kill": 129, "tkill": 130, "tgkill": 131, "setrlimit": 164, "prlimit64": 261,
+                             "process_vm_readv": 270, "process_vm_writev": 271, "pidfd_open": 434,
+                             "pidfd_send_signal": 424, "unshare": 97, "setns": 268, "mount": 40, "bpf": 280,
+                             "userfaultfd": 282, "keyctl": 219, "socket": 198, "io_uring_setup": 425,
+                             "io_uring_enter": 426, "io_uring_register": 427}),
+}
+
+
+def _seccomp_program(machine: str, my_pid: int) -> list[tuple[int, int, int, int]]:
+    """The filter: no new processes, no programs, no signals or ptrace to others, no raising of rlimits,
+    no sockets (socketpair stays: asyncio's self-pipe uses it), no io_uring (it could bypass the filter).
+
+    clone without CLONE_THREAD and fork/vfork/execve* answer EPERM; clone3 answers ENOSYS so libc falls
+    back to clone, whose flags a classic filter can inspect. kill/tgkill are allowed only for our own pid.
+    """
+    arch, nr = _ARCHES[machine]
+    eperm = _RET_ERRNO | errno.EPERM
+    prog: list[tuple[int, int, int, int]] = []
+    label_fixups: list[tuple[int, str, str]] = []  # (index, true-label, false-label)
+
+    def stmt(code: int, k: int) -> None:
+        prog.append((code, 0, 0, k))
+
+    def jump(code: int, k: int, jt: str, jf: str) -> None:
+        label_fixups.append((len(prog), jt, jf))
+        prog.append((code, 0, 0, k))
+
+    stmt(_BPF_LD_W_ABS, 4)  # seccomp_data.arch
+    jump(_BPF_JEQ_K, arch, "next", "kill")
+    stmt(_BPF_LD_W_ABS, 0)  # seccomp_data.nr
+    if machine == "x86_64":
+        jump(_BPF_JGE_K, 0x40000000, "eperm", "next")  # x32 ABI
+    simple_eperm = ["fork", "vfork", "execve", "execveat", "ptrace", "tkill", "setrlimit", "process_vm_readv",
+                    "process_vm_writev", "pidfd_open", "pidfd_send_signal", "unshare", "setns", "mount", "bpf",
+                    "userfaultfd", "keyctl", "socket", "io_uring_setup", "io_uring_enter", "io_uring_register"]
+    for name in simple_eperm:
+        if name in nr:
+            jump(_BPF_JEQ_K, nr[name], "eperm", "next")
+    jump(_BPF_JEQ_K, nr["clone3"], "enosys", "next")
+    jump(_BPF_JEQ_K, nr["clone"], "clone", "next")
+    jump(_BPF_JEQ_K, nr["kill"], "own_pid", "next")
+    jump(_BPF_JEQ_K, nr["tgkill"], "own_pid", "next")
+    jump(_BPF_JEQ_K, nr["prlimit64"], "prlimit", "next")
+    labels: dict[str, int] = {}
+    labels["allow"] = len(prog)
+    stmt(_BPF_RET_K, _RET_ALLOW)
+    labels["clone"] = len(prog)
+    stmt(_BPF_LD_W_ABS, 16)  # args[0] low word: clone flags
+    jump(_BPF_JSET_K, _CLONE_THREAD, "allow", "eperm")
+    labels["own_pid"] = len(prog)
+    stmt(_BPF_LD_W_ABS, 16)  # args[0] low word: pid / tgid
+    jump(_BPF_JEQ_K, my_pid, "allow", "eperm")
+    labels["prlimit"] = len(prog)
+    stmt(_BPF_LD_W_ABS, 32)  # args[2] (new limit pointer) low word
+    jump(_BPF_JEQ_K, 0, "prlimit_hi", "eperm")
+    labels["prlimit_hi"] = len(prog)
+    stmt(_BPF_LD_W_ABS, 36)
+    jump(_BPF_JEQ_K, 0, "allow", "eperm")
+    labels["eperm"] = len(prog)
+    stmt(_BPF_RET_K, eperm)
+    labels["enosys"] = len(prog)
+    stmt(_BPF_RET_K, _RET_ERRNO | errno.ENOSYS)
+    labels["kill"] = len(prog)
+    stmt(_BPF_RET_K, _RET_KILL)
+    for index, jt, jf in label_fixups:
+        code, _, _, k = prog[index]
+
+        def offset(label: str) -> int:
+            return 0 if label == "next" else labels[label] - index - 1
+
+        prog[index] = (code, offset(jt), offset(jf), k)
+    return prog
+
+
+def install_seccomp() -> None:
+    """Install the filter through prctl (no_new_privs first, so it works without CAP_SYS_ADMIN)."""
+    import ctypes
+
+    machine = os.uname().machine
+    if machine not in _ARCHES:
+        raise OSError(f"seccomp filter not available for {machine}")
+    prog = _seccomp_program(machine, os.getpid())
+
+    class SockFilter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+
+    filters = (SockFilter * len(prog))(*[SockFilter(*ins) for ins in prog])
+    fprog = SockFprog(len(prog), filters)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2
+    if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    if libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.addressof(fprog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
+
+
+class ProcessCreationBlocked(PermissionError):
+    """Raised by the Python-level guards in front of the seccomp filter, with a readable message."""
+
+
+def _blocked(*_a: object, **_k: object) -> None:
+    raise ProcessCreationBlocked(errno.EPERM, "Creating processes is not allowed in the sandbox")
+
+
+def guard_process_creation() -> None:
+    """Friendly errors for the common ways to start processes; the seccomp filter is the real barrier."""
+    for name in ("fork", "forkpty", "execv", "execve", "execvp", "execvpe", "execl", "execle", "execlp",
+                 "execlpe", "posix_spawn", "posix_spawnp", "system", "spawnv", "spawnve", "spawnvp",
+                 "spawnvpe", "spawnl", "spawnle", "spawnlp", "spawnlpe", "popen"):
+        if hasattr(os, name):
+            setattr(os, name, _blocked)
+    import _posixsubprocess  # subprocess and multiprocessing start programs through it
+
+    _posixsubprocess.fork_exec = _blocked
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the agent API inside the child
+
+
+class HTTPException(Exception):
+    """How a platform error (``GofannonError`` on the host) reaches agent code: str is ``"<status>: <detail>"``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        head, _, detail = message.partition(": ")
+        self.status_code = int(head) if head.isdigit() else 500
+        self.detail = detail if head.isdigit() else message
+
+
+class ToolError(Exception):
+    """An MCP tool answered ``isError``."""
+
+
+def _remote_exception(etype: str, message: str) -> BaseException:
+    if etype == "HTTPException":
+        return HTTPException(message)
+    cls = getattr(builtins, etype, None)
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            return cls(message)
+        except Exception:  # noqa: BLE001 - exotic constructor
+            pass
+    return type(etype, (Exception,), {"__module__": "gofannon"})(message)
+
+
+class Runtime:
+    """State of the one run: channel, pending ops, trace emission."""
+
+    def __init__(self, out: Writer, sync_out: int, sync_in: int, req: dict) -> None:
+        self.out = out
+        self.sync_out = Writer(sync_out)
+        self.sync_in = sync_in
+        self.sync_lock = threading.Lock()
+        self.req = req
+        self.capture = bool(req.get("capture_trace", True))
+        self.agent_name = req.get("agent_name") or "sandbox_agent"
+        self.inner_depth = int(req.get("depth") or 0) + 1
+        self.events_sent = 0
+        self.output_bytes = 0
+        self.next_id = 0
+        self.pending: dict[int, asyncio.Future] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # -- trace events ---------------------------------------------------------------------------------------
+    def event(self, type_: str, source: str, **fields: object) -> None:
+        if not self.capture:
+            return
+        self.events_sent += 1
+        if self.events_sent > MAX_EVENTS:
+            return  # the host adds the trace_truncated marker
+        ev = {"type": type_, "ts": datetime.now(timezone.utc).isoformat(), "agent_name": self.agent_name,
+              "depth": self.inner_depth, **fields, "source": source}
+        self.out.send({"t": "event", "event": ev})
+
+    def output(self, text: str) -> None:
+        self.output_bytes += len(text)
+        if self.output_bytes > MAX_OUTPUT_BYTES:
+            self.out.send({"t": "done", "result": None, "limit": "output",
+                           "error": f"Sandbox limit exceeded: output (the run printed more than "
+                                    f"{MAX_OUTPUT_BYTES // (1024 * 1024)} MB)"})
+            os._exit(EXIT_OUTPUT)
+        self.event("stdout", "stdout", message=text[:MAX_MESSAGE])
+
+    # -- async ops (multiplexed by id over the main channel) ---------------------------------------------------
+    async def call(self, op: str, args: dict) -> object:
+        self.next_id += 1
+        rid = self.next_id
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[rid] = fut
+        try:
+            self.out.send({"t": "op", "id": rid, "op": op, "args": args})
+            return await fut
+        finally:
+            self.pending.pop(rid, None)
+
+    def on_reply(self, msg: dict) -> None:
+        fut = self.pending.get(msg.get("id"))
+        if fut is None or fut.done():
+            return
+        if msg.get("ok"):
+            fut.set_result(msg.get("value"))
+        else:
+            fut.set_exception(_remote_exception(msg.get("etype") or "RuntimeError", msg.get("error") or ""))
+
+    # -- synchronous ops (data_store) ------------------------------------------------------------------------
+    def call_sync(self, op: str, args: dict) -> object:
+        with self.sync_lock:
+            self.sync_out.send({"t": "op", "op": op, "args": args})
+            msg = read_frame(self.sync_in)
+        if msg.get("ok"):
+            return msg.get("value")
+        raise _remote_exception(msg.get("etype") or "RuntimeError", msg.get("error") or "")
+
+
+class _ReplyProtocol(asyncio.Protocol):
+    """Reads reply frames from the host on the child's event loop."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.buf = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while len(self.buf) >= 4:
+            (size,) = _HEADER.unpack_from(self.buf)
+            if len(self.buf) < 4 + size:
+                return
+            msg = json.loads(bytes(self.buf[4:4 + size]))
+            del self.buf[:4 + size]
+            self.rt.on_reply(msg)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        os._exit(EXIT_HOST_GONE)  # the host went away: nothing left to report to
+
+
+class _StreamToTrace(io.TextIOBase):
+    """sys.stdout / sys.stderr: each line becomes a ``stdout`` trace event."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.buf = ""
+        self.lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        with self.lock:
+            self.buf += s
+            while "\n" in self.buf or len(self.buf) > MAX_MESSAGE:
+                line, sep, rest = self.buf.partition("\n")
+                if not sep:
+                    line, rest = self.buf[:MAX_MESSAGE], self.buf[MAX_MESSAGE:]
+                self.buf = rest
+                self.rt.output(line)
+        return len(s)
+
+    def flush(self) -> None:
+        with self.lock:
+            if self.buf:
+                line, self.buf = self.buf, ""
+                self.rt.output(line)
+
+
+class _LogToTrace(logging.Handler):
+    def __init__(self, rt: Runtime) -> None:
+        super().__init__(logging.INFO)
+        self.rt = rt
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = record.getMessage()
+        except Exception:  # noqa: BLE001
+            msg = str(record.msg)
+        self.rt.output_bytes += len(msg)
+        self.rt.event("log", "log", level=record.levelname, logger=record.name, message=msg[:MAX_MESSAGE])
+
+
+def build_api(rt: Runtime) -> dict:
+    """The names injected into the agent's namespace (wire contract §4.2), all backed by the host channel."""
+
+    async def call_llm(provider, model, messages, parameters=None, tools=None, timeout=None, **kw):
+        for private in ("user_service", "user_id", "user_basic_info"):
+            kw.pop(private, None)
+        started = time.perf_counter()
+        error = None
+        usage: dict = {}
+        try:
+            reply = await rt.call("llm.call", {"provider": provider, "model": model, "messages": messages,
+                                               "parameters": parameters or {}, "tools": tools,
+                                               "timeout": timeout, **kw})
+            usage = reply if isinstance(reply, dict) else {}
+            return reply.get("content"), reply.get("thoughts")
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            rt.event("llm_call", "llm", provider=provider, model=model,
+                     input_tokens=usage.get("input_tokens"), output_tokens=usage.get("output_tokens"),
+                     duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                     cost_usd=usage.get("cost_usd"), error=error)
+
+    async def get_context_window(provider, model):
+        return await rt.call("llm.context_window", {"provider": provider, "model": model})
+
+    def count_tokens(text, provider="anthropic", model="claude-opus-4-6"):
+        return int(len(str(text or "")) / 2.5)
+
+    def count_message_tokens(messages, provider="anthropic", model="claude-opus-4-6"):
+        total = 0
+        for message in messages or []:
+            content = message.get("content") if isinstance(message, dict) else message
+            if isinstance(content, list):
+                content = " ".join(str(p.get("text", "")) if isinstance(p, dict) else str(p) for p in content)
+            total += count_tokens(content or "") + 4
+        return total
+
+    # -- MCP ---------------------------------------------------------------------------------------------------
+    def _obj(value):
+        if isinstance(value, dict):
+            return types.SimpleNamespace(**{k: _obj(v) for k, v in value.items() if isinstance(k, str)})
+        if isinstance(value, list):
+            return [_obj(v) for v in value]
+        return value
+
+    class CallToolResult:
+        def __init__(self, reply: dict) -> None:
+            self.content = _obj(reply.get("content") or [])
+            self.structured_content = reply.get("structuredContent")
+            sc = self.structured_content
+            self.data = sc["result"] if isinstance(sc, dict) and set(sc) == {"result"} else sc
+            self.is_error = bool(reply.get("isError"))
+
+        def __repr__(self) -> str:
+            return f"CallToolResult(content={self.content!r}, structured_content={self.structured_content!r}, " \
+                   f"is_error={self.is_error})"
+
+    class RemoteMCPClient:
+        def __init__(self, remote_url, auth_token=None):
+            self.remote_url = remote_url
+            self.auth_token = auth_token
+            self._tools = None
+
+        async def list_tools(self):
+            tools = await rt.call("mcp.list_tools", {"url": self.remote_url, "auth_token": self.auth_token})
+            self._tools = {t.get("name"): types.SimpleNamespace(
+                name=t.get("name"), description=t.get("description"),
+                inputSchema=t.get("inputSchema") or t.get("input_schema") or {}) for t in tools or []}
+            return list(self._tools.values())
+
+        def get_tool_doc(self, tool_name):
+            tool = (self._tools or {}).get(tool_name)
+            if tool is None:
+                return f"Tool '{tool_name}' not found. Call list_tools() first."
+            props = (tool.inputSchema or {}).get("properties") or {}
+            required = set((tool.inputSchema or {}).get("required") or [])
+            lines = [f"### {tool.name}", "", tool.description or "", "", "**Parameters:**"]
+            for pname, spec in props.items():
+                req = " (required)" if pname in required else ""
+                lines.append(f"- `{pname}` ({spec.get('type', 'any')}){req}: {spec.get('description', '')}")
+            return "\n".join(lines)
+
+        async def call(self, tool_name, **params):
+            if self._tools is None:
+                await self.list_tools()
+            if tool_name not in self._tools:
+                raise ValueError(f"Tool '{tool_name}' not found on the server.")
+            reply = await rt.call("mcp.call_tool", {"url": self.remote_url, "name": tool_name,
+                                                    "arguments": params, "auth_token": self.auth_token})
+            result = CallToolResult(reply or {})
+            if result.is_error:
+                texts = [getattr(c, "text", "") for c in result.content if getattr(c, "text", None)]
+                raise ToolError("\n".join(texts) or f"Tool '{tool_name}' failed")
+            return result
+
+    # -- httpx-like client ---------------------------------------------------------------------------------------
+    httpx = _make_httpx(rt)
+
+    class GofannonClient:
+        async def call(self, agent_name, input_dict=None):
+            return await rt.call("agents.call", {"agent_name": agent_name, "input_dict": input_dict or {}})
+
+    class DataStoreProxy:
+        def __init__(self, namespace="default"):
+            self.namespace = namespace
+
+        def _op(self, op, **args):
+            return rt.call_sync(f"data_store.{op}", {"namespace": self.namespace, **args})
+
+        def use_namespace(self, namespace):
+            return DataStoreProxy(namespace)
+
+        def get(self, key, default=None):
+            return self._op("get", key=key, default=default)
+
+        def set(self, key, value, metadata=None):
+            return self._op("set", key=key, value=value, metadata=metadata)
+
+        def delete(self, key):
+            return bool(self._op("delete", key=key))
+
+        def delete_many(self, keys):
+            return int(self._op("delete_many", keys=list(keys)) or 0)
+
+        def list_keys(self, prefix=None):
+            return list(self._op("list_keys", prefix=prefix) or [])
+
+        def list_namespaces(self):
+            return list(self._op("list_namespaces") or [])
+
+        def get_all(self):
+            return dict(self._op("get_all") or {})
+
+        def get_many(self, keys):
+            return dict(self._op("get_many", keys=list(keys)) or {})
+
+        def set_many(self, items, metadata=None):
+            return int(self._op("set_many", items=dict(items), metadata=metadata) or 0)
+
+        def clear(self):
+            return int(self._op("clear") or 0)
+
+        def __repr__(self) -> str:
+            return f"<data_store namespace={self.namespace!r}>"
+
+    import re
+
+    return {
+        "call_llm": call_llm, "get_context_window": get_context_window, "count_tokens": count_tokens,
+        "count_message_tokens": count_message_tokens, "RemoteMCPClient": RemoteMCPClient,
+        "http_client": httpx.AsyncClient(follow_redirects=True), "gofannon_client": GofannonClient(),
+        "data_store": DataStoreProxy(), "asyncio": asyncio, "json": json, "re": re, "httpx": httpx,
+        "ToolError": ToolError, "HTTPException": HTTPException,
+    }
+
+
+def _make_httpx(rt: Runtime) -> types.ModuleType:
+    """A module named ``httpx`` whose AsyncClient sends every request through the host (its SSRF guard)."""
+    mod = types.ModuleType("httpx")
+    from urllib.parse import urlencode, urljoin
+
+    class HTTPError(Exception):
+        pass
+
+    class RequestError(HTTPError):
+        pass
+
+    class ConnectError(RequestError):
+        pass
+
+    class TimeoutException(RequestError):
+        pass
+
+    class HTTPStatusError(HTTPError):
+        def __init__(self, message, *, request=None, response=None):
+            super().__init__(message)
+            self.request, self.response = request, response
+
+    class Headers(dict):
+        """Case-insensitive lookups over the response headers."""
+
+        def __init__(self, items=()):
+            super().__init__()
+            for k, v in (items.items() if isinstance(items, dict) else items):
+                super().__setitem__(str(k).lower(), v)
+
+        def __getitem__(self, key):
+            return super().__getitem__(str(key).lower())
+
+        def get(self, key, default=None):
+            return super().get(str(key).lower(), default)
+
+        def __contains__(self, key):
+            return super().__contains__(str(key).lower())
+
+    class Timeout:
+        def __init__(self, timeout=None, **kw):
+            self.timeout = timeout if not isinstance(timeout, Timeout) else timeout.timeout
+
+    class Response:
+        def __init__(self, status_code=200, headers=None, content=b"", url="", text=None, json=None):
+            self.status_code = int(status_code)
+            self.headers = Headers(headers or {})
+            if json is not None:
+                content = _json_dumps(json).encode()
+            elif text is not None:
+                content = text.encode()
+            self.content = content or b""
+            self.url = url
+            self.request = None
+
+        @property
+        def text(self):
+            ctype = self.headers.get("content-type", "")
+            charset = "utf-8"
+            if "charset=" in ctype:
+                charset = ctype.split("charset=", 1)[1].split(";")[0].strip() or "utf-8"
+            try:
+                return self.content.decode(charset, errors="replace")
+            except LookupError:
+                return self.content.decode("utf-8", errors="replace")
+
+        def json(self, **kw):
+            return json.loads(self.content or b"null", **kw)
+
+        @property
+        def is_success(self):
+            return 200 <= self.status_code < 300
+
+        @property
+        def is_error(self):
+            return self.status_code >= 400
+
+        @property
+        def reason_phrase(self):
+            import http
+
+            try:
+                return http.HTTPStatus(self.status_code).phrase
+            except ValueError:
+                return ""
+
+        def raise_for_status(self):
+            if self.status_code < 400:
+                return self
+            kind = "Client error" if self.status_code < 500 else "Server error"
+            raise HTTPStatusError(f"{kind} '{self.status_code} {self.reason_phrase}' for url '{self.url}'",
+                                  response=self)
+
+        async def aread(self):
+            return self.content
+
+        def __repr__(self):
+            return f"<Response [{self.status_code} {self.reason_phrase}]>"
+
+    def _json_dumps(value):
+        return json.dumps(value)
+
+    class AsyncClient:
+        def __init__(self, *, base_url="", headers=None, params=None, timeout=None, follow_redirects=False,
+                     **_ignored):
+            self.base_url = str(base_url or "")
+            self.headers = dict(headers or {})
+            self.params = dict(params or {})
+            self.timeout = timeout.timeout if isinstance(timeout, Timeout) else timeout
+            self.follow_redirects = follow_redirects
+            self.is_closed = False
+
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc):
+            await self.aclose()
+
+        async def aclose(self):
+            self.is_closed = True
+
+        async def request(self, method, url, *, params=None, headers=None, content=None, data=None, json=None,
+                          files=None, timeout=None, follow_redirects=None, **_ignored):
+            if files is not None:
+                raise NotImplementedError("file uploads are not supported by the sandbox http client")
+            url = str(url)
+            if self.base_url and not url.startswith(("http://", "https://")):
+                url = urljoin(self.base_url.rstrip("/") + "/", url.lstrip("/"))
+            hdrs = {**self.headers, **dict(headers or {})}
+            args: dict = {"method": str(method).upper(), "url": url, "headers": hdrs,
+                          "params": {**self.params, **dict(params or {})},
+                          "timeout": (timeout.timeout if isinstance(timeout, Timeout) else timeout) or self.timeout,
+                          "follow_redirects": self.follow_redirects if follow_redirects is None else follow_redirects}
+            if json is not None:
+                args["json"] = json
+            else:
+                if data is not None and content is None:
+                    if isinstance(data, dict):
+                        content = urlencode(data, doseq=True)
+                        hdrs.setdefault("Content-Type", "application/x-www-form-urlencoded")
+                    else:
+                        content = data
+                if content is not None:
+                    raw = content.encode() if isinstance(content, str) else bytes(content)
+                    args["content"] = base64.b64encode(raw).decode()
+            try:
+                reply = await rt.call("http.request", args)
+            except HTTPException as exc:
+                if exc.status_code == 504:
+                    raise TimeoutException(str(exc)) from None
+                raise ConnectError(str(exc)) from None
+            except TimeoutError as exc:
+                raise TimeoutException(str(exc)) from None
+            resp = Response(reply.get("status_code", 0), reply.get("headers") or {},
+                            base64.b64decode(reply.get("content") or ""), reply.get("url") or url)
+            return resp
+
+        async def get(self, url, **kw):
+            return await self.request("GET", url, **kw)
+
+        async def head(self, url, **kw):
+            return await self.request("HEAD", url, **kw)
+
+        async def options(self, url, **kw):
+            return await self.request("OPTIONS", url, **kw)
+
+        async def delete(self, url, **kw):
+            return await self.request("DELETE", url, **kw)
+
+        async def post(self, url, **kw):
+            return await self.request("POST", url, **kw)
+
+        async def put(self, url, **kw):
+            return await self.request("PUT", url, **kw)
+
+        async def patch(self, url, **kw):
+            return await self.request("PATCH", url, **kw)
+
+    for obj in (HTTPError, RequestError, ConnectError, TimeoutException, HTTPStatusError, Headers, Timeout, Response,
+                AsyncClient):
+        setattr(mod, obj.__name__, obj)
+    mod.ReadTimeout = mod.ConnectTimeout = TimeoutException
+    return mod
+
+
+def install_modules(api: dict) -> None:
+    """Make the reference's import lines resolve to this run's (user-bound) objects."""
+    af = types.ModuleType("agent_factory")
+    af_rmc = types.ModuleType("agent_factory.remote_mcp_client")
+    af_rmc.RemoteMCPClient = api["RemoteMCPClient"]
+    af.remote_mcp_client = af_rmc
+    services = types.ModuleType("services")
+    llm = types.ModuleType("services.llm_service")
+    llm.call_llm = api["call_llm"]
+    services.llm_service = llm
+    sys.modules.update({"agent_factory": af, "agent_factory.remote_mcp_client": af_rmc, "services": services,
+                        "services.llm_service": llm, "httpx": api["httpx"]})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# running
+
+
+def _limit_of(exc: BaseException) -> str | None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, MemoryError):
+            return "memory"
+        if isinstance(exc, ProcessCreationBlocked):
+            return "processes"
+        if isinstance(exc, OSError):
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                return "open files"
+            if exc.errno in (errno.EFBIG, errno.ENOSPC):
+                return "file size"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _limit_message(limit: str, limits: dict, exc: BaseException) -> str:
+    what = {
+        "memory": f"memory (the run needed more than {limits['memory_mb']} MB)",
+        "open files": f"open files (more than {limits['open_files']} open files)",
+        "file size": f"file size (a file grew past {limits['file_mb']} MB or the sandbox disk is full)",
+        "processes": "processes (agent code may not create processes)",
+    }[limit]
+    return f"Sandbox limit exceeded: {what} [{type(exc).__name__}]"
+
+
+EXIT_OUTPUT, EXIT_HOST_GONE, EXIT_CPU = 3, 4, 5
+
+
+def _send_cpu_limit(out: Writer, limits: dict) -> None:
+    """SIGXCPU handler. If a frame is half-written the exit code alone tells the host."""
+    if out.lock.acquire(blocking=False):
+        out.lock.release()
+        out.send({"t": "done", "result": None, "limit": "cpu",
+                  "error": f"Sandbox limit exceeded: cpu (more than {limits['cpu_s']} s of CPU time)"})
+    os._exit(EXIT_CPU)
+
+
+async def _main(rt: Runtime, req: dict, limits: dict) -> dict:
+    loop = asyncio.get_running_loop()
+    rt.loop = loop
+    await loop.connect_read_pipe(lambda: _ReplyProtocol(rt), os.fdopen(0, "rb", buffering=0))
+    api = build_api(rt)
+    install_modules(api)
+    ns: dict = {"__name__": "__agent__", "__builtins__": builtins, **api}
+    try:
+        code = compile(req.get("code") or "", "<agent>", "exec")
+        exec(code, ns)
+        run = ns.get("run")
+        if run is None or not asyncio.iscoroutinefunction(run):
+            raise ValueError("Code did not define an 'async def run(input_dict, tools)' function.")
+        result = await run(input_dict=req.get("input_dict"), tools=req.get("tools") or {})
+    except BaseException as exc:  # noqa: BLE001 - the agent's failure (even SystemExit) is the run's answer
+        return _failure(rt, exc, limits)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001
+                pass
+    return {"t": "done", "result": result, "error": None, "limit": None}
+
+
+def _failure(rt: Runtime, exc: BaseException, limits: dict) -> dict:
+    limit = _limit_of(exc)
+    if limit is not None:
+        error = _limit_message(limit, limits, exc)
+    else:
+        error = f"{type(exc).__name__}: {exc}"
+    # only the agent's own frames: the sandbox's internals are no business of the trace reader
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<agent>"]
+    tb = "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(type(exc), exc))
+    return {"t": "done", "result": None, "error": error, "limit": limit,
+            "exception_type": type(exc).__name__, "message": str(exc), "traceback": tb[-MAX_MESSAGE:]}
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    out = Writer(int(cfg["out"]))
+    limits = cfg["limits"]
+    # warm-up: everything a run needs is imported now, while the child waits in the pool
+    import re  # noqa: F401
+    import urllib.parse  # noqa: F401
+
+    asyncio.new_event_loop().close()
+    signal.signal(signal.SIGXCPU, lambda *_: _send_cpu_limit(out, limits))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write raises EFBIG, reported as "file size"
+    apply_rlimits(limits)
+    if cfg.get("seccomp", True):
+        install_seccomp()
+    guard_process_creation()
+    out.send({"t": "ready", "pid": os.getpid()})
+    try:
+        req = read_frame(0)
+    except EOFError:
+        os._exit(0)
+    env = req.get("env_vars") or {}
+    os.environ.update({str(k): str(v) for k, v in env.items()})
+    rt = Runtime(out, int(cfg["sync_out"]), int(cfg["sync_in"]), req)
+    sys.stdout = _StreamToTrace(rt)
+    sys.stderr = _StreamToTrace(rt)
+    root = logging.getLogger()
+    root.handlers[:] = [_LogToTrace(rt)]
+    root.setLevel(logging.INFO)
+    try:
+        done = asyncio.run(_main(rt, req, limits))
+    except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit raised outside run
+        done = _failure(rt, exc, limits)
+    try:
+        frame = json.dumps(done, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        done = _failure(rt, TypeError(f"The agent's result is not JSON-serialisable: {exc}"), limits)
+        frame = json.dumps(done).encode()
+    except MemoryError:
+        done = {"t": "done", "result": None, "limit": "memory",
+                "error": f"Sandbox limit exceeded: memory (the run needed more than {limits['memory_mb']} MB)"}
+        frame = json.dumps(done).encode()
+    if len(frame) > MAX_RESULT_BYTES:
+        frame = json.dumps({"t": "done", "result": None, "limit": "output",
+                            "error": f"Sandbox limit exceeded: output (the result is larger than "
+                                     f"{MAX_RESULT_BYTES // (1024 * 1024)} MB)"}).encode()
+    with out.lock:
+        data = memoryview(_HEADER.pack(len(frame)) + frame)
+        while data:
+            data = data[os.write(out.fd, data):]
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Deployments: publishing an agent under its ``friendlyName`` and running it through ``/rest``.
+
+Deploying is publishing (DECISIONS.md): only the owner deploys or undeploys, but any authenticated user
+may call a deployed agent, billed to the caller. ``deployments/<friendlyName>`` is created with
+"create only" semantics, so two agents can never hold the same public name.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from gofannon.errors import (
+    BadRequest, Conflict, GatewayTimeout, GofannonError, NotFound, RevisionConflict, Unprocessable,
+)
+from gofannon.models.agent import FRIENDLY_NAME_PATTERN, FRIENDLY_NAME_RE
+from gofannon.models.deployment import DEPLOYMENTS, deploy_answer, deployed_api
+from gofannon.services import runs
+from gofannon.services.agents import AGENTS, get_agent
+from gofannon.services.ownership import OWNER_FIELD
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gofannon.auth import Identity
+    from gofannon.kernel import Kernel
+
+NO_DEPLOYMENT = "No deployed agent found with that name."
+_EXC_PREFIX = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*: ")
+_STATUS_ERRORS = {402, 403, 404, 409, 413, 422, 429}
+
+
+async def deploy(kernel: "Kernel", ident: "Identity", agent_id: str) -> dict[str, str]:
+    agent = await get_agent(kernel, ident, agent_id)
+    name = agent.get("friendlyName")
+    if not name:
+        raise BadRequest("Agent must have a friendly_name to be deployed.")
+    if not FRIENDLY_NAME_RE.match(name):
+        raise Unprocessable(f"friendlyName '{name}' must match {FRIENDLY_NAME_PATTERN} to be deployed.")
+    taken_message = f"A deployment with the name '{name}' already exists for a different agent."
+    existing = await kernel.store.get(DEPLOYMENTS, name)
+    if existing is not None:
+        if existing.get("agentId") == agent_id:
+            return deploy_answer(name, already=True)
+        if await kernel.store.get(AGENTS, existing.get("agentId") or "") is not None:
+            raise Conflict(taken_message)
+        await kernel.store.delete(DEPLOYMENTS, name)  # an orphan (its agent is gone) frees the name
+    try:
+        await kernel.store.put(DEPLOYMENTS, name, {"agentId": agent_id, OWNER_FIELD: agent.get(OWNER_FIELD)}, rev=None)
+    except RevisionConflict:
+        current = await kernel.store.get(DEPLOYMENTS, name)
+        if current is not None and current.get("agentId") == agent_id:
+            return deploy_answer(name, already=True)
+        raise Conflict(taken_message) from None
+    return deploy_answer(name, already=False)
+
+
+async def undeploy(kernel: "Kernel", ident: "Identity", agent_id: str) -> None:
+    await get_agent(kernel, ident, agent_id)  # 404 for unknown and for another user's agent alike
+    deps = await kernel.store.find(DEPLOYMENTS, {"agentId": agent_id})
+    await kernel.store.delete_many(DEPLOYMENTS, [d["_id"] for d in deps])
+
+
+async def status(kernel: "Kernel", ident: "Identity", agent_id: str) -> dict[str, Any]:
+    agent = await get_agent(kernel, ident, agent_id)
+    name = agent.get("friendlyName")
+    if name:
+        dep = await kernel.store.get(DEPLOYMENTS, name)
+        if dep is not None and dep.get("agentId") == agent_id:
+            return {"is_deployed": True, "friendly_name": name}
+    return {"is_deployed": False}
+
+
+async def _resolved(kernel: "Kernel") -> list[tuple[str, dict[str, Any]]]:
+    """Every live deployment with its agent; orphans are removed on the way."""
+    deps = await kernel.store.list(DEPLOYMENTS)
+    agents = await kernel.store.get_many(AGENTS, list({d.get("agentId") or "" for d in deps}))
+    out: list[tuple[str, dict[str, Any]]] = []
+    orphans: list[str] = []
+    for dep in deps:
+        agent = agents.get(dep.get("agentId") or "")
+        if agent is None:
+            orphans.append(dep["_id"])
+        elif agent.get("friendlyName") == dep["_id"]:
+            out.append((dep["_id"], agent))
+    if orphans:
+        await kernel.store.delete_many(DEPLOYMENTS, orphans)
+    return out
+
+
+async def list_deployments(kernel: "Kernel") -> list[dict[str, Any]]:
+    return [deployed_api(name, agent) for name, agent in await _resolved(kernel)]
+
+
+async def gofannon_provider_models(kernel: "Kernel") -> dict[str, Any]:
+    """The synthetic ``gofannon`` provider of the catalog: ``{"models": {<friendlyName>: {...}}}``
+    (empty ``models`` when nothing is deployed)."""
+    models: dict[str, Any] = {}
+    for name, agent in await _resolved(kernel):
+        params = {
+            key: {"type": str(kind), "description": key, "default": ""}
+            for key, kind in (agent.get("inputSchema") or {}).items()
+        }
+        models[name] = {"id": agent["_id"], "description": agent.get("description") or "", "parameters": params}
+    return {"models": models}
+
+
+async def load_deployed(kernel: "Kernel", friendly_name: str) -> dict[str, Any]:
+    dep = await kernel.store.get(DEPLOYMENTS, friendly_name)
+    if dep is None:
+        raise NotFound(NO_DEPLOYMENT)
+    agent = await kernel.store.get(AGENTS, dep.get("agentId") or "")
+    if agent is None or agent.get("friendlyName") != friendly_name:
+        raise NotFound(NO_DEPLOYMENT)
+    return agent  # type: ignore[no-any-return]
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "integer": (int,), "float": (int, float), "boolean": (bool,), "list": (list,),
+}
+
+
+def check_input(agent: dict[str, Any], input_dict: Any) -> None:
+    """Validation against ``inputSchema`` for agents that opt in (``validateInput: true``): 422 on mismatch."""
+    schema = agent.get("inputSchema") or {}
+    if not agent.get("validateInput") or not schema:
+        return
+    errors: list[dict[str, Any]] = []
+    if not isinstance(input_dict, dict):
+        raise Unprocessable([{"type": "dict_type", "loc": ["body"], "msg": "Input should be a valid dictionary",
+                              "input": input_dict}])
+    for key, declared in schema.items():
+        if key not in input_dict:
+            errors.append({"type": "missing", "loc": ["body", key], "msg": "Field required", "input": input_dict})
+            continue
+        expected = _TYPES.get(str(declared).lower())
+        value = input_dict[key]
+        if expected is None:
+            continue
+        wrong = not isinstance(value, expected) or (isinstance(value, bool) and str(declared).lower() == "integer")
+        if wrong:
+            errors.append({"type": f"{str(declared).lower()}_type", "loc": ["body", key],
+                           "msg": f"Input should be of type {declared}", "input": value})
+    if errors:
+        raise Unprocessable(errors)
+
+
+async def run_deployed_agent(kernel: "Kernel", ident: "Identity", friendly_name: str, input_dict: Any, *,
+                             llm_settings: dict[str, Any] | None = None) -> Any:
+    """Run a deployed agent as ``ident`` (billed to the caller) and return its raw result.
+
+    Errors: 404 unknown name; 402 (and other HTTP errors the platform raised inside) keep their status;
+    the wall-clock limit is a 504; other limits and the agent's own failures are 500 ``Error executing
+    agent: ...``.
+    """
+    agent = await load_deployed(kernel, friendly_name)
+    check_input(agent, input_dict)
+    spec = runs.spec_from_agent(agent, input_dict)
+    if llm_settings is not None:
+        spec["llmSettings"] = llm_settings
+    try:
+        outcome = await runs.run_now(kernel, ident, spec, capture_trace=False)
+    except Exception as exc:  # noqa: BLE001 - the queue gave up waiting
+        from gofannon.jobs import JobTimeout
+
+        if isinstance(exc, JobTimeout):
+            raise GatewayTimeout(f"Error executing agent: timeout (the run exceeded "
+                                 f"{kernel.settings.sandbox_timeout_s:g} s)") from None
+        raise GofannonError(f"Error executing agent: {exc}") from None
+    if outcome["outcome"] == "success":
+        return outcome["result"]
+    http_error = outcome.get("httpError")
+    if http_error and http_error["status"] in _STATUS_ERRORS:
+        err = GofannonError(http_error["detail"])
+        err.status = http_error["status"]
+        raise err
+    limit = outcome.get("limit")
+    message = str(outcome.get("error") or "unknown error")
+    if limit and limit not in message:
+        message = f"{message} ({limit} limit exceeded)"
+    elif not limit:
+        message = _EXC_PREFIX.sub("", message, count=1)  # the reference shows str(exc) alone
+    if limit == "timeout":
+        raise GatewayTimeout(f"Error executing agent: {message}")
+    raise GofannonError(f"Error executing agent: {message}")

@@ -1,0 +1,324 @@
+"""Users, budgets and provider keys (wire contract §1.4, §2.1, §3.3, §6.4; DECISIONS.md "Budgets", "Provider keys").
+
+Every change to a user document goes through ``kernel.store.update`` (an atomic read-modify-write), so
+concurrent LLM charges and profile edits never lose an update, and two first requests of a new user
+create one document. The user document keeps only the most recent usage entries (``RECENT_USAGE``); the
+full history is one document per entry in the ``usage`` collection.
+
+Provider keys are stored Fernet-encrypted under ``encryptedApiKeys`` (never sent to clients); the wire's
+``apiKeys`` object shows only a masked form such as ``sk-...abcd``.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import uuid
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Callable
+
+from gofannon.errors import BadRequest, PaymentRequired, Unprocessable
+from gofannon.services import secrets
+from gofannon.timeutil import now_iso, now_ms
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gofannon.auth import Identity
+    from gofannon.kernel import Kernel
+
+COLLECTION = "users"
+USAGE_COLLECTION = "usage"
+RECENT_USAGE = 50
+#: Below or at this remaining spend an LLM call is refused with 402 (wire contract §3.3).
+MIN_SPEND = 1.0
+#: Providers whose keys a user may store, in the reference's order (wire contract §6.4).
+KEY_PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "gemini", "perplexity", "openrouter")
+_ENCRYPTED = "encryptedApiKeys"
+
+
+def key_field(provider: str) -> str:
+    return f"{provider}ApiKey"
+
+
+def mask(key: str) -> str:
+    """A hint of which key is stored without revealing it: ``sk-...abcd``."""
+    if len(key) < 12:
+        return "..." if len(key) < 8 else f"...{key[-2:]}"
+    dash = key.find("-")
+    prefix = key[: dash + 1] if 0 < dash <= 7 else key[:2]
+    return f"{prefix}...{key[-4:]}"
+
+
+def check_provider(provider: str) -> str:
+    if provider not in KEY_PROVIDERS:
+        raise BadRequest(f"Unknown provider: {provider}")
+    return provider
+
+
+# -- documents --------------------------------------------------------------------------------------------
+def new_user(uid: str, *, display_name: str | None, email: str | None, allowance: float) -> dict[str, Any]:
+    now = now_iso()
+    return {
+        "_id": uid,
+        "createdAt": now,
+        "updatedAt": now,
+        "basicInfo": {"displayName": display_name, "email": email},
+        "billingInfo": {"plan": None, "status": None},
+        "usageInfo": {"monthlyAllowance": float(allowance), "allowanceResetDate": 0.0,
+                      "spendRemaining": float(allowance), "usage": []},
+        "apiKeys": {key_field(p): None for p in KEY_PROVIDERS},
+    }
+
+
+def wire_view(doc: dict[str, Any]) -> dict[str, Any]:
+    """The ``User`` of the wire (§2.1): internal fields dropped, provider keys masked."""
+    out = {k: v for k, v in doc.items() if k != _ENCRYPTED}
+    encrypted = doc.get(_ENCRYPTED) or {}
+    stored = doc.get("apiKeys") or {}
+    keys: dict[str, Any] = {}
+    for provider in KEY_PROVIDERS:
+        name = key_field(provider)
+        entry = encrypted.get(provider)
+        legacy = stored.get(name)
+        if isinstance(entry, dict):
+            keys[name] = entry.get("masked") or "..."
+        elif isinstance(legacy, str) and legacy:  # imported from the reference in plaintext
+            keys[name] = mask(legacy)
+        else:
+            keys[name] = None
+    out["apiKeys"] = keys
+    usage_info = dict(out.get("usageInfo") or {})
+    usage_info["usage"] = list(usage_info.get("usage") or [])[-RECENT_USAGE:]
+    out["usageInfo"] = usage_info
+    return out
+
+
+def _add_months(dt: datetime, months: int) -> datetime:
+    month0 = dt.month - 1 + months
+    year, month = dt.year + month0 // 12, month0 % 12 + 1
+    day = min(dt.day, calendar.monthrange(year, month)[1])
+    return dt.replace(year=year, month=month, day=day)
+
+
+def next_reset_ms(reset_ms: float, now: float) -> float:
+    """The first monthly anniversary of ``reset_ms`` after ``now`` (both epoch ms)."""
+    start = datetime.fromtimestamp(reset_ms / 1000.0, timezone.utc)
+    current = datetime.fromtimestamp(now / 1000.0, timezone.utc)
+    months = max(0, (current.year - start.year) * 12 + current.month - start.month)
+    candidate = _add_months(start, months)
+    while candidate.timestamp() * 1000.0 <= now:
+        months += 1
+        candidate = _add_months(start, months)
+    return candidate.timestamp() * 1000.0
+
+
+def reset_due(doc: dict[str, Any], now: float) -> bool:
+    date = (doc.get("usageInfo") or {}).get("allowanceResetDate")
+    return isinstance(date, (int, float)) and math.isfinite(date) and 0 < date <= now
+
+
+def apply_reset(doc: dict[str, Any], now: float) -> bool:
+    """Reset the allowance when its date has passed and move the date to the next month. True if reset."""
+    if not reset_due(doc, now):
+        return False
+    info = doc["usageInfo"]
+    info["spendRemaining"] = float(info.get("monthlyAllowance") or 0.0)
+    info["usage"] = []
+    try:
+        info["allowanceResetDate"] = next_reset_ms(float(info["allowanceResetDate"]), now)
+    except (OverflowError, OSError, ValueError):
+        info["allowanceResetDate"] = 0.0  # a date outside the calendar: stop resetting rather than fail
+    return True
+
+
+def _normalise(doc: dict[str, Any]) -> dict[str, Any]:
+    """Fill what older or imported documents lack, so every mutation sees the full shape."""
+    info = doc.setdefault("usageInfo", {})
+    info.setdefault("monthlyAllowance", 100.0)
+    info.setdefault("allowanceResetDate", 0.0)
+    info.setdefault("spendRemaining", info["monthlyAllowance"])
+    if not isinstance(info.get("usage"), list):
+        info["usage"] = []
+    doc.setdefault("basicInfo", {"displayName": None, "email": None})
+    doc.setdefault("billingInfo", {"plan": None, "status": None})
+    if not isinstance(doc.get("apiKeys"), dict):
+        doc["apiKeys"] = {key_field(p): None for p in KEY_PROVIDERS}
+    return doc
+
+
+async def _mutate(kernel: "Kernel", uid: str, change: Callable[[dict[str, Any]], None] | None, *,
+                  display_name: str | None = None, email: str | None = None) -> dict[str, Any]:
+    """Atomically create-if-missing, apply a due reset, then ``change`` (None = only create/reset).
+
+    ``change`` runs inside the store's update (possibly on the store's thread, possibly more than once),
+    so it must be a pure function of the document.
+    """
+    now = now_ms()
+    allowance = kernel.settings.default_monthly_allowance
+
+    def fn(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+        created = doc is None
+        if doc is None:
+            doc = new_user(uid, display_name=display_name, email=email, allowance=allowance)
+        doc = _normalise(doc)
+        reset = apply_reset(doc, now)
+        if change is None and not created and not reset:
+            return None
+        if change is not None:
+            change(doc)
+        doc["updatedAt"] = now_iso()
+        return doc
+
+    stored = await kernel.store.update(COLLECTION, uid, fn)
+    assert stored is not None
+    return stored
+
+
+# -- the cross-part contract ------------------------------------------------------------------------------
+async def get_or_create_user(kernel: "Kernel", ident: "Identity | str") -> dict[str, Any]:
+    """The caller's ``User`` (wire shape), created with defaults on first access; race-safe."""
+    if isinstance(ident, str):
+        return wire_view(await _mutate(kernel, ident, None))
+    return wire_view(await _mutate(kernel, ident.uid, None, display_name=ident.display_name, email=ident.email))
+
+
+async def require_allowance(kernel: "Kernel", uid: str) -> None:
+    """Refuse (402) an LLM call when the remaining spend is exhausted, after any due monthly reset."""
+    doc = await kernel.store.get(COLLECTION, uid)
+    if doc is None or reset_due(_normalise(doc), now_ms()):
+        doc = await _mutate(kernel, uid, None)
+    remaining = doc["usageInfo"].get("spendRemaining")
+    if not isinstance(remaining, (int, float)) or remaining <= MIN_SPEND:
+        raise PaymentRequired("Insufficient spend allowance to complete request")
+
+
+async def charge(kernel: "Kernel", uid: str, cost: float, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Record one usage entry and subtract its cost (floor 0), atomically. Returns the ``User``."""
+    cost = float(cost)
+    if not math.isfinite(cost) or cost < 0:
+        raise Unprocessable("responseCost must be a finite number >= 0")
+    entry = {"timestamp": now_iso(), "responseCost": cost, "metadata": metadata}
+
+    def change(doc: dict[str, Any]) -> None:
+        info = doc["usageInfo"]
+        info["spendRemaining"] = max(0.0, float(info.get("spendRemaining") or 0.0) - cost)
+        info["usage"] = [*info["usage"], entry][-RECENT_USAGE:]
+
+    doc = await _mutate(kernel, uid, change)
+    history_id = f"{uid}:{entry['timestamp']}:{uuid.uuid4().hex[:8]}"
+    await kernel.store.put(USAGE_COLLECTION, history_id, {"userId": uid, **entry}, rev=None)
+    return wire_view(doc)
+
+
+async def user_api_key(kernel: "Kernel", uid: str, provider: str) -> str | None:
+    """The user's own key for ``provider`` in clear, or None."""
+    doc = await kernel.store.get(COLLECTION, uid)
+    if doc is None:
+        return None
+    entry = (doc.get(_ENCRYPTED) or {}).get(provider)
+    if isinstance(entry, dict) and isinstance(entry.get("ciphertext"), str):
+        return secrets.decrypt(kernel, entry["ciphertext"])
+    legacy = (doc.get("apiKeys") or {}).get(key_field(provider))
+    return legacy if isinstance(legacy, str) and legacy else None
+
+
+# -- budgets ----------------------------------------------------------------------------------------------
+def _set_allowance(info: dict[str, Any], allowance: float) -> None:
+    info["monthlyAllowance"] = allowance
+    if float(info.get("spendRemaining") or 0.0) > allowance:
+        info["spendRemaining"] = allowance
+
+
+async def set_monthly_allowance(kernel: "Kernel", ident: "Identity", value: float) -> dict[str, Any]:
+    return await _change_own(kernel, ident, lambda doc: _set_allowance(doc["usageInfo"], float(value)))
+
+
+async def set_allowance_reset_date(kernel: "Kernel", ident: "Identity", value: float) -> dict[str, Any]:
+    return await _change_own(kernel, ident, lambda doc: doc["usageInfo"].__setitem__("allowanceResetDate", float(value)))
+
+
+async def set_spend_remaining(kernel: "Kernel", ident: "Identity", value: float) -> dict[str, Any]:
+    return await _change_own(kernel, ident, lambda doc: doc["usageInfo"].__setitem__("spendRemaining", float(value)))
+
+
+async def reset_allowance(kernel: "Kernel", ident: "Identity") -> dict[str, Any]:
+    def change(doc: dict[str, Any]) -> None:
+        info = doc["usageInfo"]
+        info["spendRemaining"] = float(info.get("monthlyAllowance") or 0.0)
+        info["usage"] = []
+
+    return await _change_own(kernel, ident, change)
+
+
+async def _change_own(kernel: "Kernel", ident: "Identity", change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    return wire_view(await _mutate(kernel, ident.uid, change, display_name=ident.display_name, email=ident.email))
+
+
+async def admin_update(kernel: "Kernel", uid: str, *, monthly_allowance: float | None,
+                       allowance_reset_date: float | None, spend_remaining: float | None) -> dict[str, Any]:
+    """The admin edit (§1.5): allowance (with clamp), then reset date, then spendRemaining (unclamped)."""
+
+    def change(doc: dict[str, Any]) -> None:
+        info = doc["usageInfo"]
+        if monthly_allowance is not None:
+            _set_allowance(info, float(monthly_allowance))
+        if allowance_reset_date is not None:
+            info["allowanceResetDate"] = float(allowance_reset_date)
+        if spend_remaining is not None:
+            info["spendRemaining"] = float(spend_remaining)
+
+    return wire_view(await _mutate(kernel, uid, change))
+
+
+async def list_users(kernel: "Kernel") -> list[dict[str, Any]]:
+    return [wire_view(doc) for doc in await kernel.store.list(COLLECTION)]
+
+
+async def usage_history(kernel: "Kernel", uid: str, *, limit: int = 100) -> list[dict[str, Any]]:
+    """The most recent ``limit`` usage entries of the full history, oldest first."""
+    docs = await kernel.store.find(USAGE_COLLECTION, {"userId": uid})
+    return [{"timestamp": d.get("timestamp"), "responseCost": d.get("responseCost"), "metadata": d.get("metadata")}
+            for d in docs[-limit:]] if limit > 0 else []
+
+
+# -- provider keys ----------------------------------------------------------------------------------------
+async def set_api_key(kernel: "Kernel", ident: "Identity", provider: str, api_key: str) -> dict[str, Any]:
+    check_provider(provider)
+    entry = {"ciphertext": secrets.encrypt(kernel, api_key), "masked": mask(api_key), "updatedAt": now_iso()}
+
+    def change(doc: dict[str, Any]) -> None:
+        doc[_ENCRYPTED] = {**(doc.get(_ENCRYPTED) or {}), provider: entry}
+        doc["apiKeys"][key_field(provider)] = None  # never keep a plaintext copy
+
+    return await _change_own(kernel, ident, change)
+
+
+async def delete_api_key(kernel: "Kernel", ident: "Identity", provider: str) -> dict[str, Any]:
+    check_provider(provider)
+
+    def change(doc: dict[str, Any]) -> None:
+        encrypted = dict(doc.get(_ENCRYPTED) or {})
+        encrypted.pop(provider, None)
+        doc[_ENCRYPTED] = encrypted
+        doc["apiKeys"][key_field(provider)] = None
+
+    return await _change_own(kernel, ident, change)
+
+
+def env_key_available(kernel: "Kernel", provider: str) -> bool:
+    """Whether the server has a key for ``provider`` in its environment (the catalog names the variable)."""
+    from gofannon.llm.catalog import active
+
+    names = {f"{provider.upper()}_API_KEY"}
+    configured = (active().providers.get(provider) or {}).get("api_key_env_var")
+    if isinstance(configured, str) and configured:
+        names.add(configured)
+    return any(kernel.settings.env(name) for name in names)
+
+
+async def effective_key_source(kernel: "Kernel", ident: "Identity", provider: str) -> dict[str, Any]:
+    """``{provider, has_key, source}`` where source is ``user``, ``env`` or None (§6.4, any provider string)."""
+    if await user_api_key(kernel, ident.uid, provider):
+        return {"provider": provider, "has_key": True, "source": "user"}
+    if env_key_available(kernel, provider):
+        return {"provider": provider, "has_key": True, "source": "env"}
+    return {"provider": provider, "has_key": False, "source": None}

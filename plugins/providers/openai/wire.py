@@ -1,0 +1,223 @@
+"""OpenAI's wire formats (chat completions and the Responses API), shared with ``openai_compat``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, AsyncIterator
+
+from gofannon.llm import Completion, LlmCall, StreamEvent, Usage, VendorError
+from gofannon.llm.http import sse_events
+
+#: Parameters OpenAI's chat completions accepts; catalog-only knobs (``show_thinking``) never go out.
+CHAT_PARAMETERS = frozenset({
+    "temperature", "top_p", "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty",
+    "seed", "stop", "n", "logprobs", "top_logprobs", "response_format", "user", "verbosity", "tool_choice",
+    "parallel_tool_calls", "logit_bias", "service_tier", "web_search_options", "prediction", "modalities",
+})
+INTERNAL_PARAMETERS = frozenset({"show_thinking", "reasoningEffort"})
+TERMINAL = {"completed", "failed", "cancelled", "incomplete"}
+
+
+def is_reasoning_model(model: str) -> bool:
+    name = model.rsplit("/", 1)[-1]
+    return name.startswith(("o1", "o3", "o4", "gpt-5"))
+
+
+def auth_headers(call: LlmCall) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if call.api_key:
+        headers["Authorization"] = f"Bearer {call.api_key}"
+    for k, v in (call.provider_config.get("headers") or {}).items():
+        headers[str(k)] = str(v)
+    return headers
+
+
+def chat_body(call: LlmCall, *, passthrough: bool = False) -> dict[str, Any]:
+    """The chat-completions request. ``passthrough`` (OpenAI-compatible servers) forwards parameters
+    OpenAI does not know, as those servers take their own options."""
+    params = {k: v for k, v in call.parameters.items() if k not in INTERNAL_PARAMETERS}
+    if not passthrough:
+        params = {k: v for k, v in params.items() if k in CHAT_PARAMETERS}
+    if "num_predict" in params and "max_tokens" not in params:
+        params["max_tokens"] = params.pop("num_predict")
+    if is_reasoning_model(call.model) and "max_tokens" in params and not passthrough:
+        params.setdefault("max_completion_tokens", params.pop("max_tokens"))
+    body: dict[str, Any] = {"model": call.model, "messages": call.messages, **params}
+    if call.reasoning_effort:
+        body["reasoning_effort"] = call.reasoning_effort
+    if call.tools:
+        body["tools"] = call.tools
+    return body
+
+
+def _usage_from_chat(raw: dict[str, Any] | None) -> Usage:
+    raw = raw or {}
+    return Usage(
+        input_tokens=int(raw.get("prompt_tokens") or 0),
+        output_tokens=int(raw.get("completion_tokens") or 0),
+        cached_input_tokens=int((raw.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
+        reasoning_tokens=int((raw.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0),
+    )
+
+
+def _thoughts(reasoning: str | None, tool_calls: list[dict[str, Any]] | None, extra: dict[str, Any] | None = None) -> Any:
+    thoughts: dict[str, Any] = {}
+    if tool_calls:
+        thoughts["tool_calls"] = tool_calls
+    if reasoning:
+        thoughts["reasoning_content"] = reasoning
+    thoughts.update(extra or {})
+    return thoughts or None
+
+
+def parse_chat(data: dict[str, Any]) -> Completion:
+    choices = data.get("choices") or []
+    if not choices:
+        raise VendorError(502, f"the provider answered no choices: {json.dumps(data)[:200]}")
+    message = choices[0].get("message") or {}
+    content = message.get("content")
+    if isinstance(content, list):
+        content = "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    extra = {"citations": data["citations"]} if data.get("citations") else None
+    return Completion(content=content or "", thoughts=_thoughts(reasoning, message.get("tool_calls"), extra),
+                      usage=_usage_from_chat(data.get("usage")), finish_reason=choices[0].get("finish_reason"))
+
+
+async def complete_chat(call: LlmCall, url: str, *, passthrough: bool = False) -> Completion:
+    data = await call.http.request_json("POST", url, headers=auth_headers(call),
+                                        body=chat_body(call, passthrough=passthrough), timeout=call.timeout)
+    return parse_chat(data)
+
+
+async def stream_chat(call: LlmCall, url: str, *, passthrough: bool = False) -> AsyncIterator[StreamEvent]:
+    body = chat_body(call, passthrough=passthrough)
+    body["stream"] = True
+    body["stream_options"] = {"include_usage": True}
+    content: list[str] = []
+    reasoning: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    usage = Usage()
+    finish: str | None = None
+    async with call.http.open("POST", url, headers=auth_headers(call), body=body, timeout=call.timeout) as resp:
+        async for _event, data in sse_events(resp):
+            if data.strip() == "[DONE]":
+                break
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                continue
+            if chunk.get("usage"):
+                usage = _usage_from_chat(chunk["usage"])
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") or {}
+                finish = choice.get("finish_reason") or finish
+                think = delta.get("reasoning_content") or delta.get("reasoning")
+                if think:
+                    reasoning.append(think)
+                    yield StreamEvent("thoughts", think)
+                if delta.get("content"):
+                    content.append(delta["content"])
+                    yield StreamEvent("content", delta["content"])
+                for tc in delta.get("tool_calls") or []:
+                    slot = calls.setdefault(int(tc.get("index", len(calls))),
+                                            {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+                    slot["id"] = tc.get("id") or slot["id"]
+                    fn = tc.get("function") or {}
+                    slot["function"]["name"] += fn.get("name") or ""
+                    slot["function"]["arguments"] += fn.get("arguments") or ""
+    tool_calls = [calls[i] for i in sorted(calls)] or None
+    yield StreamEvent("done", completion=Completion("".join(content), _thoughts("".join(reasoning), tool_calls),
+                                                    usage, finish))
+
+
+# -- Responses API ------------------------------------------------------------------------------------
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("text"))
+    return "" if content is None else str(content)
+
+
+def responses_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """Chat-style function tools become Responses-style; built-in tools (web_search, ...) pass as given."""
+    out = []
+    for tool in tools or []:
+        if tool.get("type") == "function" and isinstance(tool.get("function"), dict):
+            out.append({"type": "function", **tool["function"]})
+        else:
+            out.append(tool)
+    return out or None
+
+
+def responses_body(call: LlmCall) -> dict[str, Any] | None:
+    """The Responses request, or None when there is no user text (the chat path is used then)."""
+    instructions = "\n\n".join(_text_of(m.get("content")) for m in call.messages if m.get("role") == "system")
+    items = [{"role": m.get("role"), "content": _text_of(m.get("content"))}
+             for m in call.messages if m.get("role") in ("user", "assistant") and _text_of(m.get("content"))]
+    if not any(i["role"] == "user" for i in items):
+        return None
+    body: dict[str, Any] = {"model": call.model, "input": items, "background": True, "store": True}
+    if instructions:
+        body["instructions"] = instructions
+    if call.reasoning_effort:
+        body["reasoning"] = {"effort": call.reasoning_effort, "summary": "auto"}
+    tools = responses_tools(call.tools)
+    if tools:
+        body["tools"] = tools
+    params = call.parameters
+    if params.get("max_tokens") is not None or params.get("max_output_tokens") is not None:
+        body["max_output_tokens"] = params.get("max_output_tokens", params.get("max_tokens"))
+    for name in ("temperature", "top_p", "tool_choice", "parallel_tool_calls", "user", "service_tier"):
+        if name in params and not (call.reasoning_effort and name in ("temperature", "top_p")):
+            body[name] = params[name]
+    return body
+
+
+def parse_response(data: dict[str, Any]) -> Completion:
+    summary: list[str] = []
+    texts: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    for item in data.get("output") or []:
+        kind = item.get("type")
+        if kind == "reasoning":
+            summary.extend(s.get("text", "") for s in item.get("summary") or [] if isinstance(s, dict))
+        elif kind == "message":
+            texts.extend(p.get("text", "") for p in item.get("content") or []
+                         if isinstance(p, dict) and p.get("type") in ("output_text", "text"))
+        elif kind == "function_call":
+            tool_calls.append({"id": item.get("call_id") or item.get("id"), "type": "function",
+                               "function": {"name": item.get("name"), "arguments": item.get("arguments", "")}})
+    usage_raw = data.get("usage") or {}
+    usage = Usage(
+        input_tokens=int(usage_raw.get("input_tokens") or 0),
+        output_tokens=int(usage_raw.get("output_tokens") or 0),
+        cached_input_tokens=int((usage_raw.get("input_tokens_details") or {}).get("cached_tokens") or 0),
+        reasoning_tokens=int((usage_raw.get("output_tokens_details") or {}).get("reasoning_tokens") or 0),
+    )
+    thoughts: dict[str, Any] = {}
+    if summary:
+        thoughts["summary"] = summary
+    if tool_calls:
+        thoughts["tool_calls"] = tool_calls
+    return Completion("".join(texts), thoughts or None, usage, data.get("status"))
+
+
+async def complete_responses(call: LlmCall, base: str, body: dict[str, Any]) -> Completion:
+    """Create a background response and poll it until it ends: no cap besides the call's timeout
+    (the reference gave up after 30 s, failing long reasoning requests)."""
+    headers = auth_headers(call)
+    data = await call.http.request_json("POST", f"{base}/responses", headers=headers, body=body, timeout=call.timeout)
+    interval = 0.05
+    while data.get("status") not in TERMINAL and data.get("status") is not None:
+        await asyncio.sleep(interval)
+        interval = min(2.0, interval * 2)
+        data = await call.http.request_json("GET", f"{base}/responses/{data['id']}", headers=headers,
+                                            timeout=call.timeout)
+    status = data.get("status")
+    if status in ("failed", "cancelled"):
+        err = data.get("error") or {}
+        raise VendorError(502, str(err.get("message") or f"the response ended {status}"), code=err.get("code"))
+    return parse_response(data)

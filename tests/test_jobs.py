@@ -1,0 +1,123 @@
+"""The job queue: the trivial ``echo`` job in-process and through RQ with a real ``gofannon worker``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Iterator
+
+import pytest
+
+from gofannon.jobs import JobFailed, JobTimeout
+from gofannon.kernel import Kernel
+from gofannon.settings import Settings
+
+
+@pytest.fixture
+async def kernel_for(make_settings: Callable[..., Settings]) -> AsyncIterator[Callable[..., Any]]:
+    opened: list[Kernel] = []
+
+    async def open_kernel(**env: str) -> Kernel:
+        kernel = Kernel(make_settings(**{"GOFANNON_STORAGE": "memory", **env}))
+        await kernel.open()
+        opened.append(kernel)
+        return kernel
+
+    yield open_kernel
+    for kernel in reversed(opened):
+        await kernel.close()
+
+
+async def test_inline_queue_runs_echo_in_the_api_process(kernel_for: Any) -> None:
+    kernel = await kernel_for()
+    assert kernel.queue.name == "inline"
+    assert await kernel.queue.call("echo", {"x": [1, "α"]}, timeout=10) == {"echo": {"x": [1, "α"]}, "role": "api"}
+
+
+async def test_inline_queue_reports_a_failing_job_with_its_message(kernel_for: Any) -> None:
+    kernel = await kernel_for()
+    with pytest.raises(JobFailed, match="^boom$"):
+        await kernel.queue.call("echo", {"fail": "boom"}, timeout=10)
+
+
+async def test_inline_queue_stops_a_job_at_its_timeout(kernel_for: Any) -> None:
+    kernel = await kernel_for()
+    with pytest.raises(JobTimeout):
+        await kernel.queue.call("echo", {"sleep": 30}, timeout=0.2)
+
+
+async def test_inline_submit_then_result(kernel_for: Any) -> None:
+    kernel = await kernel_for()
+    job_id = await kernel.queue.submit("echo", {"n": 1}, keep_result=True)
+    assert (await kernel.queue.result(job_id, wait=10))["echo"] == {"n": 1}
+
+
+@pytest.fixture
+def worker(redis_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A real ``gofannon worker`` process on the test Redis; yields the env API processes share with it."""
+    env = {
+        "APP_ENV": "test", "REDIS_URL": redis_url, "GOFANNON_STORAGE": "memory",
+        "GOFANNON_DATA_DIR": str(tmp_path / "worker-data"), "GOFANNON_SANDBOX_POOL_SIZE": "1",
+        "GOFANNON_QUEUE": "test-jobs",
+    }
+    log_path = tmp_path / "worker.log"
+    log_file = log_path.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gofannon", "worker", "--name", f"test-{os.getpid()}-{time.monotonic_ns()}"],
+        env={**os.environ, **env}, stdout=log_file, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while "ready on queue" not in log_path.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+        yield env
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log_file.close()
+
+
+async def test_with_redis_the_echo_job_runs_in_the_worker_not_the_api(kernel_for: Any, worker: dict[str, str]) -> None:
+    kernel = await kernel_for(**worker)
+    assert kernel.queue.name == "rq"
+    result = await kernel.queue.call("echo", {"x": [1, "α"]}, timeout=20)
+    assert result == {"echo": {"x": [1, "α"]}, "role": "worker"}
+
+
+async def test_with_redis_a_failing_job_raises_job_failed_with_its_message(kernel_for: Any, worker: dict[str, str]) -> None:
+    kernel = await kernel_for(**worker)
+    with pytest.raises(JobFailed, match="^boom in the worker$"):
+        await kernel.queue.call("echo", {"fail": "boom in the worker"}, timeout=20)
+    # the worker survives a failed job
+    assert (await kernel.queue.call("echo", {"after": True}, timeout=20))["echo"] == {"after": True}
+
+
+async def test_with_redis_a_job_over_its_timeout_is_stopped_and_reported(kernel_for: Any, worker: dict[str, str]) -> None:
+    kernel = await kernel_for(**worker)
+    with pytest.raises(JobTimeout, match="exceeded"):
+        await kernel.queue.call("echo", {"sleep": 60}, timeout=0.5)
+    assert (await kernel.queue.call("echo", {"next": 1}, timeout=20))["role"] == "worker"
+
+
+async def test_with_redis_fire_and_forget_jobs_are_not_run_by_the_api(kernel_for: Any, redis_url: str) -> None:
+    """No worker running: a submitted job waits in Redis rather than running in the API process."""
+    kernel = await kernel_for(REDIS_URL=redis_url, GOFANNON_QUEUE="nobody-serves-this")
+    job_id = await kernel.queue.submit("echo", {"n": 1}, keep_result=True)
+    with pytest.raises(JobTimeout):
+        await kernel.queue.result(job_id, wait=0.3)
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.llen("rq:queue:nobody-serves-this") == 1
+    finally:
+        client.close()

@@ -1,0 +1,111 @@
+"""The postgres storage plugin against a real PostgreSQL server the tests start."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fakes.postgres import PostgresServer
+from gofannon_plugins.storage.postgres.store import PostgresStore
+
+from gofannon.settings import Settings
+from gofannon.store.conformance import DocumentStoreContract
+
+
+class TestPostgresStore(DocumentStoreContract):
+    durable = True
+    factory_path = "gofannon_plugins.storage.postgres.store:PostgresStore.from_settings"
+
+    @pytest.fixture
+    def store_env(self, postgres_url: str) -> dict[str, str]:
+        return {"GOFANNON_STORAGE": "postgres", "DATABASE_URL": postgres_url, "GOFANNON_DATABASE_POOL_SIZE": "5"}
+
+
+async def test_a_database_server_restart_loses_nothing_committed_and_the_store_keeps_working(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    store = PostgresStore(postgres_url, pool_size=3)
+    await store.open()
+    try:
+        for i in range(20):
+            await store.put("agents", f"a{i:02d}", {"ownerId": "alice", "i": i})
+        await store.update("users", "alice", lambda d: {"spend": 1.5})
+        postgres_server.restart("immediate")  # no shutdown checkpoint: recovery replays the WAL
+        assert [d["i"] for d in await store.find("agents", {"ownerId": "alice"})] == list(range(20))
+        assert (await store.get("users", "alice"))["spend"] == 1.5  # type: ignore[index]
+        await store.put("agents", "after", {"ownerId": "alice"})
+        assert await store.count("agents") == 21
+    finally:
+        await store.close()
+
+
+async def test_documents_come_back_with_their_keys_in_the_order_they_were_written(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        doc = {"name": "n", "description": "d", "code": "c", "friendlyName": "f", "_id": "x", "_rev": None,
+               "createdAt": "t", "updatedAt": "t"}
+        rev = await store.put("agents", "x", doc)
+        got = await store.get("agents", "x")
+        assert list(got) == list(doc)  # type: ignore[arg-type]
+        assert got["_rev"] == rev  # type: ignore[index]
+    finally:
+        await store.close()
+
+
+async def test_awkward_values_and_field_names_are_stored_and_queried_exactly(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        await store.put("t", "nul", {"text": "a\x00b", "it's": "quote'd", "tags": ["x", "y"]})
+        await store.put("t", "sub", {"tags": ["x"]})
+        assert (await store.get("t", "nul"))["text"] == "a\x00b"  # type: ignore[index]
+        assert [d["_id"] for d in await store.find("t", {"it's": "quote'd"})] == ["nul"]
+        assert [d["_id"] for d in await store.find("t", {"tags": ["x"]})] == ["sub"]
+        assert await store.count("t", {"tags": ["x"]}) == 1
+    finally:
+        await store.close()
+
+
+async def test_ids_sort_bytewise_like_the_other_stores(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        for i in ["b", "B", "a", "_x", "Z", "é"]:
+            await store.put("t", i, {})
+        assert [d["_id"] for d in await store.list("t")] == sorted(["b", "B", "a", "_x", "Z", "é"])
+    finally:
+        await store.close()
+
+
+async def test_the_schema_is_created_once_and_reopening_migrates_nothing(postgres_url: str) -> None:
+    first = PostgresStore(postgres_url)
+    await first.open()
+    await first.put("t", "a", {"v": 1})
+    second = PostgresStore(postgres_url)
+    await second.open()
+    try:
+        assert await second.migrate() == 1
+        assert (await second.get("t", "a"))["v"] == 1  # type: ignore[index]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_the_kernel_serves_the_api_on_postgres(serve: Any, postgres_url: str) -> None:
+    client = await serve(GOFANNON_STORAGE="postgres", DATABASE_URL=postgres_url)
+    await client.login("alice")
+    async with client.get("/auth/me") as r:
+        assert r.status == 200, await r.text()
+        assert (await r.json())["uid"]
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        assert "user_sessions" in await store.collections()
+    finally:
+        await store.close()
+
+
+def test_missing_database_url_says_which_setting_to_set() -> None:
+    with pytest.raises(RuntimeError, match="DATABASE_URL"):
+        PostgresStore.from_settings(Settings.load({"GOFANNON_STORAGE": "postgres"}))
