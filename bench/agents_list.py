@@ -57,7 +57,7 @@ async def login(base: str, session: aiohttp.ClientSession, uid: str = "alice") -
         picker = r.headers["Location"]
     async with session.get(picker if picker.startswith("http") else base + picker, allow_redirects=False) as r:
         html = await r.text()
-    link = next(l.replace("&amp;", "&") for l in re.findall(r'href="([^"]+)"', html) if f"code={uid}" in l)
+    link = next(h.replace("&amp;", "&") for h in re.findall(r'href="([^"]+)"', html) if f"code={uid}" in h)
     async with session.get(link if link.startswith("http") else base + link, allow_redirects=False) as r:
         assert r.status == 302, await r.text()
     for cookie in session.cookie_jar:

@@ -40,7 +40,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_worker(settings, burst=args.burst, name=args.name)
+    return run_worker(settings, burst=args.burst, name=args.name, concurrency=args.concurrency, grace=args.grace)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run an RQ worker for chat tickets and agent runs (needs REDIS_URL)")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     worker.add_argument("--name", default=None, help="worker name")
+    worker.add_argument("--concurrency", type=int, default=None,
+                        help="jobs this process runs at once (default GOFANNON_JOB_CONCURRENCY)")
+    worker.add_argument("--grace", type=float, default=30.0,
+                        help="seconds a stopping worker lets running jobs finish (default 30)")
     worker.set_defaults(func=cmd_worker)
 
     plugins = sub.add_parser("plugins", help="list plugins: name, version, hooks, load errors")

@@ -33,8 +33,9 @@ def register_providers(register: Callable[..., None], settings: "Settings") -> N
 
 @hookspec
 def register_auth_backends(register: Callable[..., None], settings: "Settings") -> None:
-    """Register auth backends: ``register(backend)`` with a ``gofannon.auth.LoginBackend`` (a browser login
-    flow such as dev_stub or OIDC) or a ``gofannon.auth.RequestAuthenticator`` (resolves a caller from a
+    """Register auth backends: ``register(backend)`` with a ``gofannon.auth.LoginBackendFactory``
+    (``kind="login"``: builds a browser login flow such as dev_stub or OIDC from an auth-config entry of
+    its ``type``) or a ``gofannon.auth.RequestAuthenticator`` (``kind="request"``: resolves a caller from a
     request, such as a bearer token). Since 0.1.
     """
 

@@ -212,9 +212,8 @@ def _odd_ipv4(host: str) -> bool:
     labels = host.rstrip(".").split(".")
     if not labels or not all(_NUMERIC_LABEL.match(label) for label in labels):
         return False
-    if len(labels) == 4 and all(_CANONICAL_OCTET.match(label) and int(label) <= 255 for label in labels):
-        return False
-    return True
+    canonical = len(labels) == 4 and all(_CANONICAL_OCTET.match(x) and int(x) <= 255 for x in labels)
+    return not canonical
 
 
 def check_url(url: str | URL, policy: OutboundPolicy) -> URL:
@@ -403,7 +402,7 @@ async def fetch(kernel: "Kernel", method: str, url: str, *, headers: Mapping[str
                     send_headers.popall("Cookie", None)
                 current = target
             raise UpstreamError(f"Too many redirects (more than {MAX_REDIRECTS}) starting at {url}")
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         raise GatewayTimeout(f"The request to {current} timed out") from None
     except aiohttp.InvalidURL as exc:
         raise OutboundRefused(str(current), f"not a valid URL ({exc})") from None

@@ -137,8 +137,8 @@ class PluginManager:
             plugin_name = self.pm.get_name(impl.plugin) or "?"
             staged: list[tuple[str, Any]] = []
 
-            def register(*args: Any, **kw: Any) -> None:
-                staged.append((key(*args, **kw), value(*args, **kw)))
+            def register(*args: Any, _staged: list[tuple[str, Any]] = staged, **kw: Any) -> None:
+                _staged.append((key(*args, **kw), value(*args, **kw)))
 
             if self.trace:  # collect calls implementations itself, so pluggy's tracing does not see these
                 log.warning("plugin trace: %s(%s) [%s]", hook_name, ", ".join(a for a in impl.argnames), plugin_name)

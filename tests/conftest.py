@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator
@@ -156,3 +157,43 @@ async def serve(make_settings: Callable[..., Settings]) -> AsyncIterator[Callabl
 @pytest.fixture
 async def client(serve: Callable[..., Any]) -> Client:
     return await serve()
+
+
+@pytest.fixture
+def rq_worker(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., dict[str, str]]]:
+    """``env = rq_worker(**env)`` starts a real ``gofannon worker`` process on the test Redis and returns
+    the env an API process must share with it: ``await serve(**env)`` then runs its jobs in that worker.
+
+    The worker uses the test's data dir (the same SQLite file as ``serve``) unless env says otherwise.
+    Its output goes to ``tmp_path/worker-N.log`` (shown when it fails to start).
+    """
+    procs: list[tuple[subprocess.Popen[str], Any]] = []
+
+    def start(**env: str) -> dict[str, str]:
+        full = {
+            "APP_ENV": "test", "REDIS_URL": redis_url, "GOFANNON_DATA_DIR": str(tmp_path / "data"),
+            "GOFANNON_SANDBOX_POOL_SIZE": "1", **env,
+        }
+        log_path = tmp_path / f"worker-{len(procs)}.log"
+        log_file = log_path.open("w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gofannon", "worker", "--name", f"test-{os.getpid()}-{time.monotonic_ns()}"],
+            env={**os.environ, **full}, stdout=log_file, stderr=subprocess.STDOUT, text=True,
+        )
+        procs.append((proc, log_file))
+        deadline = time.monotonic() + 60
+        while "ready on queue" not in log_path.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"gofannon worker did not start:\n{log_path.read_text()}")
+            time.sleep(0.05)
+        return full
+
+    yield start
+    for proc, log_file in reversed(procs):
+        proc.terminate()  # RQ's warm shutdown: finishes the current job, then exits
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log_file.close()

@@ -75,3 +75,20 @@ async def test_admin_password_header_works_only_when_the_panel_is_enabled(serve:
     await on.login("bob")  # a signed-in non-admin using the panel's password is admitted too
     async with on.get("/admin/users", headers={"X-Admin-Password": "s3cret"}) as r:
         assert r.status == 200
+
+
+async def test_guessing_the_admin_password_is_stopped_after_ten_tries(serve: Any) -> None:
+    client = await serve(ADMIN_PANEL_ENABLED="true", ADMIN_PANEL_PASSWORD="s3cret")
+    statuses = []
+    for i in range(11):
+        async with client.get("/admin/users", headers={"X-Admin-Password": f"guess-{i}"}) as r:
+            statuses.append(r.status)
+    async with client.get("/admin/users", headers={"X-Admin-Password": "s3cret"}) as r:
+        final = r.status
+    # ten wrong guesses answer 401; then every attempt, even the right one, waits out the minute
+    # (unless a minute boundary fell inside the loop and opened a fresh window)
+    assert statuses[:10] == [401] * 10
+    if statuses[10] == 429:
+        assert final == 429
+    else:  # the window turned over during the loop: the eleventh guess was the first of a new minute
+        assert statuses[10] == 401

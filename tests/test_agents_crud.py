@@ -47,7 +47,8 @@ async def test_created_agent_comes_back_with_the_reference_keys_in_order(serve: 
 async def test_snake_case_input_is_accepted(serve: Any) -> None:
     client = await serve()
     await client.login("alice")
-    body = {"name": "n", "description": "d", "code": CODE, "friendly_name": "snake_name", "input_schema": {"a": "string"}}
+    body = {"name": "n", "description": "d", "code": CODE, "friendly_name": "snake_name",
+            "input_schema": {"a": "string"}}
     async with client.post("/agents", json=body) as r:
         assert r.status == 201
         doc = await r.json()

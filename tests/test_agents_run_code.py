@@ -158,3 +158,64 @@ async def test_env_vars_reach_the_agent_but_server_secrets_do_not(serve: Any) ->
             return {'mine': os.environ.get('MY_VAR'), 'server': os.environ.get('OPENAI_API_KEY')}
     """), envVars=[{"key": "MY_VAR", "value": "hello"}])
     assert out["result"] == {"mine": "hello", "server": None}
+
+
+async def test_mcp_tools_are_called_through_the_host(serve: Any, mcp_server: Any) -> None:
+    client = await serve()
+    await client.login("alice")
+    url = mcp_server.url("/mcp")
+    out = await run(client, code("""
+        from agent_factory.remote_mcp_client import RemoteMCPClient
+
+        async def run(input_dict, tools):
+            mcpc = {url: RemoteMCPClient(remote_url=url) for url in tools}
+            client = mcpc[input_dict['url']]
+            names = sorted(t.name for t in await client.list_tools())
+            added = await client.call(tool_name='add', a=2, b=3)
+            try:
+                await client.call(tool_name='fail', reason='on purpose')
+            except Exception as exc:
+                failed = str(exc)
+            return {'names': names, 'sum': added.data, 'failed': failed}
+    """), {"url": url}, tools={url: ["add", "fail"]})
+    assert out["error"] is None, out
+    assert {"add", "echo", "fail", "shout"} <= set(out["result"]["names"])
+    assert out["result"]["sum"] == 5 and "fail" in out["result"]["failed"]
+
+
+async def test_refused_addresses_reach_the_agent_as_an_error(serve: Any) -> None:
+    client = await serve(GOFANNON_OUTBOUND_ALLOW="none")
+    await client.login("alice")
+    out = await run(client, code("""
+        async def run(input_dict, tools):
+            try:
+                await http_client.get('http://127.0.0.1:9/secret')
+            except Exception as exc:
+                return {'refused': type(exc).__name__ + ': ' + str(exc)}
+            return {'refused': None}
+    """))
+    assert out["error"] is None, out
+    assert "refused" in out["result"]["refused"].lower()
+
+
+async def test_llm_calls_show_tokens_and_cost_in_the_trace(serve: Any, fake_openai: Any) -> None:
+    from fakes import Reply
+
+    client = await serve(**fake_openai.env)
+    await client.login("alice")
+    fake_openai.script(Reply("forty-two", input_tokens=120, output_tokens=30))
+    out = await run(client, code("""
+        from services.llm_service import call_llm
+
+        async def run(input_dict, tools):
+            content, thoughts = await call_llm(provider='openai', model='gpt-5.1-codex-mini',
+                                               messages=[{'role': 'user', 'content': 'answer?'}],
+                                               parameters={'temperature': 0.7})
+            return {'outputText': content}
+    """), llmSettings={"perModel": {"openai/gpt-5.1-codex-mini": {"temperature": 0.2}}})
+    assert out["result"] == {"outputText": "forty-two"}, out
+    assert fake_openai.requests[-1].json["temperature"] == 0.2
+    call = next(e for e in out["trace"] if e["type"] == "llm_call")
+    assert call["provider"] == "openai" and call["model"] == "gpt-5.1-codex-mini" and call["error"] is None
+    assert call["input_tokens"] == 120 and call["output_tokens"] == 30
+    assert call["cost_usd"] is not None and call["cost_usd"] >= 0

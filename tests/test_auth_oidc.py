@@ -28,8 +28,9 @@ from conftest import free_port
 class FakeOidcProvider:
     """A minimal but honest OpenID provider: what it checks is what a real one checks."""
 
-    def __init__(self, client_id: str = "gofannon", client_secret: str = "shh") -> None:
+    def __init__(self, client_id: str = "gofannon", client_secret: str = "shh", prefix: str = "") -> None:
         self.client_id, self.client_secret = client_id, client_secret
+        self.prefix = prefix  # issuer path, e.g. "/<tenant>/v2.0" for Microsoft
         self.key = RSAKey.generate_key(2048, parameters={"kid": "key-1", "use": "sig", "alg": "RS256"})
         self.published = [self.key]
         self.codes: dict[str, dict[str, Any]] = {}
@@ -43,7 +44,7 @@ class FakeOidcProvider:
     @property
     def issuer(self) -> str:
         assert self.server is not None
-        return str(self.server.make_url("")).rstrip("/")
+        return str(self.server.make_url("")).rstrip("/") + self.prefix
 
     def rotate_key(self) -> None:
         self.key = RSAKey.generate_key(2048, parameters={"kid": f"key-{secrets.token_hex(4)}", "use": "sig",
@@ -52,11 +53,12 @@ class FakeOidcProvider:
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_get("/.well-known/openid-configuration", self.discovery)
-        app.router.add_get("/jwks", self.jwks)
-        app.router.add_get("/authorize", self.authorize)
-        app.router.add_post("/token", self.token)
-        app.router.add_get("/userinfo", self.userinfo)
+        p = self.prefix
+        app.router.add_get(f"{p}/.well-known/openid-configuration", self.discovery)
+        app.router.add_get(f"{p}/jwks", self.jwks)
+        app.router.add_get(f"{p}/authorize", self.authorize)
+        app.router.add_post(f"{p}/token", self.token)
+        app.router.add_get(f"{p}/userinfo", self.userinfo)
         return app
 
     async def discovery(self, request: web.Request) -> web.Response:
@@ -266,6 +268,8 @@ class FakeGitHub:
 
     async def access_token(self, request: web.Request) -> web.Response:
         form = await request.post()
+        if (form.get("client_id"), form.get("client_secret")) != ("gh-client", "gh-secret"):
+            return web.json_response({"error": "incorrect_client_credentials"})
         grant = self.codes.pop(str(form.get("code")), None)
         if grant is None:
             return web.json_response({"error": "bad_verification_code"})
@@ -354,3 +358,70 @@ def test_the_example_auth_config_enables_every_provider_it_shows(make_settings: 
     path.write_text(yaml.safe_dump(data))
     state = AuthState(Kernel(make_settings(AUTH_CONFIG_PATH=str(path))))
     assert sorted(state.backends) == ["asf", "dev_stub", "github", "google", "microsoft", "oidc"]
+
+
+# -- Google and Microsoft: the same OpenID flow plus their membership APIs --------------------------------------
+async def test_google_login_enforces_the_hosted_domain(serve: Any, provider: FakeOidcProvider, tmp_path: Path) -> None:
+    entry = {"type": "google", "config": {"client_id": "gofannon", "client_secret": "shh", "issuer": provider.issuer,
+                                          "hosted_domain": "example.org", "mode": "open_domain"}}
+    client = await serve(AUTH_CONFIG_PATH=auth_config(tmp_path, [entry]))
+    provider.user = {**provider.user, "hd": "example.org"}
+    assert (await browser_login(client, "google"))[0] == 302
+    assert provider.authorize_requests[-1]["hd"] == "example.org"
+    async with client.get("/auth/me") as r:
+        me = await r.json()
+    assert me["uid"] == "google:u-123" and me["workspaces"][1]["workspaceId"] == "domain:example.org"
+    provider.user = {**provider.user, "hd": "elsewhere.com"}
+    status, _location, body = await browser_login(client, "google")
+    assert status == 403 and "example.org" in body
+
+
+def graph_app(token_prefix: str, groups: list[dict[str, str]]) -> web.Application:
+    async def me(request: web.Request) -> web.Response:
+        assert request.headers["Authorization"].startswith(f"Bearer {token_prefix}")
+        return web.json_response({"id": "ms-oid-1", "displayName": "Mia Soft", "mail": None,
+                                  "userPrincipalName": "mia@contoso.example"})
+
+    async def member_of(request: web.Request) -> web.Response:
+        return web.json_response({"value": groups})
+
+    app = web.Application()
+    app.router.add_get("/v1.0/me", me)
+    app.router.add_get("/v1.0/me/memberOf", member_of)
+    return app
+
+
+async def test_microsoft_login_reads_groups_from_graph(serve: Any, tmp_path: Path) -> None:
+    opened: list[TestServer] = []
+    fake = FakeOidcProvider(prefix="/tenant-1/v2.0")
+    try:
+        fake.server = await _start(fake.app(), opened)
+        groups = [{"@odata.type": "#microsoft.graph.group", "id": "g-allowed", "displayName": "AI users"},
+                  {"@odata.type": "#microsoft.graph.group", "id": "g-admins", "displayName": "AI admins"},
+                  {"@odata.type": "#microsoft.graph.group", "id": "g-other", "displayName": "Other"}]
+        graph = await _start(graph_app("at-", groups), opened)
+        base = str(fake.server.make_url("")).rstrip("/")
+        entry = {"type": "microsoft", "config": {
+            "tenant_id": "tenant-1", "client_id": "gofannon", "client_secret": "shh", "authority_base": base,
+            "graph_api_base": str(graph.make_url("/v1.0")), "allowed_groups": ["g-allowed"],
+            "admin_groups": ["g-admins"]}}
+        client = await serve(AUTH_CONFIG_PATH=auth_config(tmp_path, [entry]))
+        assert (await browser_login(client, "microsoft"))[0] == 302
+        async with client.get("/auth/me") as r:
+            me = await r.json()
+        assert me["uid"] == "microsoft:ms-oid-1" and me["email"] == "mia@contoso.example"
+        assert [(w["workspaceId"], w["role"]) for w in me["workspaces"][1:]] == [
+            ("group:g-allowed", "member"), ("group:g-admins", "admin")]
+    finally:
+        for s in opened:
+            await s.close()
+
+
+async def test_an_unreadable_auth_config_enables_no_providers_instead_of_failing(serve: Any, tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("auth: [providers: {unclosed")
+    client = await serve(APP_ENV="production", AUTH_CONFIG_PATH=str(path))
+    async with client.get("/auth/providers") as r:
+        assert r.status == 404
+    async with client.get("/health") as r:
+        assert r.status == 200

@@ -115,3 +115,13 @@ async def test_expired_tickets_are_deleted_and_unclaimed_ones_fail(make_settings
         assert stuck["status"] == "failed" and "No worker picked up" in stuck["error"]
     finally:
         await kernel.close()
+
+
+async def test_a_slow_model_call_outliving_the_lease_still_completes(serve: Any, fake_llm: FakeLLMServer) -> None:
+    """The running job renews its heartbeat, so the sweeper leaves a long call alone."""
+    client = await serve(**fake_llm.env, GOFANNON_TICKET_LEASE_S="0.6", GOFANNON_TICKET_SWEEP_S="0.1")
+    await client.login("alice")
+    fake_llm.script(Reply("worth the wait", delay=2.0))
+    done = await wait_ticket(client, (await post_chat(client))["ticket_id"], attempts=1500)
+    assert done["status"] == "completed", done
+    assert done["result"]["content"] == "worth the wait"

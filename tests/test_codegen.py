@@ -6,11 +6,11 @@ import json
 from typing import Any, AsyncIterator, Callable
 
 import pytest
-
 from conftest import free_port
 from fakes import FakeLLMServer, Recorded, Reply
 from fakes.mcp_server import McpServerProcess
 from fakes.openapi_server import SpecServer
+
 from gofannon.services import codegen
 
 pytestmark = pytest.mark.timeout(120)
@@ -208,3 +208,12 @@ def test_post_processing_strips_fences_and_wraps_the_body() -> None:
     assert codegen.code_problem(code) is None
     assert codegen.code_problem("def run(input_dict, tools):\n    pass\n") == "run must be declared with 'async def'"
     assert codegen.sanitize_name("3 little pigs!") == "_3_little_pigs"
+
+
+async def test_composer_built_in_tools_are_given_to_the_code_call(alice: Any, fake_openai: FakeLLMServer) -> None:
+    fake_openai.respond(answer(BODY))
+    composer = {"provider": "openai", "model": "gpt-5.2", "parameters": {}}
+    status, body = await generate(alice, request_body(modelConfig=composer, builtInTools=["web_search", "nope"]))
+    assert status == 200, body
+    code_call = next(r for r in fake_openai.requests if r.method == "POST" and not is_name_call(r))
+    assert {"type": "web_search", "search_context_size": "medium"} in code_call.json["tools"]

@@ -128,3 +128,37 @@ async def test_deploy_requires_a_name_matching_the_rule(alice_bob: tuple[Client,
         doc = await r.json()
     async with alice.put(f"/agents/{doc['_id']}", json={"friendlyName": "bad name"}) as r:
         assert r.status == 422
+
+
+async def test_the_catalog_provider_lists_deployed_agents_and_drops_orphans(alice_bob: tuple[Client, Client]) -> None:
+    from gofannon.services.deployments import gofannon_provider_models
+    from gofannon.web.keys import KERNEL
+
+    alice, _ = alice_bob
+    kernel = alice.server.app[KERNEL]
+    assert await gofannon_provider_models(kernel) == {"models": {}}
+    doc = await create(alice, friendlyName="echo_agent")
+    gone = await create(alice, name="gone", friendlyName="gone_agent")
+    for agent in (doc, gone):
+        async with alice.post(f"/agents/{agent['_id']}/deploy") as r:
+            assert r.status == 201
+    await kernel.store.delete("agents", gone["_id"])  # an agent vanished behind the API's back
+    assert await gofannon_provider_models(kernel) == {"models": {"echo_agent": {
+        "id": doc["_id"], "description": "Shouts",
+        "parameters": {"inputText": {"type": "string", "description": "inputText", "default": ""}}}}}
+    assert await kernel.store.get("deployments", "gone_agent") is None
+
+
+async def test_a_site_admin_sees_every_agent(serve: Any) -> None:
+    alice = await serve()
+    await alice.login("alice")
+    doc = await create(alice)
+    admin = Client(alice.server, aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)))
+    try:
+        await admin.login("admin")
+        async with admin.get("/agents") as r:
+            assert [a["_id"] for a in await r.json()] == [doc["_id"]]
+        async with admin.get(f"/agents/{doc['_id']}") as r:
+            assert r.status == 200
+    finally:
+        await admin.session.close()

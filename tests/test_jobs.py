@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Callable
 
 import pytest
 
@@ -57,33 +51,9 @@ async def test_inline_submit_then_result(kernel_for: Any) -> None:
 
 
 @pytest.fixture
-def worker(redis_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A real ``gofannon worker`` process on the test Redis; yields the env API processes share with it."""
-    env = {
-        "APP_ENV": "test", "REDIS_URL": redis_url, "GOFANNON_STORAGE": "memory",
-        "GOFANNON_DATA_DIR": str(tmp_path / "worker-data"), "GOFANNON_SANDBOX_POOL_SIZE": "1",
-        "GOFANNON_QUEUE": "test-jobs",
-    }
-    log_path = tmp_path / "worker.log"
-    log_file = log_path.open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gofannon", "worker", "--name", f"test-{os.getpid()}-{time.monotonic_ns()}"],
-        env={**os.environ, **env}, stdout=log_file, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while "ready on queue" not in log_path.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.05)
-        yield env
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log_file.close()
+def worker(rq_worker: Callable[..., dict[str, str]]) -> dict[str, str]:
+    """A real ``gofannon worker`` process on the test Redis; the env API processes share with it."""
+    return rq_worker(GOFANNON_STORAGE="memory", GOFANNON_QUEUE="test-jobs")
 
 
 async def test_with_redis_the_echo_job_runs_in_the_worker_not_the_api(kernel_for: Any, worker: dict[str, str]) -> None:
@@ -121,3 +91,40 @@ async def test_with_redis_fire_and_forget_jobs_are_not_run_by_the_api(kernel_for
         assert client.llen("rq:queue:nobody-serves-this") == 1
     finally:
         client.close()
+
+
+async def test_a_job_waiting_on_another_job_does_not_deadlock_the_inline_queue(kernel_for: Any) -> None:
+    kernel = await kernel_for(GOFANNON_JOB_CONCURRENCY="2")
+    result = await kernel.queue.call("echo", {"nested": {"depth": 1}}, timeout=20)
+    assert result["inner"] == {"echo": {"depth": 1}, "role": "api"}
+
+
+async def test_with_redis_one_worker_runs_a_job_that_waits_on_another_job(kernel_for: Any, worker: dict[str, str]) -> None:
+    kernel = await kernel_for(**worker)
+    result = await kernel.queue.call("echo", {"nested": {"depth": 1}}, timeout=20)
+    assert result["role"] == "worker" and result["inner"] == {"echo": {"depth": 1}, "role": "worker"}
+
+
+async def test_with_redis_a_long_job_does_not_hold_up_a_short_one(kernel_for: Any, worker: dict[str, str]) -> None:
+    kernel = await kernel_for(**worker)
+    long_id = await kernel.queue.submit("echo", {"sleep": 2}, timeout=30, keep_result=True)
+    assert (await kernel.queue.call("echo", {"quick": True}, timeout=20))["echo"] == {"quick": True}
+    assert (await kernel.queue.result(long_id, wait=20))["echo"] == {"sleep": 2}
+
+
+async def raises_timeout_job(kernel: Any, **payload: Any) -> Any:
+    raise TimeoutError("the upstream took too long")
+
+
+async def test_a_job_raising_timeout_error_itself_is_a_failure_not_a_timeout(
+        kernel_for: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gofannon.jobs import JOB_FUNCTIONS, run_job
+
+    monkeypatch.setitem(JOB_FUNCTIONS, "raises_timeout", f"{__name__}:raises_timeout_job")
+    kernel = await kernel_for()
+    with pytest.raises(JobFailed, match="^the upstream took too long$"):
+        await kernel.queue.call("raises_timeout", {}, timeout=10)
+    with pytest.raises(JobFailed, match="unknown job 'nope'"):
+        await run_job(kernel, "nope", {}, None)
+    with pytest.raises(JobTimeout, match="exceeded 0.1 s"):
+        await run_job(kernel, "echo", {"sleep": 5}, 0.1)

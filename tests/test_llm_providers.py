@@ -177,6 +177,26 @@ async def test_gemini_stream(kernel: Kernel, fake_llm: FakeLLMServer) -> None:
     assert fake_llm.requests[-1].query.get("alt") == "sse"
 
 
+# -- Amazon Bedrock ------------------------------------------------------------------------------------
+async def test_bedrock_converse_with_a_bedrock_api_key_and_claude_thinking(kernel: Kernel, fake_llm: FakeLLMServer) -> None:
+    fake_llm.script(Reply("from bedrock", thoughts="pondering", tool_calls=[{"name": "lookup", "arguments": {"q": 1}}],
+                          input_tokens=1000, output_tokens=100))
+    msgs = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "hi"}]
+    model = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    result = await call_llm(kernel, "alice", "bedrock", model, msgs, {"reasoning_effort": "high", "max_tokens": 500},
+                            tools=[TOOL])
+    sent = fake_llm.requests[-1]
+    assert sent.path == f"/model/{model}/converse" and sent.api_key == KEY
+    assert sent.json["system"] == [{"text": "Be kind."}]
+    assert sent.json["messages"] == [{"role": "user", "content": [{"text": "hi"}]}]
+    assert sent.json["additionalModelRequestFields"] == {"thinking": {"type": "enabled", "budget_tokens": 4096}}
+    assert sent.json["inferenceConfig"]["maxTokens"] == 5120
+    assert sent.json["toolConfig"]["tools"][0]["toolSpec"]["name"] == "lookup"
+    assert result.content == "from bedrock" and result.thoughts["reasoning_content"] == "pondering"
+    assert result.thoughts["tool_calls"][0]["function"]["arguments"] == '{"q": 1}'
+    assert result.priced and result.cost > 0
+
+
 # -- OpenAI-compatible servers -------------------------------------------------------------------------
 async def test_ollama_goes_to_its_openai_compatible_endpoint_with_its_own_options(kernel: Kernel, fake_llm: FakeLLMServer) -> None:
     result = await call_llm(kernel, "alice", "ollama", "llama2", [{"role": "user", "content": "hi"}],
@@ -259,3 +279,43 @@ async def test_unknown_provider_and_missing_key_are_clear_400s(kernel: Kernel, f
         assert info.value.status == 400 and "No API key for anthropic" in info.value.detail
     finally:
         await bare.close()
+
+
+async def test_a_model_slower_than_the_timeout_is_a_504(kernel: Kernel, fake_llm: FakeLLMServer) -> None:
+    fake_llm.script(Reply("late", delay=5))
+    with pytest.raises(GofannonError) as info:
+        await call_llm(kernel, "alice", "openai", "gpt-4o", [{"role": "user", "content": "x"}], {}, timeout=0.3)
+    assert info.value.status == 504 and "did not answer within 0.3 s" in info.value.detail
+
+
+async def test_malformed_messages_from_agent_code_are_a_422(kernel: Kernel, fake_llm: FakeLLMServer) -> None:
+    for bad in ([], ["hi"], [{"content": "no role"}], "hi"):
+        with pytest.raises(GofannonError) as info:
+            await call_llm(kernel, "alice", "openai", "gpt-4o", bad, {})  # type: ignore[arg-type]
+        assert info.value.status == 422
+    assert fake_llm.requests == []
+
+
+async def test_a_background_response_still_running_at_the_timeout_is_cancelled(kernel: Kernel, fake_llm: FakeLLMServer) -> None:
+    fake_llm.script(Reply("too slow", polls=10_000))
+    with pytest.raises(GofannonError) as info:
+        await call_llm(kernel, "alice", "openai", "o3", [{"role": "user", "content": "x"}],
+                       {"reasoning_effort": "high"}, timeout=0.5)
+    assert info.value.status == 504
+    assert fake_llm.requests[-1].path.endswith("/cancel")
+
+
+async def test_an_exhausted_vendor_quota_is_not_retried(kernel: Kernel, fake_llm: FakeLLMServer) -> None:
+    fake_llm.respond(lambda req: Reply(status=429, error="You exceeded your current quota.", error_code="insufficient_quota"))
+    with pytest.raises(GofannonError) as info:
+        await call_llm(kernel, "alice", "openai", "gpt-4o", [{"role": "user", "content": "x"}], {})
+    assert info.value.status == 502 and "exceeded your current quota" in info.value.detail
+    assert len(fake_llm.requests) == 1
+
+
+async def test_a_wrong_base_url_is_a_502_naming_the_provider(kernel: Kernel, fake_llm: FakeLLMServer) -> None:
+    fake_llm.script(Reply(status=200, content="x"))
+    kernel.settings.environ = {**kernel.settings.environ, "OPENAI_BASE_URL": fake_llm.url + "/nowhere"}
+    with pytest.raises(GofannonError) as info:
+        await call_llm(kernel, "alice", "openai", "gpt-4o", [{"role": "user", "content": "x"}], {})
+    assert info.value.status == 502 and info.value.detail.startswith("openai returned an error (404)")

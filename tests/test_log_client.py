@@ -118,3 +118,15 @@ async def test_the_default_limit_admits_300_entries_a_minute(logged: Any) -> Non
         async with client.post("/log/client", json={"eventType": "e", "message": str(i)}) as r:
             assert r.status == 202
     assert len(_client_events(sink)) == 300
+
+
+async def test_two_api_processes_sharing_a_store_share_one_rate_budget(logged: Any) -> None:
+    first, _ = await logged(GOFANNON_LOG_CLIENT_PER_MINUTE="4")
+    second, _ = await logged(GOFANNON_LOG_CLIENT_PER_MINUTE="4")  # same data dir: the same SQLite store
+    statuses = []
+    for i in range(6):
+        target = first if i % 2 == 0 else second
+        async with target.post("/log/client", json={"eventType": "e", "message": str(i)}) as r:
+            statuses.append(r.status)
+    # 4 admitted in total (5 or 6 only if a minute boundary fell inside the loop)
+    assert statuses[:4] == [202] * 4 and (429 in statuses or statuses.count(202) > 4)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import pytest
-
 from conftest import free_port
 from fakes.mcp_server import McpServerProcess
+
 from gofannon.kernel import Kernel
 
 pytestmark = pytest.mark.timeout(120)

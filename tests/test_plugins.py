@@ -213,3 +213,170 @@ def test_an_in_process_plugin_can_be_registered_and_unregistered(make_settings: 
     finally:
         kernel.pm.unregister("extra")
     assert "extra" not in kernel.pm.plugins
+
+
+# -- the example third-party package --------------------------------------------------------------------
+EXAMPLE = REPO / "examples" / "gofannon-hello-plugin"
+
+
+@pytest.fixture(scope="module")
+def hello_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example plugin pip-installed into a private directory (not into the venv)."""
+    target = tmp_path_factory.mktemp("hello-site")
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+           "--target", str(target), str(EXAMPLE)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:  # offline without an index: build with what the venv has
+        out = subprocess.run([*cmd, "--no-build-isolation"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert list(target.glob("gofannon_hello_plugin-*.dist-info"))
+    return target
+
+
+@pytest.fixture
+def hello_on_path(hello_site: Path) -> Any:
+    sys.path.insert(0, str(hello_site))
+    import importlib
+
+    importlib.invalidate_caches()
+    try:
+        yield hello_site
+    finally:
+        sys.path.remove(str(hello_site))
+        for name in [m for m in sys.modules if m == "gofannon_hello" or m.startswith("gofannon_hello.")]:
+            del sys.modules[name]
+        importlib.invalidate_caches()
+
+
+def test_the_installed_example_plugin_shows_in_gofannon_plugins(hello_site: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(hello_site), "GOFANNON_DATA_DIR": str(tmp_path / "d")}
+    out = subprocess.run([sys.executable, "-m", "gofannon", "plugins"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    line = next(l for l in out.stdout.splitlines() if l.split()[0] == "hello")
+    assert line.split()[1:3] == ["0.1.0", "installed"]
+    assert "register_providers" in line and "register_routes" in line
+
+
+def test_without_the_example_installed_it_is_not_listed(tmp_path: Path) -> None:
+    env = {**os.environ, "GOFANNON_DATA_DIR": str(tmp_path / "d")}
+    out = subprocess.run([sys.executable, "-m", "gofannon", "plugins", "--json"], env=env, capture_output=True, text=True)
+    import json
+
+    assert "hello" not in [p["name"] for p in json.loads(out.stdout)]
+
+
+async def test_the_example_plugin_adds_its_route_and_provider(hello_on_path: Path, serve: Any) -> None:
+    client = await serve()
+    app = client.server.app
+    assert ("GET", "/hello") in {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource}
+    async with client.get("/hello") as r:
+        assert r.status == 200
+        assert await r.json() == {"hello": "world", "plugin": "gofannon-hello-plugin"}
+    await client.login("alice")
+    async with client.get("/providers") as r:
+        assert r.status == 200, await r.text()
+        providers = await r.json()
+    assert "hello" in providers and "hello-1" in providers["hello"]["models"]
+
+
+# -- lifecycle and observability hooks --------------------------------------------------------------------
+async def test_startup_and_shutdown_hooks_run_once_around_serving_and_events_reach_sinks(
+        make_settings: Callable[..., Settings]) -> None:
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    seen: list[str] = []
+    events: list[dict[str, Any]] = []
+
+    class Lifecycle:
+        @hookimpl
+        async def gofannon_startup(self, app: Any) -> None:
+            from gofannon.web.keys import KERNEL
+
+            assert app[KERNEL].store is not None  # the store is open before plugins start
+            seen.append("startup")
+
+        @hookimpl
+        def gofannon_shutdown(self, app: Any) -> None:
+            seen.append("shutdown")
+
+        @hookimpl
+        def record_event(self, event: dict[str, Any]) -> None:
+            events.append(event)
+
+    kernel = Kernel(make_settings(GOFANNON_STORAGE="memory"))
+    kernel.pm.register(Lifecycle(), name="lifecycle")
+    server = TestServer(create_app(kernel=kernel), host="127.0.0.1")
+    await server.start_server()
+    try:
+        assert seen == ["startup"]
+        async with aiohttp.ClientSession() as session:
+            async with session.get(server.make_url("/health")) as r:
+                assert r.status == 200
+        kernel.record("plugin_test", "password=hunter2hunter2 was typed", user_id="u1", metadata={"n": 1})
+    finally:
+        await server.close()
+    assert seen == ["startup", "shutdown"]
+    event = next(e for e in events if e["eventType"] == "plugin_test")
+    assert event["userId"] == "u1" and event["metadata"] == {"n": 1}
+    assert "hunter2" not in event["message"]  # sinks get events with secrets already redacted
+
+
+async def test_a_plugin_auth_backend_can_authenticate_callers(make_settings: Callable[..., Settings]) -> None:
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    from gofannon.auth import Identity
+
+    class HeaderAuth:
+        kind = "request"
+        name = "test-header"
+
+        async def authenticate(self, kernel: Any, request: Any) -> Identity | None:
+            value = request.headers.get("Authorization", "")
+            if not value.startswith("Test "):
+                return None
+            return Identity(uid=f"test:{value[5:]}", provider_type="test", display_name=value[5:])
+
+    class AuthPlugin:
+        @hookimpl
+        def register_auth_backends(self, register: Any, settings: Any) -> None:
+            register(HeaderAuth())
+
+    kernel = Kernel(make_settings(GOFANNON_STORAGE="memory"))
+    kernel.pm.register(AuthPlugin(), name="header-auth")
+    kernel.auth_backends = kernel.pm.collect(
+        "register_auth_backends", key=lambda b: f"{b.kind}:{getattr(b, 'type', None) or b.name}", settings=kernel.settings)
+    assert "request:test-header" in kernel.auth_backends
+    server = TestServer(create_app(kernel=kernel), host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(server.make_url("/auth/me"), headers={"Authorization": "Test carol"}) as r:
+                assert r.status == 200, await r.text()
+                assert (await r.json())["uid"] == "test:carol"
+            async with session.get(server.make_url("/auth/me")) as r:
+                assert r.status == 401
+    finally:
+        await server.close()
+
+
+def test_a_plugin_tool_connector_is_found_by_name(make_settings: Callable[..., Settings]) -> None:
+    from gofannon.errors import ServiceUnavailable
+    from gofannon.tools import connector
+
+    class EchoTools:
+        name = "echo-tools"
+
+    class ToolsPlugin:
+        @hookimpl
+        def register_tool_connectors(self, register: Any, settings: Any) -> None:
+            register(EchoTools())
+
+    pm = build_plugin_manager(make_settings())
+    pm.register(ToolsPlugin(), name="echo-tools")
+    kernel = Kernel(make_settings(), pm)
+    assert isinstance(connector(kernel, "echo-tools"), EchoTools)
+    assert {"mcp", "openapi"} <= set(kernel.tool_connectors)
+    with pytest.raises(ServiceUnavailable, match="not available"):
+        connector(kernel, "no-such-connector")

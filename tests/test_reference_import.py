@@ -147,6 +147,10 @@ async def test_imported_agents_deployments_and_records_are_served_as_before(
     async with client.post("/rest/echo_agent", json={"inputText": "hi"}) as r:
         assert r.status == 200, await r.text()
         assert await r.json() == {"outputText": "echo: hi"}
+    async with client.get("/demos/demo-1") as r:
+        assert r.status == 200, await r.text()
+        demo = await r.json()
+    assert demo["userPrompt"] == "a page" and demo["selectedApis"][0]["friendlyName"] == "echo_agent"
 
 
 async def test_imported_users_keep_budgets_see_only_a_masked_key_and_their_usage(

@@ -203,3 +203,16 @@ async def test_a_run_over_its_memory_limit_is_500_naming_the_limit(serve: Any) -
         assert r.status == 500
         detail = (await r.json())["detail"]
         assert detail.startswith("Error executing agent:") and "memory" in detail.lower()
+
+
+async def test_scripts_call_rest_with_a_personal_api_token(two_users: tuple[Client, Client]) -> None:
+    alice, bob = two_users
+    await deploy(alice, friendlyName="scripted",
+                 code="async def run(input_dict, tools):\n    return input_dict['n'] + 1\n")
+    async with bob.post("/users/me/tokens", json={"name": "script"}) as r:
+        assert r.status == 201, await r.text()
+        token = (await r.json())["token"]
+    async with aiohttp.ClientSession() as plain:
+        async with plain.post(alice.url("/rest/scripted"), json={"n": 41},
+                              headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 200 and await r.json() == 42

@@ -160,3 +160,38 @@ async def test_an_idle_stream_sends_heartbeat_comments(serve: Any, monkeypatch: 
         run_id = frames[0][1]["runId"]
     async with client.post(f"/runs/{run_id}/stop") as r:
         assert r.status == 202
+
+
+async def test_run_records_past_their_retention_are_deleted(serve: Any) -> None:
+    from gofannon.services.runs import evict_expired
+    from gofannon.web.keys import KERNEL
+
+    client = await serve(GOFANNON_RUN_RETENTION_HOURS="1")
+    await client.login("alice")
+    async with client.post("/agents/run-code/start", json=body(PRINTER)) as r:
+        fresh = (await r.json())["runId"]
+    await wait_status(client, fresh)
+    kernel = client.server.app[KERNEL]
+    old = {"runId": "old-run", "ownerId": "dev_stub:alice", "status": "success",
+           "startedAt": "2020-01-01T00:00:00.000000", "completedAt": "2020-01-01T00:00:01.000000",
+           "agentName": "sandbox_agent"}
+    await kernel.store.put("gofannon_runs", "old-run", old)
+    assert await evict_expired(kernel) == 1
+    async with client.get("/runs") as r:
+        assert [x["runId"] for x in (await r.json())["runs"]] == [fresh]
+
+
+async def test_a_run_left_running_by_a_dead_process_ends_as_an_error(serve: Any) -> None:
+    from gofannon.services.runs import fail_abandoned
+    from gofannon.web.keys import KERNEL
+
+    client = await serve()
+    await client.login("alice")
+    kernel = client.server.app[KERNEL]
+    await kernel.store.put("gofannon_runs", "orphan", {
+        "runId": "orphan", "ownerId": "dev_stub:alice", "status": "running", "agentName": "sandbox_agent",
+        "startedAt": "2020-01-01T00:00:00.000000", "completedAt": None})
+    assert await fail_abandoned(kernel) == 1
+    async with client.get("/runs/orphan") as r:
+        doc = await r.json()
+    assert doc["status"] == "error" and doc["error"].startswith("Run interrupted") and doc["completedAt"]

@@ -7,7 +7,6 @@ from typing import Any, AsyncIterator, Callable
 
 import pytest
 import yaml
-
 from fakes.openapi_server import SWAGGER_2_YAML, SpecServer
 from gofannon_plugins.tools.openapi import parser
 

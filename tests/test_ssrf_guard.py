@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Callable
+from typing import AsyncIterator, Callable
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from conftest import free_port
 
 from gofannon import net
 from gofannon.errors import GatewayTimeout, UpstreamError
 from gofannon.kernel import Kernel
 from gofannon.settings import Settings
-from conftest import free_port
 
 
 class Target:

@@ -189,4 +189,14 @@ async def test_a_deployment_filled_over_http_on_sqlite_reads_back_unchanged_from
     seen_on_postgres = await snapshot(after)
     assert seen_on_postgres == seen_on_sqlite
     async with after.post("/rest/shouter", json={"inputText": "still deployed"}) as r:
-        assert r.status in (200, 500)  # the deployment answers (its sandbox result is the sandbox's business)
+        assert await _json(r) == {"outputText": "STILL DEPLOYED"}
+
+
+def test_an_unreachable_database_is_a_clear_error_without_the_password(tmp_path: Path) -> None:
+    from conftest import free_port
+
+    result = gofannon("store", "copy", "--from", "memory:", "--to",
+                      f"postgresql://gofannon:s3cret@127.0.0.1:{free_port()}/gofannon")
+    assert result.returncode == 2
+    assert "cannot connect to PostgreSQL at postgresql://gofannon:***@127.0.0.1" in result.stderr
+    assert "s3cret" not in result.stderr + result.stdout

@@ -35,8 +35,9 @@ async def test_two_redis_stores_racing_on_one_counter_lose_no_increment(redis_ur
     """Two store objects stand in for two processes: their updates meet only in Redis."""
     import asyncio
 
-    from gofannon.settings import Settings
     from gofannon_plugins.storage.redis.store import RedisStore
+
+    from gofannon.settings import Settings
 
     stores = [RedisStore.from_settings(Settings.load({"REDIS_URL": redis_url})) for _ in range(2)]
     for s in stores:

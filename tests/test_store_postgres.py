@@ -109,3 +109,33 @@ async def test_the_kernel_serves_the_api_on_postgres(serve: Any, postgres_url: s
 def test_missing_database_url_says_which_setting_to_set() -> None:
     with pytest.raises(RuntimeError, match="DATABASE_URL"):
         PostgresStore.from_settings(Settings.load({"GOFANNON_STORAGE": "postgres"}))
+
+
+async def test_text_postgres_cannot_hold_is_a_clear_400_not_a_crash(postgres_url: str) -> None:
+    from gofannon.errors import BadRequest
+
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        with pytest.raises(BadRequest):
+            await store.get("agents", "nul\x00id")
+        with pytest.raises(BadRequest):
+            await store.put("t", "a", {"text": "\ud800"})
+        with pytest.raises(BadRequest):
+            await store.find("t", {"namespace": "a\x00b"})
+        await store.put("t", "ok", {"v": 1})
+        assert (await store.get("t", "ok"))["v"] == 1  # type: ignore[index]
+    finally:
+        await store.close()
+
+
+async def test_several_processes_starting_at_once_on_a_new_database_all_come_up(postgres_url: str) -> None:
+    import asyncio
+
+    stores = [PostgresStore(postgres_url, pool_size=2) for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        await stores[0].put("t", "a", {"v": 1})
+        assert [(await s.get("t", "a"))["v"] for s in stores] == [1, 1, 1, 1]  # type: ignore[index]
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))

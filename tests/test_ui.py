@@ -145,3 +145,19 @@ def test_a_ui_dir_without_index_html_stops_start_up_with_a_clear_message(
     (tmp_path / "empty").mkdir()
     with pytest.raises(RuntimeError, match="no index.html"):
         create_app(make_settings(GOFANNON_UI_DIR=str(tmp_path / "empty")))
+
+
+async def test_a_saved_demo_app_opens_as_its_own_page_while_demo_pages_reload_the_app(ui_client: Any) -> None:
+    await ui_client.login("alice")
+    api = {"friendlyName": "shouter", "agentId": "a1", "description": "Shouts",
+           "inputSchema": {"inputText": "string"}, "outputSchema": {"outputText": "string"}}
+    async with ui_client.post("/demos", json={
+            "name": "Shout demo", "selectedApis": [api], "userPrompt": "A button",
+            "modelConfig": {"provider": "openai", "model": "gpt-5-mini", "parameters": {}},
+            "generatedCode": {"html": "<p id='demo-marker'>demo</p>", "css": "", "js": ""}}) as r:
+        assert r.status == 201, await r.text()
+        demo_id = (await r.json())["_id"]
+    status, body, _ = await get(ui_client, f"/demos/{demo_id}", BROWSER)
+    assert (status, body) == (200, INDEX)
+    status, body, headers = await get(ui_client, f"/demos/{demo_id}/app", {**BROWSER, "Sec-Fetch-Mode": "navigate"})
+    assert status == 200 and "demo-marker" in body and body != INDEX

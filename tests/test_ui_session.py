@@ -110,7 +110,9 @@ async def test_the_ui_session_works_end_to_end(serve: Callable[..., Any], ui_dir
              for href, text in re.findall(r'<a[^>]*href="([^"]+)"[^>]*>([^<]+)</a>', html)}
     assert "alice" in links, html
     _, headers = await s.call("GET", links["alice"], expect=302, headers=BROWSER)
-    assert headers["Location"].endswith("/agents")
+    assert headers["Location"] == "http://localhost:3000/agents"  # FRONTEND_URL + return_to
+    sid_cookie = next(c for c in headers.getall("Set-Cookie") if c.startswith("gofannon_sid="))
+    assert "httponly" in sid_cookie.lower() and "samesite=lax" in sid_cookie.lower()
     assert "gofannon_sid" in {c.key for c in client.session.cookie_jar}
     me, _ = await s.call("GET", "/auth/me", expect=200)
     assert me["uid"] and me["providerType"] == "dev_stub"

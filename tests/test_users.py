@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import aiohttp
 
 
 async def test_first_visit_creates_the_profile_with_the_default_allowance(client: Any) -> None:
@@ -175,3 +174,16 @@ async def test_two_processes_sharing_a_store_decrypt_each_others_keys(serve: Any
     await second.login("alice")
     async with second.get("/users/me/api-keys/gemini/effective") as r:
         assert (await r.json())["source"] == "user"
+
+
+async def test_a_changed_secret_key_makes_stored_keys_unusable_but_breaks_nothing(serve: Any, make_settings: Any) -> None:
+    first = await serve(make_settings(GOFANNON_SECRET_KEY="first-key"))
+    await first.login("alice")
+    async with first.put("/users/me/api-keys", json={"provider": "openai", "api_key": "sk-abcdefghijklmnop"}) as r:
+        assert r.status == 200
+    second = await serve(make_settings(GOFANNON_SECRET_KEY="rotated-key"))
+    await second.login("alice")
+    async with second.get("/users/me/api-keys/openai/effective") as r:
+        assert await r.json() == {"provider": "openai", "has_key": False, "source": None}
+    async with second.get("/users/me") as r:
+        assert r.status == 200

@@ -38,6 +38,30 @@ def resolve(name: str) -> JobFunction:
     return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
 
 
+async def run_job(kernel: "Kernel", job: str, payload: dict[str, Any], timeout: float | None) -> Any:
+    """Run one job function within its time limit, wherever the queue runs it.
+
+    Raises ``JobTimeout`` when the limit ended the job; a ``TimeoutError`` the job raised itself (a slow
+    upstream) stays the job's own failure.
+    """
+    import asyncio
+
+    try:
+        fn = resolve(job)
+    except KeyError as exc:
+        raise JobFailed(exc.args[0]) from None
+    if not timeout:
+        return await fn(kernel, **payload)
+    scope = asyncio.timeout(timeout)
+    try:
+        async with scope:
+            return await fn(kernel, **payload)
+    except TimeoutError:
+        if scope.expired():
+            raise JobTimeout(f"job {job} exceeded {timeout:g} s") from None
+        raise
+
+
 class JobQueue(Protocol):
     name: str
 
@@ -67,6 +91,9 @@ async def echo_job(kernel: "Kernel", **payload: Any) -> Any:
         import asyncio
 
         await asyncio.sleep(float(payload["sleep"]))
+    if payload.get("nested") is not None:  # a job waiting on another job, as a chat calling an agent does
+        inner = await kernel.queue.call("echo", payload["nested"], timeout=30)
+        return {"echo": payload, "role": kernel.role, "inner": inner}
     return {"echo": payload, "role": kernel.role}
 
 

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from gofannon.jobs import JobFailed, JobTimeout, resolve
+from gofannon.jobs import JobFailed, JobTimeout, run_job
 
 if TYPE_CHECKING:  # pragma: no cover
     from gofannon.kernel import Kernel
@@ -33,16 +33,14 @@ class InlineJobQueue:
     async def _run(self, job: str, payload: dict[str, Any], timeout: float | None, fut: asyncio.Future[Any] | None) -> None:
         async with self._sem:
             try:
-                fn = resolve(job)
-                coro = fn(self.kernel, **payload)
-                value = await (asyncio.wait_for(coro, timeout) if timeout else coro)
+                value = await run_job(self.kernel, job, payload, timeout)
             except asyncio.CancelledError:
                 if fut is not None and not fut.done():
                     fut.set_exception(JobFailed("job cancelled"))
                 raise
-            except asyncio.TimeoutError:
+            except JobTimeout as exc:
                 if fut is not None and not fut.done():
-                    fut.set_exception(JobTimeout(f"job {job} exceeded {timeout} s"))
+                    fut.set_exception(exc)
             except Exception as exc:  # noqa: BLE001 - the job's failure is its result
                 if fut is not None and not fut.done():
                     fut.set_exception(JobFailed(str(exc)))

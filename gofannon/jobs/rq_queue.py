@@ -56,6 +56,8 @@ class RQJobQueue:
         from rq.serializers import JSONSerializer
 
         url = self.settings.redis_url
+        if not url:
+            raise RuntimeError("the RQ job queue needs REDIS_URL")
         self._sync = redis.Redis.from_url(url)
         self._async = aioredis.Redis.from_url(url)
         self._queue = Queue(self.settings.job_queue_name, connection=self._sync, serializer=JSONSerializer)

@@ -57,8 +57,8 @@ def ident_from(payload: dict[str, Any]) -> "Identity":
 
 
 # -- API side ---------------------------------------------------------------------------------------
-async def submit_chat(kernel: "Kernel", ident: "Identity", request: "ChatRequest") -> dict[str, Any]:
-    """Persist the ``pending`` ticket, then queue it; returns the stored ticket."""
+async def new_ticket(kernel: "Kernel", ident: "Identity", request: "ChatRequest") -> dict[str, Any]:
+    """Persist a ``pending`` ticket (before anything answers, so GET right after POST finds it)."""
     ticket_id = str(uuid.uuid4())
     now = now_iso()
     doc = {
@@ -67,6 +67,13 @@ async def submit_chat(kernel: "Kernel", ident: "Identity", request: "ChatRequest
     }
     await kernel.store.put(TICKETS, ticket_id, doc, rev=None)
     doc["_id"] = ticket_id
+    return doc
+
+
+async def submit_chat(kernel: "Kernel", ident: "Identity", request: "ChatRequest") -> dict[str, Any]:
+    """Persist the ``pending`` ticket, then queue it; returns the stored ticket."""
+    doc = await new_ticket(kernel, ident, request)
+    ticket_id = doc["_id"]
     try:
         await kernel.queue.submit("chat", {"ticket_id": ticket_id, "ident": ident_payload(ident)}, job_id=ticket_id,
                                   timeout=kernel.settings.llm_timeout_seconds + kernel.settings.sandbox_timeout_s + 120)
@@ -108,10 +115,9 @@ async def heartbeat(kernel: "Kernel", ticket_id: str, worker: str) -> bool:
 
     def change(doc: dict[str, Any] | None) -> dict[str, Any] | None:
         nonlocal alive
-        alive = bool(doc) and doc.get("status") == "processing" and doc.get("worker") == worker
-        if not alive:
+        alive = doc is not None and doc.get("status") == "processing" and doc.get("worker") == worker
+        if doc is None or not alive:
             return None
-        assert doc is not None
         doc["heartbeat_at"] = now_iso()
         return doc
 

@@ -1,9 +1,12 @@
-"""``gofannon worker``: an RQ worker that runs the kernel's async job functions.
+"""``gofannon worker``: an RQ worker that runs the kernel's async job functions concurrently.
 
-RQ's default worker forks a child per job, which would rebuild the kernel (plugins, store, pools)
-for every job. This uses RQ's non-forking ``SimpleWorker`` instead and keeps one ``Kernel`` (role
-``worker``) open on an asyncio loop in a background thread for the life of the process; each RQ job
-hands its coroutine to that loop and waits. Run several workers for parallelism.
+RQ's default worker forks a child per job, which would rebuild the kernel (plugins, store, pools) for
+every job. This uses RQ's non-forking ``SimpleWorker`` and keeps one ``Kernel`` (role ``worker``) open on
+an asyncio loop in a background thread for the life of the process. The RQ job function only starts the
+job's coroutine on that loop and returns once it holds one of ``concurrency`` slots, so one worker runs
+many jobs at once (chats mostly wait on LLMs), and a job that waits for another job (a chat calling a
+deployed agent) cannot deadlock a worker. The coroutine reports its outcome itself, on the per-job Redis
+list the caller ``BLPOP``s (see gofannon.jobs.rq_queue).
 """
 
 from __future__ import annotations
@@ -19,43 +22,104 @@ from gofannon.settings import Settings
 
 log = logging.getLogger("gofannon.worker")
 
+#: Seconds a stopping worker lets running jobs finish before cancelling them.
+DEFAULT_GRACE_S = 30.0
+
 
 class WorkerRuntime:
     """One open Kernel on a private event loop thread, shared by every job this process runs."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, concurrency: int | None = None) -> None:
         from gofannon.kernel import Kernel
 
         self.settings = settings
+        self.concurrency = max(1, concurrency or settings.job_concurrency)
+        self._slots = threading.BoundedSemaphore(self.concurrency)
+        self._inflight: set[concurrent.futures.Future[Any]] = set()
+        self._lock = threading.Lock()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="gofannon-worker-loop", daemon=True)
         self._thread.start()
         self.kernel = Kernel(settings, role="worker")
-        self._submit(self.kernel.open()).result()
+        self._redis: Any = None
+        self._call(self._open())
 
-    def _submit(self, coro: Any) -> concurrent.futures.Future[Any]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+    def _call(self, coro: Any, timeout: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    async def _run(self, job: str, payload: dict[str, Any], timeout: float | None) -> Any:
-        from gofannon.jobs import resolve
+    async def _open(self) -> None:
+        import redis.asyncio as aioredis
 
-        coro = resolve(job)(self.kernel, **payload)
-        return await (asyncio.wait_for(coro, timeout) if timeout else coro)
+        await self.kernel.open()
+        if self.settings.redis_url:
+            self._redis = aioredis.Redis.from_url(self.settings.redis_url)
 
-    def run(self, job: str, payload: dict[str, Any], timeout: float | None) -> Any:
-        fut = self._submit(self._run(job, payload, timeout))
+    # -- running jobs -------------------------------------------------------------------------------------
+    def start_job(self, job: str, payload: dict[str, Any], reply_key: str | None, timeout: float | None) -> None:
+        """Start ``job`` on the loop once a slot is free (blocking RQ's loop meanwhile: back-pressure)."""
+        self._slots.acquire()
         try:
-            return fut.result()
+            fut = asyncio.run_coroutine_threadsafe(self._run(job, payload, reply_key, timeout), self.loop)
         except BaseException:
-            fut.cancel()  # RQ's own time limit (or a shutdown) interrupted the wait
+            self._slots.release()
             raise
+        with self._lock:
+            self._inflight.add(fut)
+        fut.add_done_callback(self._finished)
 
-    def close(self) -> None:
+    def _finished(self, fut: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._inflight.discard(fut)
+        self._slots.release()
+
+    async def _run(self, job: str, payload: dict[str, Any], reply_key: str | None, timeout: float | None) -> None:
+        from gofannon.jobs import run_job
+
+        cancelled = False
         try:
-            self._submit(self.kernel.close()).result(timeout=30)
+            reply: dict[str, Any] = {"ok": True, "value": await run_job(self.kernel, job, payload, timeout)}
+        except asyncio.CancelledError:
+            cancelled = True
+            reply = {"ok": False, "kind": "failed", "error": "the worker stopped before the job finished"}
+        except Exception as exc:  # noqa: BLE001 - the job's failure is its result
+            from gofannon.jobs import JobTimeout
+
+            kind = "timeout" if isinstance(exc, JobTimeout) else "failed"
+            reply = {"ok": False, "kind": kind, "error": str(exc)}
+            log.warning("job %s %s: %s", job, kind, exc)
+        if reply_key and self._redis is not None:
+            from gofannon.jobs.rq_queue import RESULT_TTL_S
+
+            try:
+                text = json.dumps(reply, ensure_ascii=False, default=str)
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    await pipe.rpush(reply_key, text).expire(reply_key, RESULT_TTL_S).execute()
+            except Exception:  # noqa: BLE001 - the caller will time out; say why here
+                log.exception("could not deliver the result of job %s", job)
+        if cancelled:
+            raise asyncio.CancelledError
+
+    # -- stopping -------------------------------------------------------------------------------------------
+    def close(self, grace: float = DEFAULT_GRACE_S) -> None:
+        """Let running jobs finish (up to ``grace`` seconds), cancel the rest, close the kernel."""
+        with self._lock:
+            pending = list(self._inflight)
+        if pending:
+            log.info("waiting up to %.0f s for %d running job(s)", grace, len(pending))
+            _, late = concurrent.futures.wait(pending, timeout=grace)
+            for fut in late:
+                fut.cancel()
+            concurrent.futures.wait(late, timeout=10)
+        try:
+            self._call(self._close(), timeout=60)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)
+
+    async def _close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+        await self.kernel.close()
 
 
 _runtime: WorkerRuntime | None = None
@@ -72,47 +136,12 @@ def runtime() -> WorkerRuntime:
 
 
 def perform(job: str, payload: dict[str, Any], reply_key: str | None = None, timeout: float | None = None) -> None:
-    """The RQ job function: run ``job``, push its outcome to ``reply_key``, fail the RQ job on error."""
-    rt = runtime()
-    failure: BaseException | None = None
-    try:
-        reply: dict[str, Any] = {"ok": True, "value": rt.run(job, payload, timeout)}
-    except (asyncio.TimeoutError, concurrent.futures.TimeoutError) as exc:
-        failure = exc
-        reply = {"ok": False, "kind": "timeout", "error": f"job {job} exceeded {timeout} s"}
-    except Exception as exc:  # noqa: BLE001 - the job's failure is its result
-        failure = exc
-        reply = {"ok": False, "kind": "failed", "error": str(exc)}
-    if reply_key:
-        _push_reply(rt.settings, reply_key, reply)
-    if failure is not None:
-        raise failure  # RQ records the job in its failed registry, for operators
+    """The RQ job function: hand ``job`` to this process's kernel loop (see the module docstring)."""
+    runtime().start_job(job, payload, reply_key, timeout)
 
 
-def _push_reply(settings: Settings, key: str, reply: dict[str, Any]) -> None:
-    from gofannon.jobs.rq_queue import RESULT_TTL_S
-
-    client = _reply_client(settings)
-    text = json.dumps(reply, ensure_ascii=False, default=str)
-    pipe = client.pipeline(transaction=True)
-    pipe.rpush(key, text)
-    pipe.expire(key, RESULT_TTL_S)
-    pipe.execute()
-
-
-_reply_redis: Any = None
-
-
-def _reply_client(settings: Settings) -> Any:
-    global _reply_redis
-    if _reply_redis is None:
-        import redis
-
-        _reply_redis = redis.Redis.from_url(settings.redis_url)
-    return _reply_redis
-
-
-def run_worker(settings: Settings, *, burst: bool = False, name: str | None = None) -> int:
+def run_worker(settings: Settings, *, burst: bool = False, name: str | None = None,
+               concurrency: int | None = None, grace: float = DEFAULT_GRACE_S) -> int:
     """Serve the RQ queue ``GOFANNON_QUEUE`` until stopped (or until it is empty, with ``burst``)."""
     global _runtime
     if not settings.redis_url:
@@ -123,17 +152,18 @@ def run_worker(settings: Settings, *, burst: bool = False, name: str | None = No
 
     conn = redis.Redis.from_url(settings.redis_url)
     queue = Queue(settings.job_queue_name, connection=conn, serializer=JSONSerializer)
+    rt = WorkerRuntime(settings, concurrency=concurrency)
     with _runtime_lock:
-        _runtime = WorkerRuntime(settings)
+        _runtime = rt
     try:
         worker = SimpleWorker([queue], connection=conn, name=name, serializer=JSONSerializer)
-        log.info("worker %s serving queue %r", worker.name, settings.job_queue_name)
-        print(f"gofannon worker {worker.name} ready on queue {settings.job_queue_name!r}", flush=True)
+        log.info("worker %s serving queue %r, %d jobs at once", worker.name, settings.job_queue_name, rt.concurrency)
+        print(f"gofannon worker {worker.name} ready on queue {settings.job_queue_name!r} "
+              f"({rt.concurrency} jobs at once)", flush=True)
         worker.work(burst=burst, logging_level=settings.log_level.upper(), with_scheduler=False)
     finally:
         with _runtime_lock:
-            rt, _runtime = _runtime, None
-        if rt is not None:
-            rt.close()
+            _runtime = None
+        rt.close(grace)
         conn.close()
     return 0

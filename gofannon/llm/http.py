@@ -103,7 +103,7 @@ class LlmHttp:
                 return
             text = await resp.text()
             resp.release()
-            if resp.status in RETRY_STATUSES and attempt < self.retries:
+            if resp.status in RETRY_STATUSES and attempt < self.retries and "insufficient_quota" not in text:
                 await asyncio.sleep(self.backoff(attempt, resp.headers.get("Retry-After")))
                 attempt += 1
                 continue

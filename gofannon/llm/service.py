@@ -151,9 +151,20 @@ def map_vendor_error(exc: VendorError, provider: str, model: str, key_source: st
             "Use hierarchical consolidation to process data in smaller groups.")
     if exc.status == 504:
         return GatewayTimeout(f"{provider}/{model} timed out: {exc.message}")
+    if "insufficient_quota" in text:
+        return UpstreamError(f"{provider} refused the request because the API key's quota is used up: {exc.message}")
     if exc.status == 429:
         return UpstreamError(f"{provider} is rate limiting requests and retries were exhausted: {exc.message}")
     return UpstreamError(f"{provider} returned an error ({exc.status}): {exc.message}")
+
+
+def check_messages(messages: Any) -> None:
+    """422 unless ``messages`` is a non-empty list of ``{role, content}`` objects (agents send anything)."""
+    if not isinstance(messages, list) or not messages:
+        raise Unprocessable("messages must be a non-empty list of {role, content} objects")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise Unprocessable(f"messages[{i}] must be an object with a 'role' and 'content'")
 
 
 # -- the call ---------------------------------------------------------------------------------------
@@ -166,8 +177,9 @@ async def _prepare(kernel: "Kernel", uid: str, provider: str, model: str, messag
         raise ProviderNotConfigured(f"Unknown provider '{provider}'.")
     model_config = cat.model(provider, model) or {}
     params, effort = prepare_parameters(cat, provider, model, parameters)
-    if not isinstance(messages, list) or not messages:
-        raise Unprocessable("messages must be a non-empty list")
+    check_messages(messages)
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+        raise Unprocessable("tools must be a list of tool objects")
     plugin = plugin_for(kernel, provider, provider_config)
     from gofannon.services import users
 
@@ -177,6 +189,8 @@ async def _prepare(kernel: "Kernel", uid: str, provider: str, model: str, messag
         raise ProviderNotConfigured(
             f"No API key for {provider}: add your own key in your profile settings, or ask the operator to "
             "configure one.")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise Unprocessable(f"timeout must be a positive number of seconds, got {timeout!r}")
     call = LlmCall(
         provider=provider, model=model, messages=messages, parameters=params, reasoning_effort=effort,
         tools=tools or None, api_key=key, base_url=base_url(kernel, provider, provider_config),
@@ -238,6 +252,13 @@ async def call_llm(kernel: "Kernel", ident: "Identity | str | None", provider: s
         raise mapped from None
     except TimeoutError:
         mapped = GatewayTimeout(f"{provider}/{model} did not answer within {call.timeout:g} s")
+        _failed(kernel, uid, provider, model, mapped)
+        raise mapped from None
+    except GofannonError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's surprise is the provider's failure, not a 500
+        log.warning("provider plugin for %s failed", provider, exc_info=True)
+        mapped = UpstreamError(f"{provider}/{model} call failed: {type(exc).__name__}: {exc}")
         _failed(kernel, uid, provider, model, mapped)
         raise mapped from None
     return await _settle(kernel, uid, call, completion, started)

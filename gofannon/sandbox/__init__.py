@@ -43,6 +43,7 @@ from any event loop or thread.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -64,6 +65,7 @@ __all__ = ["Broker", "SandboxOutcome", "SandboxRequest", "run_code", "MAX_EVENTS
 MAX_EVENTS = 2000
 MAX_MESSAGE = 4096
 MAX_FRAME = 48 * 1024 * 1024
+MAX_CONCURRENT_OPS = 32  # ops of one run the host works on at once; more wait their turn
 _HEADER = struct.Struct(">I")
 _EXIT_OUTPUT, _EXIT_CPU = 3, 5
 _USE_SETTING = -1.0
@@ -211,6 +213,10 @@ class _Tail(asyncio.Protocol):
         return self.data.decode(errors="replace")[-2000:]
 
 
+def _same(proto: asyncio.Protocol) -> asyncio.Protocol:
+    return proto
+
+
 def _frame(obj: Any) -> bytes:
     data = json.dumps(obj, separators=(",", ":"), default=str).encode()
     return _HEADER.pack(len(data)) + data
@@ -238,23 +244,26 @@ class _Session:
         self.ops: set[asyncio.Task[Any]] = set()
         self.transports: list[asyncio.BaseTransport] = []
         self.tail = _Tail()
-        self.sync_busy = False
+        self.op_slots = asyncio.Semaphore(MAX_CONCURRENT_OPS)
 
     async def open(self) -> None:
         c = self.child
         loop = self.loop
-        for fd, proto in ((c.from_child, _FrameReader(self._on_frame, self._on_eof)),
-                          (c.sync_requests, _FrameReader(self._on_sync, lambda _r: None)),
-                          (c.output, self.tail)):
+        readers: list[tuple[int, asyncio.Protocol]] = [
+            (c.from_child, _FrameReader(self._on_frame, self._on_eof)),
+            (c.sync_requests, _FrameReader(self._on_sync, lambda _r: None)),
+            (c.output, self.tail),
+        ]
+        for fd, proto in readers:
             c.closed.add(fd)
-            tr, _ = await loop.connect_read_pipe(lambda p=proto: p, os.fdopen(fd, "rb", buffering=0))
-            self.transports.append(tr)
+            reader, _ = await loop.connect_read_pipe(functools.partial(_same, proto), os.fdopen(fd, "rb", buffering=0))
+            self.transports.append(reader)
         self.writers: dict[int, asyncio.WriteTransport] = {}
         for fd in (c.to_child, c.sync_replies):
             c.closed.add(fd)
-            tr, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(fd, "wb", buffering=0))
-            self.transports.append(tr)
-            self.writers[fd] = tr
+            writer, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(fd, "wb", buffering=0))
+            self.transports.append(writer)
+            self.writers[fd] = writer
 
     def send(self, fd: int, obj: Any) -> None:
         tr = self.writers[fd]
@@ -292,9 +301,11 @@ class _Session:
 
     async def _serve(self, frame: dict[str, Any], reply_fd: int) -> None:
         op = str(frame.get("op") or "")
-        args = frame.get("args") if isinstance(frame.get("args"), dict) else {}
+        raw_args = frame.get("args")
+        args: dict[str, Any] = raw_args if isinstance(raw_args, dict) else {}
         try:
-            value = await self.broker.handle(op, args)
+            async with self.op_slots:
+                value = await self.broker.handle(op, args)
             reply: dict[str, Any] = {"ok": True, "value": value}
             _frame(reply)  # fail here, as the op, when the broker's answer is not JSON
         except asyncio.CancelledError:
@@ -389,7 +400,14 @@ async def run_code(kernel: "Kernel", req: SandboxRequest, broker: Broker) -> San
     session: _Session | None = None
     try:
         async with asyncio.timeout(timeout if timeout and timeout > 0 else None):
-            child = await asyncio.wrap_future(pool.acquire())
+            pending = pool.acquire()
+            try:
+                child = await asyncio.wrap_future(pending)
+            except BaseException:
+                # stopped while waiting: a child handed over at that very moment must not be leaked
+                pending.add_done_callback(
+                    lambda f: None if f.cancelled() or f.exception() else pool.discard(f.result()))
+                raise
             session = _Session(child, req, broker, trace, pool.limits)
             await session.open()
             session.start()

@@ -27,6 +27,9 @@ import sys
 import tempfile
 import threading
 import json
+import select
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,7 +84,7 @@ def _bwrap_problem() -> str | None:
     argv = bwrap_argv(1 << 20)
     argv = argv[: argv.index("--") + 1] + [_python()[0], "-I", "-S", "-c", "pass"]
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=20, env={"PATH": "/usr/bin:/bin"})
+        proc = subprocess.run(argv, capture_output=True, timeout=20, env={"PATH": "/usr/bin:/bin"}, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"bwrap could not run: {exc}"
     if proc.returncode != 0:
@@ -138,7 +141,7 @@ def choose_tier(setting: str) -> str:
 class Child:
     """One started child and the host ends of its pipes."""
 
-    proc: subprocess.Popen[bytes]
+    proc: Any  # subprocess.Popen, or a _ZygoteProc with the same poll/kill/wait
     to_child: int  # host → child frames (the child's stdin)
     from_child: int  # child → host frames
     sync_requests: int  # child → host blocking data_store requests
@@ -160,18 +163,157 @@ class Child:
                     pass
 
 
-class SandboxPool:
-    """Warm, single-use children, started by one spawner thread; reaped by one reaper thread."""
+class _ZygoteProc:
+    """A zygote-forked child, with the part of Popen's interface the pool and the runs use."""
 
-    def __init__(self, settings: "Settings", tier: str) -> None:
+    def __init__(self, zygote: "Zygote", pid: int) -> None:
+        self.zygote = zygote
+        self.pid = pid
+
+    def poll(self) -> int | None:
+        return self.zygote.exit_status(self.pid)
+
+    def kill(self) -> None:
+        self.zygote.kill(self.pid)
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.zygote.wait(self.pid, timeout)
+
+
+class Zygote:
+    """A pre-imported template process that forks the children on request.
+
+    Host and zygote talk over a SOCK_SEQPACKET pair: ``fork`` (the child's five pipe ends ride along as
+    SCM_RIGHTS) answered by its pid, ``kill``, and unprompted ``exit`` reports. Closing the socket ends the
+    zygote, which kills its children; each child also dies with the zygote (PR_SET_PDEATHSIG).
+    """
+
+    def __init__(self, argv: list[str], base_cfg: dict[str, Any], *, cwd: str, env: dict[str, str],
+                 new_session: bool) -> None:
+        host, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock = host
+        self.log = tempfile.TemporaryFile()
+        cfg = {"zygote": True, "control": theirs.fileno(), "child": base_cfg}
+        try:
+            self.proc = subprocess.Popen(argv + [json.dumps(cfg)], stdin=subprocess.DEVNULL, stdout=self.log,
+                                         stderr=self.log, pass_fds=(theirs.fileno(),), cwd=cwd, env=env,
+                                         close_fds=True, start_new_session=new_session)
+        finally:
+            theirs.close()
+        self._lock = threading.Condition()
+        self._next = 0
+        self._replies: dict[int, int] = {}
+        self._exits: dict[int, int] = {}
+        self.broken: str | None = None
+        host.settimeout(30)
+        try:
+            hello = host.recv(65536)
+        except OSError:
+            hello = b""
+        if not hello or "ready" not in json.loads(hello):
+            self.close()
+            self.log.seek(0)
+            raise RuntimeError(f"the sandbox zygote did not start: {self.log.read()[-2000:].decode(errors='replace')}")
+        host.settimeout(None)
+        self._reader = threading.Thread(target=self._read_loop, name="sandbox-zygote", daemon=True)
+        self._reader.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.broken is None and self.proc.poll() is None
+
+    def fork(self, fds: tuple[int, ...], cfg: dict[str, Any]) -> _ZygoteProc:
+        with self._lock:
+            self._next += 1
+            rid = self._next
+        socket.send_fds(self.sock, [json.dumps({"cmd": "fork", "id": rid, "cfg": cfg}).encode()], list(fds))
+        with self._lock:
+            if not self._lock.wait_for(lambda: rid in self._replies or self.broken is not None, 30):
+                raise RuntimeError("the sandbox zygote did not answer")
+            if rid not in self._replies:
+                raise RuntimeError(f"the sandbox zygote stopped: {self.broken}")
+            return _ZygoteProc(self, self._replies.pop(rid))
+
+    def kill(self, pid: int) -> None:
+        if self.broken is None:
+            try:
+                self.sock.send(json.dumps({"cmd": "kill", "pid": pid}).encode())
+            except OSError:
+                pass
+
+    def exit_status(self, pid: int) -> int | None:
+        with self._lock:
+            if pid in self._exits:
+                return self._exits[pid]
+            return -9 if self.broken is not None else None
+
+    def wait(self, pid: int, timeout: float | None = None) -> int:
+        with self._lock:
+            if not self._lock.wait_for(lambda: pid in self._exits or self.broken is not None, timeout):
+                raise subprocess.TimeoutExpired(f"sandbox child {pid}", timeout or 0)
+            return self._exits.pop(pid, -9)
+
+    def _read_loop(self) -> None:
+        while True:
+            try:
+                msg = self.sock.recv(65536)
+            except OSError as exc:
+                msg, reason = b"", str(exc)
+            else:
+                reason = "the zygote exited"
+            if not msg:
+                with self._lock:
+                    self.broken = reason
+                    self._lock.notify_all()
+                return
+            data = json.loads(msg)
+            with self._lock:
+                if "exit" in data:
+                    self._exits[int(data["exit"])] = int(data["status"])
+                elif "id" in data:
+                    self._replies[int(data["id"])] = int(data["pid"])
+                self._lock.notify_all()
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+
+class SandboxPool:
+    """Warm, single-use children, started by one spawner thread; reaped by one reaper thread.
+
+    The spawner starts up to ``parallel`` children at once and multiplexes their start-up with ``select``;
+    a child is handed out only after its ``ready`` frame (imports done, limits and seccomp filter in place).
+    """
+
+    def __init__(self, settings: "Settings", tier: str, *, mode: str = "auto") -> None:
         self.settings = settings
         self.tier = tier
+        if mode == "auto":
+            # bwrap children of one zygote share its namespaces: they need Landlock to keep out of each other's dirs
+            mode = "zygote" if tier != "bwrap" or tier_problem("landlock") is None else "spawn"
+        self.mode = mode
+        self.zygote: Zygote | None = None
+        self._serial = 0
         self.size = max(0, int(settings.sandbox_pool_size))
+        self.parallel = max(2, os.cpu_count() or 2)
         self.limits = {"memory_mb": settings.sandbox_memory_mb, "file_mb": settings.sandbox_file_mb,
                        "open_files": settings.sandbox_open_files, "cpu_s": settings.sandbox_cpu_s}
         self._ready: collections.deque[Child] = collections.deque()
-        self._urgent: collections.deque[concurrent.futures.Future[Child]] = collections.deque()
-        self._cond = threading.Condition()
+        self._waiting: collections.deque[concurrent.futures.Future[Child]] = collections.deque()
+        self._starting: dict[int, tuple[Child, bytearray, float]] = {}  # from_child fd → (child, bytes, deadline)
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
         self._reap: collections.deque[Child] = collections.deque()
         self._reap_cond = threading.Condition()
         self._closed = False
@@ -181,18 +323,22 @@ class SandboxPool:
         self._reaper.start()
 
     # -- public ---------------------------------------------------------------------------------------------------
+    @property
+    def warm(self) -> int:
+        return len(self._ready)
+
     def acquire(self) -> concurrent.futures.Future[Child]:
-        """A child for one run: a warm one if any, else one started right away (the spawner's next job)."""
+        """A child for one run: a warm one if any, else the next one to finish starting."""
         fut: concurrent.futures.Future[Child] = concurrent.futures.Future()
-        with self._cond:
+        with self._lock:
             if self._closed:
                 fut.set_exception(RuntimeError("the sandbox pool is closed"))
                 return fut
             if self._ready:
                 fut.set_result(self._ready.popleft())
             else:
-                self._urgent.append(fut)
-            self._cond.notify_all()
+                self._waiting.append(fut)
+        self._wake()
         return fut
 
     def discard(self, child: Child) -> None:
@@ -202,56 +348,188 @@ class SandboxPool:
             self._reap_cond.notify()
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             if self._closed:
                 return
             self._closed = True
-            leftovers = list(self._ready)
+            waiting = list(self._waiting)
+            self._waiting.clear()
+        for fut in waiting:
+            if fut.set_running_or_notify_cancel():
+                fut.set_exception(RuntimeError("the sandbox pool is closed"))
+        self._wake()
+        self._spawner.join(10)
+        with self._lock:
+            leftovers = list(self._ready) + [c for c, _, _ in self._starting.values()]
             self._ready.clear()
-            while self._urgent:
-                self._urgent.popleft().set_exception(RuntimeError("the sandbox pool is closed"))
-            self._cond.notify_all()
+            self._starting.clear()
         for child in leftovers:
             self.discard(child)
         with self._reap_cond:
             self._reap_cond.notify_all()
-        self._spawner.join(10)
         self._reaper.join(10)
+        if self.zygote is not None:
+            self.zygote.close()
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # already awake (or closed)
 
     # -- spawning ---------------------------------------------------------------------------------------------------
+    def _wanted(self) -> int:
+        """Children to start now: fill the pool and serve waiting runs, at most ``parallel`` starting."""
+        need = self.size + len(self._waiting) - len(self._ready) - len(self._starting)
+        return max(0, min(need, self.parallel - len(self._starting)))
+
     def _spawn_loop(self) -> None:
+        failures = 0
         while True:
-            with self._cond:
-                while not self._closed and not self._urgent and len(self._ready) >= self.size:
-                    self._cond.wait()
+            with self._lock:
                 if self._closed:
                     return
-                urgent = self._urgent.popleft() if self._urgent else None
+                wanted = self._wanted()
+            for _ in range(wanted):
+                try:
+                    child = self.spawn()
+                except Exception as exc:  # noqa: BLE001 - report to a waiting run, keep the loop alive
+                    log.exception("starting a sandbox child failed")
+                    self._fail_one(exc)
+                    time.sleep(0.5)
+                    break
+                with self._lock:
+                    self._starting[child.from_child] = (child, bytearray(), time.monotonic() + 30)
+            fds = [self._wake_r, *self._starting]
             try:
-                child = self.spawn()
-            except Exception as exc:  # noqa: BLE001 - report to the waiting run, keep the loop alive
-                log.exception("starting a sandbox child failed")
-                if urgent is not None:
-                    urgent.set_exception(exc)
-                else:
-                    with self._cond:
-                        self._cond.wait(1.0)  # do not spin on a broken setup
-                continue
-            with self._cond:
-                closed = self._closed
-                if not closed and urgent is None:
+                readable, _, _ = select.select(fds, [], [], 1.0)
+            except OSError:  # pragma: no cover - a closed fd during shutdown
+                readable = []
+            if self._wake_r in readable:
+                try:
+                    os.read(self._wake_r, 4096)
+                except OSError:
+                    pass
+            now = time.monotonic()
+            for fd, (child, buf, deadline) in list(self._starting.items()):
+                problem = None
+                if fd in readable:
+                    chunk = os.read(fd, 4096)
+                    buf += chunk
+                    if len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big"):
+                        if json.loads(bytes(buf[4:])).get("t") == "ready":
+                            with self._lock:
+                                del self._starting[fd]
+                            self._deliver(child)
+                            failures = 0
+                            continue
+                        problem = "it sent an unexpected frame"
+                    elif not chunk:
+                        problem = self._output_tail(child) or f"exit status {child.proc.wait()}"
+                elif now > deadline:
+                    problem = "it did not start within 30 s"
+                if problem is not None:
+                    with self._lock:
+                        del self._starting[fd]
+                    self.discard(child)
+                    failures += 1
+                    log.error("a sandbox child failed to start: %s", problem)
+                    self._fail_one(RuntimeError(f"the sandbox child failed to start: {problem}"))
+                    if failures > 3:
+                        time.sleep(min(5.0, 0.2 * failures))  # do not spin on a broken setup
+
+    def _deliver(self, child: Child) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    break
+                if not self._waiting:
                     self._ready.append(child)
-            if closed:
-                self.discard(child)
-                if urgent is not None:
-                    urgent.set_exception(RuntimeError("the sandbox pool is closed"))
-            elif urgent is not None and not urgent.set_running_or_notify_cancel():
-                self.discard(child)
-            elif urgent is not None:
-                urgent.set_result(child)
+                    return
+                fut = self._waiting.popleft()
+            if fut.set_running_or_notify_cancel():
+                fut.set_result(child)
+                return
+        self.discard(child)
+
+    def _fail_one(self, exc: BaseException) -> None:
+        with self._lock:
+            fut = self._waiting.popleft() if self._waiting else None
+        if fut is not None and fut.set_running_or_notify_cancel():
+            fut.set_exception(exc)
+
+    @staticmethod
+    def _output_tail(child: Child) -> str:
+        output = b""
+        while select.select([child.output], [], [], 0.5)[0]:
+            chunk = os.read(child.output, 65536)
+            if not chunk:
+                break
+            output = (output + chunk)[-2000:]
+        return output.decode(errors="replace").strip()
 
     def spawn(self) -> Child:
-        """Start one child (it finishes its start-up on its own; the run waits for its ``ready`` frame)."""
+        """Start one child (the spawner loop then waits for its ``ready`` frame)."""
+        if self.mode == "zygote":
+            try:
+                return self._fork_child()
+            except Exception:  # noqa: BLE001 - fall back to starting interpreters
+                log.exception("the sandbox zygote failed; starting children directly from now on")
+                self.mode = "spawn"
+        return self._spawn_child()
+
+    def _zygote_launch(self) -> Zygote:
+        base = {"limits": self.limits, "tier": self.tier}
+        if self.tier == "bwrap":
+            tmp = max(8 * self.limits["file_mb"], 64) * 1024 * 1024
+            return Zygote(bwrap_argv(tmp), base, cwd="/", env={"PATH": "/usr/bin:/bin"}, new_session=False)
+        exe, _ = _python()
+        home = tempfile.gettempdir()
+        return Zygote([exe, "-I", "-S", "-B", str(CHILD_SCRIPT)], base, cwd=home,
+                      env={"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8"},
+                      new_session=True)
+
+    def _fork_child(self) -> Child:
+        if self.zygote is None or not self.zygote.alive:
+            if self.zygote is not None:
+                self.zygote.close()
+            self.zygote = self._zygote_launch()
+        self._serial += 1
+        cfg: dict[str, Any] = {}
+        tmpdir: str | None = None
+        _, prefix = _python()
+        readable = ["/usr", "/lib", "/lib64", "/etc/ld.so.cache", "/etc/localtime", "/dev/urandom"]
+        if self.tier == "bwrap":
+            workdir = f"/tmp/run-{self._serial}"
+            cfg.update(workdir=workdir, workdir_create=True,
+                       landlock={"read": [prefix, _SANDBOX_CHILD_PATH, *readable], "write": [workdir, "/dev/null"]})
+        else:
+            tmpdir = tempfile.mkdtemp(prefix="gofannon-sandbox-")
+            cfg["workdir"] = tmpdir
+            if self.tier == "landlock":
+                cfg["landlock"] = {"read": [prefix, str(CHILD_SCRIPT), *readable], "write": [tmpdir, "/dev/null"]}
+        to_r, to_w = os.pipe()
+        from_r, from_w = os.pipe()
+        sreq_r, sreq_w = os.pipe()
+        srep_r, srep_w = os.pipe()
+        out_r, out_w = os.pipe()
+        try:
+            proc = self.zygote.fork((to_r, from_w, sreq_w, srep_r, out_w), cfg)
+        except BaseException:
+            for fd in (to_w, from_r, sreq_r, srep_w, out_r):
+                os.close(fd)
+            if tmpdir:
+                shutil.rmtree(tmpdir, ignore_errors=True)
+            raise
+        finally:
+            for fd in (to_r, from_w, sreq_w, srep_r, out_w):
+                os.close(fd)
+        return Child(proc, to_w, from_r, sreq_r, srep_w, out_r, tmpdir)
+
+    def _spawn_child(self) -> Child:
+        """Start one child as a fresh interpreter."""
         to_r, to_w = os.pipe()
         from_r, from_w = os.pipe()
         sreq_r, sreq_w = os.pipe()
@@ -273,10 +551,9 @@ class SandboxPool:
                 env = {"PATH": "/usr/bin:/bin", "HOME": tmpdir, "TMPDIR": tmpdir, "LANG": "C.UTF-8"}
                 cfg["workdir"] = tmpdir
                 if self.tier == "landlock":
-                    exe_real, prefix = _python()
-                    cfg["landlock"] = {"read": [prefix, str(CHILD_SCRIPT.parent), "/usr", "/lib", "/lib64",
-                                                "/etc/ld.so.cache", "/etc/localtime", "/dev/null",
-                                                "/dev/urandom", "/proc/self"],
+                    _, prefix = _python()
+                    cfg["landlock"] = {"read": [prefix, str(CHILD_SCRIPT), "/usr", "/lib", "/lib64",
+                                                "/etc/ld.so.cache", "/etc/localtime", "/dev/urandom"],
                                        "write": [tmpdir, "/dev/null"]}
             proc = subprocess.Popen(argv + [json.dumps(cfg)], stdin=to_r, stdout=out_w, stderr=out_w,
                                     pass_fds=(from_w, sreq_w, srep_r), cwd=cwd, env=env, close_fds=True,
@@ -319,17 +596,20 @@ class SandboxPool:
 # -- kernel service -----------------------------------------------------------------------------------------------
 def get_pool(kernel: "Kernel") -> SandboxPool:
     """The kernel's pool, created on first use (``start`` normally does it and picks the tier)."""
-    if getattr(kernel, "sandbox_tier", None) is None:
-        kernel.sandbox_tier = choose_tier(kernel.settings.sandbox_tier)
-    return kernel.component(_COMPONENT, lambda: SandboxPool(kernel.settings, kernel.sandbox_tier))
+    tier = getattr(kernel, "sandbox_tier", None)
+    if tier is None:
+        tier = choose_tier(kernel.settings.sandbox_tier)
+        setattr(kernel, "sandbox_tier", tier)  # noqa: B010 - the kernel's /health reads it
+    return kernel.component(_COMPONENT, lambda: SandboxPool(kernel.settings, tier))
 
 
 async def start(kernel: "Kernel") -> None:
     """Pick the tier (refusing to start when the configured one is unavailable) and warm the pool."""
     import asyncio
 
-    kernel.sandbox_tier = await asyncio.to_thread(choose_tier, kernel.settings.sandbox_tier)
-    log.info("sandbox tier: %s", kernel.sandbox_tier)
+    tier = await asyncio.to_thread(choose_tier, kernel.settings.sandbox_tier)
+    setattr(kernel, "sandbox_tier", tier)  # noqa: B010 - the kernel's /health reads it
+    log.info("sandbox tier: %s", tier)
     if kernel.role != "cli":
         get_pool(kernel)
 
@@ -338,11 +618,10 @@ async def stop(kernel: "Kernel") -> None:
     if kernel.has_component(_COMPONENT):
         import asyncio
 
-        pool: SandboxPool = kernel.component(_COMPONENT, lambda: None)  # type: ignore[arg-type,return-value]
-        await asyncio.to_thread(pool.close)
+        await asyncio.to_thread(get_pool(kernel).close)
 
 
 def pool_stats(kernel: "Kernel") -> dict[str, Any]:
     """Small introspection for tests and /health-like displays."""
     pool = get_pool(kernel)
-    return {"tier": pool.tier, "warm": len(pool._ready), "size": pool.size}
+    return {"tier": pool.tier, "warm": pool.warm, "size": pool.size}

@@ -90,7 +90,7 @@ async def list_agents_json(kernel: "Kernel", ident: "Identity") -> bytes:
     cache = kernel.component(LIST_CACHE_KEY, ListCache)
     body = cache.get(key, version)
     if body is None:
-        body = dumps(await list_agents(kernel, ident)).encode()
+        body = dumps([ordered(d) for d in await list_agents(kernel, ident)]).encode()
         cache.put(key, version, body)
     return body
 
@@ -172,8 +172,11 @@ async def delete_agent(kernel: "Kernel", ident: "Identity", agent_id: str) -> No
     await _bump(kernel)
 
 
-async def load_usable(kernel: "Kernel", ident: "Identity", agent_ids: list[str]) -> list[dict[str, Any]] | None:
-    """The agents a run may call: the caller's own, or published (deployed) ones. None if any is missing."""
+async def load_usable(kernel: "Kernel", ident: "Identity", agent_ids: list[str], *,
+                      on_behalf_of: str | None = None) -> list[dict[str, Any]] | None:
+    """The agents a run may call: the caller's own, published (deployed) ones, and -- for a saved agent's
+    own ``gofannonAgents`` -- those of that agent's owner (``on_behalf_of``), who chose them when
+    publishing it. None if any is missing or not usable."""
     if not agent_ids:
         return []
     found = await kernel.store.get_many(AGENTS, agent_ids)
@@ -182,7 +185,9 @@ async def load_usable(kernel: "Kernel", ident: "Identity", agent_ids: list[str])
         doc = found.get(agent_id)
         if doc is None:
             return None
-        if not owns(ident, doc) and not await _deployed(kernel, doc):
+        if on_behalf_of is not None and doc.get(OWNER_FIELD) == on_behalf_of:
+            pass
+        elif not owns(ident, doc) and not await _deployed(kernel, doc):
             return None
         out.append(doc)
     return out

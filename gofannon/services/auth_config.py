@@ -83,13 +83,13 @@ def load_auth_config(settings: Any) -> AuthConfig:
     path = settings.auth_config_path
     if not path:
         return AuthConfig.from_mapping(DEV_CONFIG) if settings.is_dev else AuthConfig()
-    try:
-        import yaml
+    import yaml
 
+    try:
         data = yaml.safe_load(Path(path).read_text()) or {}
         auth = data.get("auth", data) if isinstance(data, dict) else {}
-        return AuthConfig.from_mapping(auth or {})
-    except (OSError, ValueError, TypeError) as exc:
+        return AuthConfig.from_mapping(auth if isinstance(auth, dict) else {})
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as exc:
         log.error("AUTH_CONFIG_PATH=%s could not be read (%s); no login providers enabled", path, exc)
         return AuthConfig()
 

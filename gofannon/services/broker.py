@@ -169,7 +169,8 @@ class RunBroker:
         limit = self.ctx.kernel.settings.sandbox_max_depth
         if self.depth + 1 > limit:
             raise ValueError(f"Agent call depth limit exceeded (at most {limit} nested agent calls).")
-        nested = await load_usable(self.ctx.kernel, self.ctx.ident, list(agent.get("gofannonAgents") or []))
+        nested = await load_usable(self.ctx.kernel, self.ctx.ident, list(agent.get("gofannonAgents") or []),
+                                   on_behalf_of=agent.get("ownerId"))
         if nested is None:
             raise ValueError("Could not load one or more dependent Gofannon agents.")
         child = RunBroker(self.ctx, agent_name=str(name), depth=self.depth + 1, agents=nested, collect_ops=False)
@@ -223,8 +224,8 @@ class RunBroker:
         resp = await net.fetch(self.ctx.kernel, str(args.get("method") or "GET").upper(), url, headers=headers,
                                body=body, timeout=args.get("timeout"),
                                follow_redirects=bool(args.get("follow_redirects", True)))
-        raw_headers = resp.headers
-        items = raw_headers.items() if hasattr(raw_headers, "items") else raw_headers
+        raw_headers: Any = resp.headers
+        items = list(raw_headers.items()) if hasattr(raw_headers, "items") else list(raw_headers)
         return {"status_code": resp.status, "headers": [[str(k), str(v)] for k, v in items],
                 "content": base64.b64encode(resp.body or b"").decode(), "url": str(resp.url)}
 

@@ -330,6 +330,19 @@ def parse_name_doc(raw: str) -> tuple[str, str]:
 
 
 # -- the service ----------------------------------------------------------------------------------------
+def builtin_tool_configs(provider: str, model: str, ids: list[str]) -> list[dict[str, Any]] | None:
+    """The catalog ``tool_config``s of a model's built-in tools named by ``ids`` (unknown ids dropped)."""
+    from gofannon.llm import catalog
+
+    if not ids:
+        return None
+    config = catalog.active().model(provider, model) or {}
+    wanted = set(ids)
+    tools = [t["tool_config"] for t in config.get("built_in_tools") or []
+             if t.get("id") in wanted and isinstance(t.get("tool_config"), dict)]
+    return tools or None
+
+
 def _with_json_format(provider: str, parameters: dict[str, Any]) -> dict[str, Any]:
     params = dict(parameters)
     if provider == "openai":
@@ -369,9 +382,12 @@ async def generate_code(kernel: "Kernel", ident: "Identity", req: GenerateCodeRe
     system = await build_system_prompt(kernel, ident, req)
     cfg = req.composer
     code_messages = [{"role": "system", "content": system}, {"role": "user", "content": req.description}]
+    # Unlike the reference (§12.27), the composer's selected built-in tools (e.g. web search) are used.
+    composer_tools = builtin_tool_configs(cfg.provider, cfg.model, req.built_in_tools)
     try:
         async with asyncio.TaskGroup() as tg:
-            code_task = tg.create_task(_llm(kernel, ident, cfg, code_messages, cfg.parameters, timeout=CODE_TIMEOUT_S))
+            code_task = tg.create_task(_llm(kernel, ident, cfg, code_messages, cfg.parameters, timeout=CODE_TIMEOUT_S,
+                                            tools=composer_tools))
             name_task = tg.create_task(_llm(kernel, ident, cfg, name_messages(req),
                                             _with_json_format(cfg.provider, cfg.parameters)))
     except BaseExceptionGroup as group:
@@ -390,7 +406,8 @@ async def generate_code(kernel: "Kernel", ident: "Identity", req: GenerateCodeRe
                 f"That code cannot be used: {problem}. Answer again with the corrected body of "
                 "`async def run(input_dict, tools)` only: Python statements, no imports, no signature, no fences.")},
         ]
-        repaired = await _llm(kernel, ident, cfg, repair, cfg.parameters, timeout=CODE_TIMEOUT_S)
+        repaired = await _llm(kernel, ident, cfg, repair, cfg.parameters, timeout=CODE_TIMEOUT_S,
+                              tools=composer_tools)
         code = wrap_body(repaired.content or "")
         problem = code_problem(code)
         if problem is not None:

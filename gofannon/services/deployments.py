@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 NO_DEPLOYMENT = "No deployed agent found with that name."
 _EXC_PREFIX = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*: ")
-_STATUS_ERRORS = {402, 403, 404, 409, 413, 422, 429}
 
 
 async def deploy(kernel: "Kernel", ident: "Identity", agent_id: str) -> dict[str, str]:
@@ -152,23 +151,22 @@ async def run_deployed_agent(kernel: "Kernel", ident: "Identity", friendly_name:
     agent: ...``.
     """
     agent = await load_deployed(kernel, friendly_name)
+    return await run_agent(kernel, ident, agent, input_dict, llm_settings=llm_settings)
+
+
+async def run_agent(kernel: "Kernel", ident: "Identity", agent: dict[str, Any], input_dict: Any, *,
+                    llm_settings: Any = None) -> Any:
+    """``run_deployed_agent`` for an agent document already loaded."""
     check_input(agent, input_dict)
     spec = runs.spec_from_agent(agent, input_dict)
     if llm_settings is not None:
-        spec["llmSettings"] = llm_settings
-    try:
-        outcome = await runs.run_now(kernel, ident, spec, capture_trace=False)
-    except Exception as exc:  # noqa: BLE001 - the queue gave up waiting
-        from gofannon.jobs import JobTimeout
-
-        if isinstance(exc, JobTimeout):
-            raise GatewayTimeout(f"Error executing agent: timeout (the run exceeded "
-                                 f"{kernel.settings.sandbox_timeout_s:g} s)") from None
-        raise GofannonError(f"Error executing agent: {exc}") from None
+        dump = getattr(llm_settings, "model_dump", None)
+        spec["llmSettings"] = dump(by_alias=True) if dump is not None else dict(llm_settings)
+    outcome = await runs.run_now(kernel, ident, spec, capture_trace=False)
     if outcome["outcome"] == "success":
         return outcome["result"]
     http_error = outcome.get("httpError")
-    if http_error and http_error["status"] in _STATUS_ERRORS:
+    if http_error and 400 <= int(http_error["status"]) < 500:
         err = GofannonError(http_error["detail"])
         err.status = http_error["status"]
         raise err

@@ -35,3 +35,10 @@ async def admit(kernel: "Kernel", key: str, limit: int, window_s: float = 60.0) 
 
     await kernel.store.update(COLLECTION, key[:MAX_KEY], fn)
     return admitted
+
+
+async def exhausted(kernel: "Kernel", key: str, limit: int, window_s: float = 60.0) -> bool:
+    """Whether ``key`` has used up ``limit`` in the current window, without counting anything."""
+    doc = await kernel.store.get(COLLECTION, key[:MAX_KEY])
+    window = int(time.time() // window_s)
+    return doc is not None and doc.get("window") == window and int(doc.get("count") or 0) >= limit

@@ -32,11 +32,13 @@ log = logging.getLogger("gofannon.runs")
 
 DEFAULT_AGENT_NAME = "sandbox_agent"
 STOPPED_ERROR = "Run stopped by user."
+INTERRUPTED_ERROR = "Run interrupted: the server stopped it (shutdown or the job's time limit)."
 LOCAL_KEY = "runs.local"
 REDIS_KEY = "runs.redis"
 STREAM_TTL_S = 3600
 STOP_POLL_S = 1.0
 EVICT_EVERY_S = 3600.0
+SWEEP_EVERY_S = 60.0
 
 
 # -- schema warnings (§4.3) -------------------------------------------------------------------------------
@@ -208,7 +210,7 @@ def spec_from_agent(agent: dict[str, Any], input_dict: Any) -> dict[str, Any]:
         "code": agent.get("code") or "", "inputDict": input_dict, "tools": agent.get("tools") or {},
         "gofannonAgents": agent.get("gofannonAgents") or [], "envVars": agent.get("envVars") or [],
         "friendlyName": agent.get("friendlyName") or agent.get("name"), "agentId": agent.get("_id"),
-        "outputSchema": None, "llmSettings": None,
+        "outputSchema": None, "llmSettings": None, "agentOwnerId": agent.get(OWNER_FIELD),
     }
 
 
@@ -231,7 +233,8 @@ async def execute(kernel: "Kernel", ident: "Identity", spec: dict[str, Any], *, 
     timeout = float(kernel.settings.sandbox_timeout_s)
     ctx = RunContext(kernel=kernel, ident=ident, run_id=run_id, llm_settings=llm_settings,
                      capture_trace=capture_trace, publish=publish, deadline=time.monotonic() + timeout)
-    agents = await load_usable(kernel, ident, list(spec.get("gofannonAgents") or []))
+    agents = await load_usable(kernel, ident, list(spec.get("gofannonAgents") or []),
+                               on_behalf_of=spec.get("agentOwnerId"))
     if agents is None:
         return _outcome("error", None, "ValueError: Could not load one or more dependent Gofannon agents.")
     broker = RunBroker(ctx, agent_name=agent_name, depth=0, agents=agents)
@@ -257,21 +260,32 @@ async def run_job(kernel: "Kernel", ident: "Identity", spec: dict[str, Any], *, 
     """The body of the ``agent_run`` job: execute, stream events, honour stop, complete the record."""
     ch = channel(kernel, run_id) if run_id else None
     runs = local(kernel)
+    seen: list[dict[str, Any]] = []  # what was published, kept for a stopped run's record
+
+    async def publish(event: dict[str, Any]) -> None:
+        seen.append(event)
+        if ch is not None:
+            await ch.publish(event)
+
     task = asyncio.ensure_future(
-        execute(kernel, ident, spec, run_id=run_id, capture_trace=capture_trace,
-                publish=ch.publish if ch is not None else None)
+        execute(kernel, ident, spec, run_id=run_id, capture_trace=capture_trace, publish=publish)
     )
     watcher: asyncio.Task[Any] | None = None
     if run_id:
         runs.tasks[run_id] = task
-        if remote(kernel) and record:
+        if record:  # stop may be asked of another process (a worker's API, a second API process)
             watcher = asyncio.ensure_future(_watch_stop(kernel, run_id, task))
     try:
         outcome = await task
     except asyncio.CancelledError:
-        if run_id is None or run_id not in runs.stopping:
+        if run_id is None:
             raise
-        outcome = _outcome("stopped", None, STOPPED_ERROR)
+        if run_id not in runs.stopping:
+            # The job itself was cancelled (shutdown, the queue's time limit): end the record, then go.
+            interrupted = _outcome("error", None, INTERRUPTED_ERROR, trace=seen)
+            await _finish(kernel, run_id, record, ch, interrupted)
+            raise
+        outcome = _outcome("stopped", None, STOPPED_ERROR, trace=seen)
     except Exception as exc:  # noqa: BLE001 - a broken sandbox must still end the run visibly
         log.exception("agent run %s failed in the host", run_id)
         outcome = _outcome("error", None, f"{type(exc).__name__}: {exc}")
@@ -281,13 +295,22 @@ async def run_job(kernel: "Kernel", ident: "Identity", spec: dict[str, Any], *, 
         if run_id:
             runs.tasks.pop(run_id, None)
             runs.stopping.discard(run_id)
-    if run_id and record:
-        await _complete_record(kernel, run_id, outcome)
-    if ch is not None:
-        await ch.finish(done_frame(outcome))
-        if isinstance(ch, LocalChannel):
-            kernel.spawn(_forget_channel(kernel, run_id or "", ch), name=f"forget-run-{run_id}")
+    if run_id:
+        await _finish(kernel, run_id, record, ch, outcome)
     return outcome
+
+
+async def _finish(kernel: "Kernel", run_id: str, record: bool, ch: Channel | None, outcome: dict[str, Any]) -> None:
+    """Complete the record and send ``done`` to whoever follows the run."""
+    try:
+        if record:
+            await _complete_record(kernel, run_id, outcome)
+        if ch is not None:
+            await ch.finish(done_frame(outcome))
+            if isinstance(ch, LocalChannel):
+                kernel.spawn(_forget_channel(kernel, run_id, ch), name=f"forget-run-{run_id}")
+    except Exception:  # noqa: BLE001 - best effort: the outcome itself is still returned
+        log.exception("finishing run %s failed", run_id)
 
 
 async def _forget_channel(kernel: "Kernel", run_id: str, ch: LocalChannel, after: float = 300.0) -> None:
@@ -298,7 +321,7 @@ async def _forget_channel(kernel: "Kernel", run_id: str, ch: LocalChannel, after
 
 
 async def _watch_stop(kernel: "Kernel", run_id: str, task: asyncio.Task[Any]) -> None:
-    """On a worker: stop the run when its record is flagged (``POST /runs/{id}/stop`` on any API process)."""
+    """Stop the run when its record is flagged by ``POST /runs/{id}/stop`` in another process."""
     while not task.done():
         await asyncio.sleep(STOP_POLL_S)
         doc = await kernel.store.get(RUNS, run_id)
@@ -324,17 +347,36 @@ def job_timeout(kernel: "Kernel") -> float:
     return float(kernel.settings.sandbox_timeout_s) + 15.0
 
 
-async def run_now(kernel: "Kernel", ident: "Identity", spec: dict[str, Any], *, capture_trace: bool = True) -> dict[str, Any]:
+async def run_now(kernel: "Kernel", ident: "Identity", spec: dict[str, Any], *,
+                  capture_trace: bool = True) -> dict[str, Any]:
     """Run through the job queue and wait for the outcome (run-code, /rest, chat)."""
+    from gofannon.jobs import JobFailed, JobTimeout
+
+    if kernel.role == "worker":
+        # Already inside a job (e.g. a chat ticket calling a deployed agent): run here, since queueing and
+        # waiting for another job could starve a single worker.
+        try:
+            return await asyncio.wait_for(
+                run_job(kernel, ident, spec, run_id=None, record=False, capture_trace=capture_trace),
+                job_timeout(kernel))
+        except asyncio.TimeoutError:
+            return _outcome("error", None, f"Sandbox limit exceeded: timeout (no result within "
+                                           f"{job_timeout(kernel):g} s)", limit="timeout")
     payload = job_payload(ident, spec, capture_trace=capture_trace)
-    return await kernel.queue.call("agent_run", payload, timeout=job_timeout(kernel))  # type: ignore[no-any-return]
+    try:
+        return await kernel.queue.call("agent_run", payload, timeout=job_timeout(kernel))  # type: ignore[no-any-return]
+    except JobTimeout:
+        return _outcome("error", None, f"Sandbox limit exceeded: timeout (no result within {job_timeout(kernel):g} s)",
+                        limit="timeout")
+    except JobFailed as exc:
+        return _outcome("error", None, f"RunFailed: {exc}")
 
 
 # -- run records ------------------------------------------------------------------------------------------
 async def start_recorded(kernel: "Kernel", ident: "Identity", spec: dict[str, Any]) -> dict[str, Any]:
     """Create the record (status running) and queue the run; returns the record."""
     run_id = str(uuid.uuid4())
-    record = {
+    record: dict[str, Any] = {
         "runId": run_id, "agentId": spec.get("agentId"), "agentName": spec.get("friendlyName") or DEFAULT_AGENT_NAME,
         "status": "running", "startedAt": now_iso(), "completedAt": None, "inputDict": spec.get("inputDict"),
         "error": None, OWNER_FIELD: ident.uid, "result": None, "schemaWarnings": None, "opsLog": None, "events": [],
@@ -386,6 +428,20 @@ def live_events(kernel: "Kernel", run_id: str) -> list[dict[str, Any]] | None:
     return list(ch.events) if ch is not None else None
 
 
+async def events_so_far(kernel: "Kernel", run_id: str) -> list[dict[str, Any]] | None:
+    """The events of a running run, wherever it runs (None when no live channel is known)."""
+    if not remote(kernel):
+        return live_events(kernel, run_id)
+    events: list[dict[str, Any]] = []
+    cursor: Any = None
+    ch = channel(kernel, run_id)
+    while True:
+        batch, done, cursor = await ch.read(cursor, 0.001)
+        events.extend(batch)
+        if not batch or done is not None:
+            return events
+
+
 async def request_stop(kernel: "Kernel", ident: "Identity", run_id: str) -> dict[str, Any]:
     record = await get_record(kernel, ident, run_id)
     runs = local(kernel)
@@ -422,13 +478,34 @@ async def evict_expired(kernel: "Kernel") -> int:
     return len(old)
 
 
+async def fail_abandoned(kernel: "Kernel") -> int:
+    """Runs still ``running`` well past the longest a run may take belong to a process that died: end them."""
+    limit = timedelta(seconds=job_timeout(kernel) + 60)
+    cutoff = (datetime.now(timezone.utc) - limit).replace(tzinfo=None).isoformat(timespec="microseconds")
+    stale = [d["_id"] for d in await kernel.store.find(RUNS, {"status": "running"})
+             if (d.get("startedAt") or "") < cutoff]
+
+    def end(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+        if doc is None or doc.get("status") != "running":
+            return None
+        return {**doc, "status": "error", "completedAt": now_iso(), "error": INTERRUPTED_ERROR}
+
+    for run_id in stale:
+        await kernel.store.update(RUNS, run_id, end)
+    return len(stale)
+
+
 async def _evictor(kernel: "Kernel") -> None:
+    rounds = 0
     while True:
         try:
-            await evict_expired(kernel)
+            await fail_abandoned(kernel)
+            if rounds % int(EVICT_EVERY_S // SWEEP_EVERY_S) == 0:
+                await evict_expired(kernel)
         except Exception:  # noqa: BLE001 - try again next round
             log.exception("run retention sweep failed")
-        await asyncio.sleep(EVICT_EVERY_S)
+        rounds += 1
+        await asyncio.sleep(SWEEP_EVERY_S)
 
 
 async def start(kernel: "Kernel") -> None:

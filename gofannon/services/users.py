@@ -176,6 +176,10 @@ async def _mutate(kernel: "Kernel", uid: str, change: Callable[[dict[str, Any]],
 # -- the cross-part contract ------------------------------------------------------------------------------
 async def get_or_create_user(kernel: "Kernel", ident: "Identity | str") -> dict[str, Any]:
     """The caller's ``User`` (wire shape), created with defaults on first access; race-safe."""
+    uid = ident if isinstance(ident, str) else ident.uid
+    doc = await kernel.store.get(COLLECTION, uid)
+    if doc is not None and not reset_due(_normalise(doc), now_ms()):
+        return wire_view(doc)  # the common case: a plain read, no write transaction
     if isinstance(ident, str):
         return wire_view(await _mutate(kernel, ident, None))
     return wire_view(await _mutate(kernel, ident.uid, None, display_name=ident.display_name, email=ident.email))

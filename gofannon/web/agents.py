@@ -86,7 +86,7 @@ async def run_code_stream(request: web.Request) -> web.StreamResponse:
     except ConnectionError:
         await went_away()
         return resp
-    await pump(request, resp, runs.channel(kernel, run_id), went_away)
+    await pump(request, resp, runs.channel(kernel, run_id), went_away, run_id=run_id)
     try:
         await resp.write_eof()
     except ConnectionError:

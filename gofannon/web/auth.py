@@ -99,7 +99,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 @public
 @api_doc(summary="Dev login: pick a configured user", tags=["auth"])
 async def dev_stub_picker(request: web.Request) -> web.Response:
-    backend = auth_state(kernel_of(request)).backends.get("dev_stub")
+    backend: Any = auth_state(kernel_of(request)).backends.get("dev_stub")
     if backend is None:
         raise NotFound("Not Found")
     state = request.query.get("state", "")

@@ -43,6 +43,7 @@ async def list_deployments(request: web.Request) -> web.Response:
          tags=["deployments"])
 async def rest(request: web.Request) -> web.Response:
     ident = identity(request)
+    kernel = kernel_of(request)
+    agent = await deployments.load_deployed(kernel, request.match_info["friendly_name"])  # 404 before 422
     body = await read_json(request)
-    result = await deployments.run_deployed_agent(kernel_of(request), ident, request.match_info["friendly_name"], body)
-    return json_response(result)
+    return json_response(await deployments.run_agent(kernel, ident, agent, body))

@@ -80,6 +80,11 @@ def build_middleware(app: web.Application) -> Any:
         if origin is not None and request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             return preflight(request, origin)
         try:
+            length = request.content_length
+            if length is not None and length > settings.max_body_bytes:
+                # Refused from the header alone, before anything reads (or stores) the body; a chunked
+                # body is cut off by aiohttp's client_max_size when the handler reads it.
+                raise web.HTTPRequestEntityTooLarge(max_size=settings.max_body_bytes, actual_size=length)
             response = await handle(request, handler)
         except GofannonError as exc:
             response = _error(exc.status, exc.detail, exc.headers or None)

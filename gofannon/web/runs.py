@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Awaitable, Callable
 
@@ -33,11 +34,18 @@ def _gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
+def record_done(doc: dict[str, Any]) -> dict[str, Any]:
+    """The ``done`` frame of a finished run, from its record."""
+    return {"outcome": doc.get("status"), "result": doc.get("result"), "error": doc.get("error"),
+            "schemaWarnings": doc.get("schemaWarnings"), "opsLog": doc.get("opsLog")}
+
+
 async def pump(request: web.Request, resp: web.StreamResponse, ch: runs.Channel,
-               on_disconnect: Callable[[], Awaitable[None]] | None = None) -> None:
+               on_disconnect: Callable[[], Awaitable[None]] | None = None, *, run_id: str | None = None) -> None:
     """Copy a run's events to the client until ``done``; a heartbeat comment after 10 s of silence.
 
-    A client that goes away is noticed within a second (``on_disconnect`` then stops the run).
+    A client that goes away is noticed within a second (``on_disconnect`` then stops the run). At each
+    heartbeat the run record is checked too, so a run whose executor died still ends the stream.
     """
     cursor: Any = None
     last_write = time.monotonic()
@@ -54,11 +62,20 @@ async def pump(request: web.Request, resp: web.StreamResponse, ch: runs.Channel,
             if events:
                 last_write = time.monotonic()
             elif time.monotonic() - last_write >= HEARTBEAT_AFTER_S:
+                if run_id is not None:
+                    doc = await kernel_of(request).store.get(run_model.RUNS, run_id)
+                    if doc is not None and doc.get("status") != "running":
+                        await resp.write(frame("done", record_done(doc)))
+                        return
                 await resp.write(b": heartbeat\n\n")
                 last_write = time.monotonic()
     except (ConnectionResetError, ConnectionError):
         if on_disconnect is not None:
             await on_disconnect()
+    except asyncio.CancelledError:  # the server cancelled the handler: the client is gone
+        if on_disconnect is not None:
+            await asyncio.shield(on_disconnect())
+        raise
 
 
 @routes.get("/runs")
@@ -74,7 +91,7 @@ async def get_run(request: web.Request) -> web.Response:
     kernel = kernel_of(request)
     run_id = request.match_info["run_id"]
     doc = await runs.get_record(kernel, identity(request), run_id)
-    live = runs.live_events(kernel, run_id) if doc.get("status") == "running" else None
+    live = await runs.events_so_far(kernel, run_id) if doc.get("status") == "running" else None
     return json_response(run_model.detail(doc, live))
 
 
@@ -88,14 +105,11 @@ async def stream_run(request: web.Request) -> web.StreamResponse:
     resp = await open_stream(request)
     await resp.write(frame("run_id", {"runId": run_id, "status": doc.get("status")}))
     if live:
-        await pump(request, resp, runs.channel(kernel, run_id))
+        await pump(request, resp, runs.channel(kernel, run_id), run_id=run_id)
     else:
         for event in doc.get("events") or []:
             await resp.write(frame("trace", event))
-        await resp.write(frame("done", {
-            "outcome": doc.get("status"), "result": doc.get("result"), "error": doc.get("error"),
-            "schemaWarnings": doc.get("schemaWarnings"), "opsLog": doc.get("opsLog"),
-        }))
+        await resp.write(frame("done", record_done(doc)))
     await resp.write_eof()
     return resp
 

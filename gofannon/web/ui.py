@@ -6,7 +6,7 @@ everything else to the app; reloading a UI page whose path is also an API prefix
 
 - a browser *navigation* (``Sec-Fetch-Mode: navigate``, or without that header an ``Accept`` that prefers
   ``text/html``) gets the app's ``index.html`` — except for the server's own pages (``/auth/...`` login flow,
-  ``/health``, ``/openapi.json``, ``/docs``, ``/rest/...``, ``/log/...``);
+  ``/health``, ``/openapi.json``, ``/docs``, ``/rest/...``, ``/log/...``, a saved demo's ``/demos/<id>/app``);
 - any other GET/HEAD that matches an API route goes to the API unchanged (scripts, ``fetch``, ``EventSource``);
 - a GET/HEAD that matches no API route gets the file of that name from the UI directory, or ``index.html``
   (the app's own router draws the page) — unless its first path segment is an API prefix (then the API's
@@ -39,6 +39,8 @@ NGINX_API_PREFIXES = frozenset({
 })
 #: Paths a browser navigates to that the server itself answers (login flow, probes, API docs).
 SERVER_PAGES = ("/auth/", "/health", "/openapi.json", "/docs", "/rest/", "/log/")
+#: API routes (by canonical path) that answer a page of their own: a saved demo app runs at its own URL.
+SERVER_PAGE_ROUTES = frozenset({"/demos/{demo_id}/app"})
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
 
@@ -134,10 +136,11 @@ def setup(app: web.Application) -> None:
             return await handler(request)
         path = request.path
         api_path = _first_segment(path) in prefixes or path == "/"
-        if is_navigation(request) and not path.startswith(SERVER_PAGES):
+        route = request.match_info.route
+        if is_navigation(request) and not path.startswith(SERVER_PAGES) and not (
+                route.resource is not None and route.resource.canonical in SERVER_PAGE_ROUTES):
             found = None if api_path else files.find(path)
             return files.respond(found or files.index, vary=api_path)
-        route = request.match_info.route
         if route.resource is not None or api_path:
             response = await handler(request)
             if not response.prepared:

@@ -81,8 +81,9 @@ Responder = Callable[[Recorded], "Reply | str"]
 
 
 class FakeLLMServer:
-    """Serves ``/v1/chat/completions``, ``/v1/responses`` (+ ``GET /v1/responses/{id}``), ``/v1/messages``
-    (Anthropic) and ``/v1beta/models/{model}:generateContent|streamGenerateContent`` (Gemini)."""
+    """Serves ``/v1/chat/completions``, ``/v1/responses`` (+ ``GET /v1/responses/{id}``, cancel), ``/v1/messages``
+    (Anthropic), ``/v1beta/models/{model}:generateContent|streamGenerateContent`` (Gemini) and
+    ``/model/{model}/converse`` (Amazon Bedrock)."""
 
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
@@ -128,6 +129,7 @@ class FakeLLMServer:
             "GEMINI_BASE_URL": self.url, "GEMINI_API_KEY": KEY,
             "OLLAMA_BASE_URL": self.url, "OPENROUTER_BASE_URL": self.openai_base_url, "OPENROUTER_API_KEY": KEY,
             "PERPLEXITY_BASE_URL": self.url, "PERPLEXITYAI_API_KEY": KEY,
+            "BEDROCK_BASE_URL": self.url, "AWS_BEARER_TOKEN_BEDROCK": KEY,
         }
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -137,8 +139,10 @@ class FakeLLMServer:
         app.router.add_post("/chat/completions", self._chat)
         app.router.add_post("/v1/responses", self._responses)
         app.router.add_get("/v1/responses/{rid}", self._responses_poll)
+        app.router.add_post("/v1/responses/{rid}/cancel", self._responses_cancel)
         app.router.add_post("/v1/messages", self._anthropic)
         app.router.add_post("/v1beta/models/{target}", self._gemini)
+        app.router.add_post("/model/{model}/converse", self._converse)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         with socket.socket() as s:
@@ -293,6 +297,12 @@ class FakeLLMServer:
             return web.json_response(self._response_body(rid, "fake-model", reply, "in_progress"))
         return web.json_response(self._response_body(rid, "fake-model", reply, "completed"))
 
+    async def _responses_cancel(self, request: web.Request) -> web.StreamResponse:
+        rid = request.match_info["rid"]
+        self.requests.append(Recorded("POST", request.path, dict(request.headers), dict(request.query), None))
+        reply, _ = self._background.pop(rid, (Reply(), 0))
+        return web.json_response(self._response_body(rid, "fake-model", reply, "cancelled"))
+
     # -- Anthropic Messages -------------------------------------------------------------------------
     async def _anthropic(self, request: web.Request) -> web.StreamResponse:
         rec = await self._record(request)
@@ -343,6 +353,27 @@ class FakeLLMServer:
         await event("message_stop", {})
         await resp.write_eof()
         return resp
+
+    # -- Amazon Bedrock Converse ---------------------------------------------------------------------
+    async def _converse(self, request: web.Request) -> web.StreamResponse:
+        rec = await self._record(request)
+        reply = await self._next(rec)
+        if reply.status >= 400:
+            return web.json_response({"message": reply.error or "error"}, status=reply.status)
+        content: list[dict[str, Any]] = []
+        if reply.thoughts:
+            content.append({"reasoningContent": {"reasoningText": {"text": reply.thoughts, "signature": "sig"}}})
+        if reply.content:
+            content.append({"text": reply.content})
+        for i, tc in enumerate(reply.tool_calls):
+            content.append({"toolUse": {"toolUseId": tc.get("id") or f"tooluse_{i}", "name": tc["name"],
+                                        "input": tc.get("arguments", {})}})
+        return web.json_response({
+            "output": {"message": {"role": "assistant", "content": content}},
+            "stopReason": "tool_use" if reply.tool_calls else "end_turn",
+            "usage": {"inputTokens": reply.input_tokens, "outputTokens": reply.output_tokens,
+                      "totalTokens": reply.input_tokens + reply.output_tokens},
+        })
 
     # -- Gemini generateContent ---------------------------------------------------------------------
     async def _gemini(self, request: web.Request) -> web.StreamResponse:

@@ -6,8 +6,8 @@ Endpoints: ``/mcp`` (streamable HTTP) and ``/sse`` (SSE), open; ``/secure/mcp`` 
 
     python tests/fakes/mcp_server.py --port 8123 --token s3cret
 
-Tests use the session fixture ``mcp_server`` (``.url("/mcp")``, ``.token``, ``.calls``-free: the server keeps
-no state a test needs to read).
+Tests use the session fixture ``mcp_server``: ``mcp_server.url("/mcp")``, ``mcp_server.url("/secure/sse")``,
+``mcp_server.token``. The tools are stateless, so one server serves the whole session.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -96,6 +97,7 @@ class McpServerProcess:
             self.port = int(s.getsockname()[1])
         self.token = token
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log: Any = None
 
     def url(self, path: str = "/mcp") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -104,15 +106,17 @@ class McpServerProcess:
         env = dict(os.environ)
         env.pop("http_proxy", None)
         env.pop("HTTP_PROXY", None)
+        # The server logs every session: a file, not a pipe nobody reads (a full pipe would block it).
+        self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--port", str(self.port), "--token", self.token],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+            stdout=self.log, stderr=self.log, env=env,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                raise RuntimeError(f"fake MCP server exited: {err[-2000:]}")
+                self.log.seek(0)
+                raise RuntimeError(f"fake MCP server exited: {self.log.read().decode(errors='replace')[-2000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return self
@@ -129,8 +133,8 @@ class McpServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
+        if self.log is not None:
+            self.log.close()
 
 
 @pytest.fixture(scope="session")

@@ -59,6 +59,7 @@ class OAuthBackend:
     default_display_name = "OAuth"
     default_scopes: tuple[str, ...] = ()
     pkce = True
+    token_endpoint_auth_method = "client_secret_basic"
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
@@ -89,6 +90,8 @@ class OAuthBackend:
             client_id=self.client_id, client_secret=self.client_secret, scope=" ".join(self.scopes),
             redirect_uri=self.redirect_uri_override or redirect_uri, timeout=self.timeout_s,
             code_challenge_method="S256" if self.pkce else None,
+            token_endpoint_auth_method=str(self.config.get("token_endpoint_auth_method")
+                                           or self.token_endpoint_auth_method),
         )
 
     async def authorize_url(self, kernel: Any, request: Any, *, state: str, redirect_uri: str,
@@ -133,7 +136,7 @@ class OidcBackend(OAuthBackend):
     type = "oidc"
     icon = "openid"
     default_display_name = "Single sign-on"
-    default_scopes = ("openid", "email", "profile")
+    default_scopes: tuple[str, ...] = ("openid", "email", "profile")
     source = "oidc_claim"
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -351,6 +354,7 @@ class GitHubBackend(OAuthBackend):
     icon = "github"
     default_display_name = "GitHub"
     default_scopes = ("read:user", "user:email", "read:org")
+    token_endpoint_auth_method = "client_secret_post"  # what GitHub documents
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)

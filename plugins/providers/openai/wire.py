@@ -6,6 +6,8 @@ import asyncio
 import json
 from typing import Any, AsyncIterator
 
+import aiohttp
+
 from gofannon.llm import Completion, LlmCall, StreamEvent, Usage, VendorError
 from gofannon.llm.http import sse_events
 
@@ -211,13 +213,26 @@ async def complete_responses(call: LlmCall, base: str, body: dict[str, Any]) -> 
     headers = auth_headers(call)
     data = await call.http.request_json("POST", f"{base}/responses", headers=headers, body=body, timeout=call.timeout)
     interval = 0.05
-    while data.get("status") not in TERMINAL and data.get("status") is not None:
-        await asyncio.sleep(interval)
-        interval = min(2.0, interval * 2)
-        data = await call.http.request_json("GET", f"{base}/responses/{data['id']}", headers=headers,
-                                            timeout=call.timeout)
+    try:
+        while data.get("status") not in TERMINAL and data.get("status") is not None:
+            await asyncio.sleep(interval)
+            interval = min(2.0, interval * 2)
+            data = await call.http.request_json("GET", f"{base}/responses/{data['id']}", headers=headers,
+                                                timeout=call.timeout)
+    except asyncio.CancelledError:  # our timeout (or a stopped run): don't leave it running, and paid for
+        if data.get("id"):
+            await asyncio.shield(_cancel(call, f"{base}/responses/{data['id']}/cancel", headers))
+        raise
     status = data.get("status")
     if status in ("failed", "cancelled"):
         err = data.get("error") or {}
         raise VendorError(502, str(err.get("message") or f"the response ended {status}"), code=err.get("code"))
     return parse_response(data)
+
+
+async def _cancel(call: LlmCall, url: str, headers: dict[str, str]) -> None:
+    try:
+        async with call.http.session.post(url, headers=headers, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            await resp.read()
+    except Exception:  # noqa: BLE001 - best effort: the response expires on its own
+        pass

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from gofannon.errors import RevisionConflict, ServiceUnavailable
+from gofannon.errors import BadRequest, RevisionConflict, ServiceUnavailable
 from gofannon.store import ANY, Doc, StoreHelpers, Updater, matches, next_rev
 
 if TYPE_CHECKING:  # asyncpg is imported only when this backend is opened
@@ -72,6 +72,10 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _masked(url: str) -> str:
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
 def normalize_dsn(url: str) -> str:
     """Accept SQLAlchemy-style ``postgresql+asyncpg://`` URLs as well as plain ones."""
     return re.sub(r"^postgres(?:ql)?\+\w+://", "postgresql://", url)
@@ -105,8 +109,11 @@ class PostgresStore(StoreHelpers):
         import asyncpg
 
         self._asyncpg = asyncpg
-        self._pool = await asyncpg.create_pool(self.dsn, min_size=min(2, self.pool_size), max_size=self.pool_size,
-                                               reset=_no_reset)
+        try:
+            self._pool = await asyncpg.create_pool(self.dsn, min_size=min(2, self.pool_size),
+                                                   max_size=self.pool_size, reset=_no_reset)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise RuntimeError(f"cannot connect to PostgreSQL at {_masked(self.dsn)}: {exc}") from exc
         try:
             await self.migrate()
         except BaseException:
@@ -150,9 +157,13 @@ class PostgresStore(StoreHelpers):
             try:
                 async with self._acquire() as conn:
                     return await op(conn)
-            except (RevisionConflict, ValueError):
+            except RevisionConflict:
                 raise
+            except UnicodeError as exc:
+                raise BadRequest("The data holds text that is not valid Unicode (an unpaired surrogate)") from exc
             except Exception as exc:
+                if isinstance(exc, self._asyncpg.exceptions.DataError):  # e.g. U+0000 in an id or a value
+                    raise BadRequest(f"The database cannot store this data: {exc}") from exc
                 if not self._lost(exc):
                     raise
                 if attempt == 2 or not (retry() if callable(retry) else retry):

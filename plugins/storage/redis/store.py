@@ -16,6 +16,7 @@ per-document lock queues concurrent updates, so retries only happen between proc
 from __future__ import annotations
 
 import asyncio
+import builtins
 import copy
 import json
 import random
@@ -196,7 +197,8 @@ class RedisStore(StoreHelpers):
         found = await self._fetch(collection, ids)
         return [found[i] for i in ids if i in found]
 
-    async def find(self, collection: str, where: Mapping[str, Any], *, limit: int | None = None) -> list[Doc]:
+    async def find(self, collection: str, where: Mapping[str, Any], *,
+                   limit: int | None = None) -> builtins.list[Doc]:
         if not where:
             return await self.list(collection, limit=limit)
         out: list[Doc] = []
@@ -235,5 +237,5 @@ class RedisStore(StoreHelpers):
                 return stored
         raise RevisionConflict(collection, doc_id)
 
-    async def collections(self) -> list[str]:
+    async def collections(self) -> builtins.list[str]:
         return sorted(await self._redis.smembers(self._collections_key))

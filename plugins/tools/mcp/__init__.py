@@ -30,7 +30,7 @@ SSE_READ_TIMEOUT_S = 300.0
 def validate_url(url: str) -> str:
     """The contract's scheme check (400 with the reference's wording)."""
     text = (url or "").strip()
-    if not (text.startswith("http://") or text.startswith("https://")):
+    if not text.startswith(("http://", "https://")):
         raise BadRequest(f"Invalid MCP server URL scheme: {url}. Must be http:// or https://")
     return text
 
@@ -94,10 +94,10 @@ class McpConnector:
 
         HTTP error statuses the server answers are appended to ``statuses`` (for error messages).
         """
+        import httpx2
         from mcp.client.session import ClientSession
         from mcp.client.sse import sse_client
         from mcp.client.streamable_http import streamable_http_client
-        import httpx2
 
         url = validate_url(url)
         await net.check_resolved(kernel, url)
@@ -144,7 +144,7 @@ class McpConnector:
                     return await fn(session)
         except GofannonError:
             raise
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise GatewayTimeout(f"Failed to connect to MCP server or {action}: the server at {url} "
                                  f"did not answer within {self.settings.outbound_timeout_s:g} s") from None
         except Exception as exc:  # noqa: BLE001 - every SDK/transport failure becomes a clear 4xx/5xx

@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
+from gofannon_plugins.tools.openapi import parser
 from yarl import URL
 
 from gofannon import net
 from gofannon.errors import BadRequest, Unprocessable, UpstreamError
-from gofannon_plugins.tools.openapi import parser
 
 if TYPE_CHECKING:  # pragma: no cover
     from gofannon.kernel import Kernel

@@ -1,0 +1,104 @@
+"""Helpers shared by the benchmarks: free ports, spawning ``gofannon serve``, waiting for /health."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def health_ok(port: int) -> bool:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=0.5)
+        conn.request("GET", "/health")
+        ok = conn.getresponse().status == 200
+        conn.close()
+        return ok
+    except OSError:
+        return False
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0, poll: float = 0.005) -> float:
+    """Seconds until GET /health answers 200; raises if the process dies or the time runs out."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        if health_ok(port):
+            return time.perf_counter() - start
+        time.sleep(poll)
+    raise TimeoutError(f"no 200 from /health on port {port} within {timeout} s")
+
+
+def spawn_kernel(port: int, data_dir: str | None = None, **env: str) -> subprocess.Popen[bytes]:
+    """``gofannon serve`` on the embedded default (SQLite in a temp data dir, in-process jobs)."""
+    data_dir = data_dir or tempfile.mkdtemp(prefix="gofannon-bench-")
+    full_env = {**os.environ, "GOFANNON_DATA_DIR": data_dir, "GOFANNON_LOG_LEVEL": "WARNING", **env}
+    full_env.pop("REDIS_URL", None)
+    return subprocess.Popen([sys.executable, "-m", "gofannon", "serve", "--port", str(port)],
+                            env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+BARE_APP = """
+import sys
+from aiohttp import web
+
+async def health(request):
+    return web.json_response({"status": "healthy", "service": "user-service"})
+
+app = web.Application()
+app.router.add_get("/health", health)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+
+def spawn_bare(port: int) -> subprocess.Popen[bytes]:
+    """The baseline: a bare aiohttp hello-world app answering the same JSON."""
+    return subprocess.Popen([sys.executable, "-c", BARE_APP, str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def children_rss_mb(pid: int) -> float:
+    """RSS of the process's descendants (sandbox pool children), for context."""
+    total = 0.0
+    kids: list[str] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += (task / "children").read_text().split()
+        except OSError:
+            pass
+    for child in kids:
+        try:
+            total += rss_mb(int(child)) + children_rss_mb(int(child))
+        except (OSError, ValueError):
+            pass
+    return total
