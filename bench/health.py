@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -94,8 +95,8 @@ def main() -> int:
         stop(kernel)
         stop(bare)
     best = {name: max(values) for name, values in results.items()}
-    paired = sorted(k / b for k, b in zip(results["gofannon kernel"], results["bare aiohttp"]))
-    median_ratio = paired[len(paired) // 2] if len(paired) % 2 else sum(paired[len(paired) // 2 - 1:][:2]) / 2
+    median_ratio = statistics.median(
+        k / b for k, b in zip(results["gofannon kernel"], results["bare aiohttp"], strict=True))
     best_ratio = best["gofannon kernel"] / best["bare aiohttp"]
     client = "wrk" if use_wrk else "aiohttp client"
     print(f"load generator: {client}, {args.connections} connections, {args.duration:.0f} s x {args.rounds} rounds")

@@ -104,13 +104,17 @@ class PluginManager:
             info.hooks = sorted(h.name for h in self.pm.get_hookcallers(obj) or [])
 
     def register(self, obj: Any, name: str) -> None:
-        """Register an in-process plugin object (tests, embedding)."""
+        """Register an in-process plugin object (tests, embedding); an unknown hook is refused outright."""
         self.pm.register(obj, name=name)
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError:
+            self.pm.unregister(name=name)
+            raise
         self.plugins[name] = PluginInfo(
             name=name, module=getattr(obj, "__name__", type(obj).__name__), version=None, bundled=False,
             hooks=sorted(h.name for h in self.pm.get_hookcallers(obj) or []),
         )
-        self.pm.check_pending()
 
     def unregister(self, name: str) -> None:
         self.pm.unregister(name=name)

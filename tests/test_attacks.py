@@ -8,6 +8,7 @@ One attack also goes over HTTP to show the server keeps serving during and after
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,53 @@ async def run(input_dict, tools):
         assert out.result[path] in ("FileNotFoundError", "PermissionError"), (path, out.result[path])
     assert "work" not in out.result["/"] and "home" not in out.result["/"]
     await still_serving(kernel)
+
+
+@pytest.mark.parametrize("confining", CONFINING or ["none"])
+async def test_runs_in_flight_cannot_read_each_others_files(sandbox_kernel: Any, confining: str) -> None:
+    if confining == "none":
+        pytest.skip("no file-system confining tier (bwrap, landlock) is available on this machine")
+    kernel = sandbox_kernel(GOFANNON_SANDBOX_TIER=confining, GOFANNON_SANDBOX_POOL_SIZE="2")
+    release = asyncio.Event()
+    where: dict[str, str] = {}
+
+    class Holder(MemoryBroker):
+        async def handle(self, op: str, args: dict[str, Any]) -> Any:
+            if op == "agents.call":
+                where["path"] = args["input_dict"]["path"]
+                await release.wait()
+                return None
+            return await super().handle(op, args)
+
+    victim_code = '''
+import os
+async def run(input_dict, tools):
+    with open("secret.txt", "w") as fh:
+        fh.write("alice's data")
+    await gofannon_client.call(agent_name="wait", input_dict={"path": os.path.abspath("secret.txt")})
+    return "done"
+'''
+    victim = asyncio.ensure_future(run(kernel, victim_code, Holder()))
+    while "path" not in where:
+        await asyncio.sleep(0.01)
+    thief_code = f'''
+import os
+async def run(input_dict, tools):
+    got = {{}}
+    for name, attempt in (("file", lambda: open({where["path"]!r}).read()),
+                          ("dir", lambda: os.listdir({os.path.dirname(where["path"])!r}))):
+        try:
+            got[name] = attempt()
+        except OSError as exc:
+            got[name] = type(exc).__name__
+    return got
+'''
+    thief = await run(kernel, thief_code)
+    release.set()
+    assert (await victim).result == "done"
+    assert thief.error is None, thief.error
+    assert thief.result["file"] in ("FileNotFoundError", "PermissionError")
+    assert thief.result["dir"] in ("FileNotFoundError", "PermissionError")
 
 
 async def test_the_agent_cannot_open_network_connections(sandbox_kernel: Any, tier: str) -> None:

@@ -116,3 +116,32 @@ async def test_the_sweeper_deletes_expired_sessions_and_abandoned_login_states(m
         assert await kernel.store.list("auth_login_states") == []
     finally:
         await kernel.close()
+
+
+async def test_stale_memberships_are_refreshed_in_the_background(serve: Any, tmp_path: Any) -> None:
+    import asyncio
+
+    import yaml
+
+    from gofannon.services.auth_config import DEV_CONFIG
+    from gofannon.web.keys import KERNEL
+
+    path = tmp_path / "auth.yaml"
+    path.write_text(yaml.safe_dump({"auth": {**DEV_CONFIG, "workspace_refresh_minutes": 1}}))
+    client = await serve(AUTH_CONFIG_PATH=str(path))
+    await client.login("alice")
+    sid = next(c.value for c in client.session.cookie_jar if c.key == "gofannon_sid")
+    store = client.server.app[KERNEL].store
+    doc = await store.get("user_sessions", sid)
+    doc["workspaces"] = doc["workspaces"][:1]  # as if the project membership were granted after login
+    doc["lastRefreshAt"] = "2000-01-01T00:00:00"
+    await store.put("user_sessions", sid, doc)
+    ids: list[str] = []
+    for _ in range(50):
+        async with client.get("/auth/me") as r:
+            ids = [w["workspaceId"] for w in (await r.json())["workspaces"]]
+        if "project:demo" in ids:
+            break
+        await asyncio.sleep(0.02)
+    assert ids == ["personal:dev_stub:alice", "project:demo"]
+    assert (await store.get("user_sessions", sid))["lastRefreshAt"] != "2000-01-01T00:00:00"

@@ -128,3 +128,38 @@ async def test_a_job_raising_timeout_error_itself_is_a_failure_not_a_timeout(
         await run_job(kernel, "nope", {}, None)
     with pytest.raises(JobTimeout, match="exceeded 0.1 s"):
         await run_job(kernel, "echo", {"sleep": 5}, 0.1)
+
+
+async def test_a_stopping_worker_finishes_its_running_job_and_delivers_the_result(
+        kernel_for: Any, redis_url: str, tmp_path: Any) -> None:
+    import asyncio
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {"APP_ENV": "test", "REDIS_URL": redis_url, "GOFANNON_STORAGE": "memory", "GOFANNON_QUEUE": "stopping",
+           "GOFANNON_DATA_DIR": str(tmp_path / "w"), "GOFANNON_SANDBOX_POOL_SIZE": "1"}
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "gofannon", "worker", "--grace", "20"],
+                                env={**os.environ, **env}, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while "ready on queue" not in log_path.read_text():
+                assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+                await asyncio.sleep(0.05)
+            kernel = await kernel_for(**env)
+            job_id = await kernel.queue.submit("echo", {"sleep": 1.5, "n": 7}, timeout=30, keep_result=True)
+            for _ in range(200):  # until the worker has taken the job off the queue
+                if await asyncio.to_thread(lambda: __import__("redis").Redis.from_url(redis_url).llen("rq:queue:stopping")) == 0:
+                    break
+                await asyncio.sleep(0.02)
+            proc.send_signal(signal.SIGTERM)
+            assert (await kernel.queue.result(job_id, wait=30))["echo"] == {"sleep": 1.5, "n": 7}
+            assert await asyncio.to_thread(proc.wait, 30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -99,3 +99,22 @@ async def test_plugin_routes_appear_in_the_document(make_settings: Any) -> None:
         assert op["parameters"] == [{"name": "who", "in": "path", "required": True, "schema": {"type": "string"}}]
     finally:
         await server.close()
+
+
+async def test_the_docs_page_renders_the_operations_in_a_real_browser(client: Any, tmp_path: Any) -> None:
+    """Headless Chromium loads /docs from the server (no network beyond it) and lists the routes."""
+    import asyncio
+    import shutil
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    assert exe, "chromium is needed (the test command installs it)"
+    proc = await asyncio.create_subprocess_exec(
+        exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=10000", "--dump-dom", client.url("/docs"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    dom, _ = await asyncio.wait_for(proc.communicate(), 120)
+    html = dom.decode()
+    assert '<span class="p">/health</span>' in html
+    assert "Readiness probe" in html
+    assert '<div id="ops">Could not load' not in html

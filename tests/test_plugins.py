@@ -147,6 +147,7 @@ def test_an_implementation_of_an_unknown_hook_is_rejected() -> None:
     pm = PluginManager()
     with pytest.raises(pluggy.PluginValidationError, match="register_provider"):
         pm.register(Misspelled(), name="misspelled")
+    assert "misspelled" not in pm.plugins and pm.pm.get_plugin("misspelled") is None
 
 
 def test_an_installed_plugin_with_an_unknown_hook_is_recorded_not_loaded(

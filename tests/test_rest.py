@@ -216,3 +216,18 @@ async def test_scripts_call_rest_with_a_personal_api_token(two_users: tuple[Clie
         async with plain.post(alice.url("/rest/scripted"), json={"n": 41},
                               headers={"Authorization": f"Bearer {token}"}) as r:
             assert r.status == 200 and await r.json() == 42
+
+
+async def test_concurrent_callers_all_get_their_own_answer(two_users: tuple[Client, Client]) -> None:
+    import asyncio
+
+    alice, bob = two_users
+    await deploy(alice, friendlyName="echo_n", code="async def run(input_dict, tools):\n    return input_dict['n']\n")
+
+    async def call(client: Client, n: int) -> Any:
+        async with client.post("/rest/echo_n", json={"n": n}) as r:
+            assert r.status == 200
+            return await r.json()
+
+    answers = await asyncio.gather(*[call(alice if n % 2 else bob, n) for n in range(20)])
+    assert answers == list(range(20))

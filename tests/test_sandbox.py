@@ -358,3 +358,20 @@ async def test_the_rlimit_tier_runs_agents_too(sandbox_kernel: Any) -> None:
     kernel = sandbox_kernel(GOFANNON_SANDBOX_TIER="rlimit")
     out = await run(kernel, "import os\nasync def run(input_dict, tools):\n    return os.getcwd()\n")
     assert out.error is None and os.path.basename(out.result).startswith("gofannon-sandbox-")
+
+
+async def test_children_started_without_the_zygote_work_the_same(sandbox_kernel: Any) -> None:
+    """The fallback path (a fresh interpreter per child) stays correct."""
+    from gofannon.sandbox.pool import SandboxPool
+
+    kernel = Kernel(sandbox_kernel().settings)
+    kernel.sandbox_tier = choose_tier("auto")  # type: ignore[attr-defined]
+    pool = kernel.component("sandbox.pool", lambda: SandboxPool(kernel.settings, kernel.sandbox_tier, mode="spawn"))
+    try:
+        assert pool.mode == "spawn"
+        out = await run(kernel, "import os\nasync def run(input_dict, tools):\n    print('hi')\n    return os.getcwd()\n")
+        assert out.error is None and out.trace[1]["message"] == "hi"
+        fork = await run(kernel, "import os\nasync def run(input_dict, tools):\n    os.fork()\n")
+        assert fork.limit == "processes"
+    finally:
+        await kernel.close()

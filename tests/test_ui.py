@@ -159,5 +159,5 @@ async def test_a_saved_demo_app_opens_as_its_own_page_while_demo_pages_reload_th
         demo_id = (await r.json())["_id"]
     status, body, _ = await get(ui_client, f"/demos/{demo_id}", BROWSER)
     assert (status, body) == (200, INDEX)
-    status, body, headers = await get(ui_client, f"/demos/{demo_id}/app", {**BROWSER, "Sec-Fetch-Mode": "navigate"})
+    status, body, _ = await get(ui_client, f"/demos/{demo_id}/app", {**BROWSER, "Sec-Fetch-Mode": "navigate"})
     assert status == 200 and "demo-marker" in body and body != INDEX

@@ -23,6 +23,8 @@ PERFORM = "gofannon.jobs.worker.perform"
 RQ_TIMEOUT_MARGIN = 30
 #: How long an uncollected result waits in Redis.
 RESULT_TTL_S = 3600
+#: Longest single BLPOP while waiting for a result (below redis-py's socket timeout).
+BLPOP_SLICE_S = 2.0
 
 
 def result_key(prefix: str, job_id: str) -> str:
@@ -92,10 +94,18 @@ class RQJobQueue:
     async def result(self, job_id: str, *, wait: float) -> Any:
         if self._async is None:
             raise RuntimeError("the job queue is not started")
-        got = await self._async.blpop([result_key(self.settings.redis_prefix, job_id)], timeout=max(wait, 0.01))
-        if got is None:
-            raise JobTimeout(f"no result for job {job_id} within {wait} s")
-        return decode_reply(job_id, got[1])
+        key = result_key(self.settings.redis_prefix, job_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            # BLPOP in slices shorter than the client's socket timeout (redis-py's default is 5 s): a long
+            # wait stays one cheap command every few seconds, and the result still arrives the moment it exists.
+            left = deadline - loop.time()
+            if left <= 0:
+                raise JobTimeout(f"no result for job {job_id} within {wait:g} s")
+            got = await self._async.blpop([key], timeout=max(0.01, min(left, BLPOP_SLICE_S)))
+            if got is not None:
+                return decode_reply(job_id, got[1])
 
     async def call(self, job: str, payload: dict[str, Any], *, timeout: float) -> Any:
         job_id = await self.submit(job, payload, timeout=timeout, keep_result=True)

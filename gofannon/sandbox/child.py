@@ -191,25 +191,38 @@ def _seccomp_program(machine: str, my_pid: int) -> list[tuple[int, int, int, int
     return prog
 
 
+_KIT: dict = {}
+
+
+def _ctypes_kit() -> dict:
+    """libc and the seccomp structures, built once (warm-up) rather than in every run's critical path."""
+    if not _KIT:
+        import ctypes
+
+        class SockFilter(ctypes.Structure):
+            _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte),
+                        ("k", ctypes.c_uint)]
+
+        class SockFprog(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        libc.syscall.restype = ctypes.c_long
+        _KIT.update(ctypes=ctypes, libc=libc, SockFilter=SockFilter, SockFprog=SockFprog)
+    return _KIT
+
+
 def install_seccomp() -> None:
     """Install the filter through prctl (no_new_privs first, so it works without CAP_SYS_ADMIN)."""
-    import ctypes
-
+    kit = _ctypes_kit()
+    ctypes, libc, SockFilter, SockFprog = kit["ctypes"], kit["libc"], kit["SockFilter"], kit["SockFprog"]
     machine = os.uname().machine
     if machine not in _ARCHES:
         raise OSError(f"seccomp filter not available for {machine}")
     prog = _seccomp_program(machine, os.getpid())
-
-    class SockFilter(ctypes.Structure):
-        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
-
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
-
     filters = (SockFilter * len(prog))(*[SockFilter(*ins) for ins in prog])
     fprog = SockFprog(len(prog), filters)
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2
     if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
@@ -229,10 +242,8 @@ def apply_landlock(rules: dict) -> None:
     Also, where the kernel's Landlock ABI offers it: no TCP bind/connect (v4) and no signals or abstract unix
     sockets beyond this process's domain (v6).
     """
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
+    kit = _ctypes_kit()
+    ctypes, libc = kit["ctypes"], kit["libc"]
     create, add_rule, restrict = 444, 445, 446
     abi = libc.syscall(create, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
     if abi < 1:
@@ -272,7 +283,6 @@ def apply_landlock(rules: dict) -> None:
                         raise OSError(ctypes.get_errno(), f"landlock_add_rule({path}) failed")
                 finally:
                     os.close(fd)
-        libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
         if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
         if libc.syscall(restrict, ruleset, 0) != 0:
@@ -913,7 +923,29 @@ def warm_up() -> None:
     import re  # noqa: F401
     import urllib.parse  # noqa: F401
 
-    asyncio.new_event_loop().close()
+    async def noop() -> None:
+        return None
+
+    asyncio.run(noop())  # first-call costs of the event loop machinery are paid here, not by the run
+    _ctypes_kit()
+
+
+def _rehearse(cfg: dict) -> None:
+    """A dry run of a run's machinery before announcing readiness.
+
+    A forked child shares the zygote's pages until it writes them (reference counts count as writes); touching
+    what a run touches now moves those copy-on-write faults out of the run's critical path.
+    """
+    rt = Runtime(Writer(-1), -1, -1, {"capture_trace": False})
+    api = build_api(rt)
+
+    async def rehearsal() -> None:
+        ns = {"__name__": "__agent__", "__builtins__": builtins, **api}
+        exec(compile("async def run(input_dict, tools):\n    return {'k': [1, 'x']}\n", "<agent>", "exec"), ns)
+        json.dumps(await ns["run"](input_dict={}, tools={}))
+
+    asyncio.run(rehearsal())
+    json.loads(json.dumps({"code": "x", "input_dict": {"a": [1, 2.5, None, True]}}))
 
 
 def serve_one(cfg: dict) -> None:
@@ -931,6 +963,7 @@ def serve_one(cfg: dict) -> None:
     if cfg.get("seccomp", True):
         install_seccomp()
     guard_process_creation()
+    _rehearse(cfg)
     out.send({"t": "ready", "pid": os.getpid()})
     try:
         req = read_frame(0)
@@ -974,11 +1007,8 @@ def serve_one(cfg: dict) -> None:
 
 def _zygote_child(cfg: dict, fds: list[int], zygote_pid: int) -> None:
     """In the forked child: own fds at fixed numbers, nothing of the zygote's, die with the zygote."""
-    import ctypes
-
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        libc = _ctypes_kit()["libc"]
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
         libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: siblings cannot read this process's memory or environ
         if os.getppid() != zygote_pid:
@@ -1028,6 +1058,10 @@ def zygote(cfg: dict) -> None:
                 shutil.rmtree(workdir, ignore_errors=True)
             ctl.send(json.dumps({"exit": pid, "status": os.waitstatus_to_exitcode(status)}).encode())
 
+    import gc
+
+    gc.collect()
+    gc.freeze()  # the template's objects stay out of the children's collections (and their pages unshared)
     ctl.send(json.dumps({"ready": os.getpid()}).encode())
     while True:
         readable, _, _ = select.select([ctl, wake_r], [], [], 1.0)

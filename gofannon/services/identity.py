@@ -24,8 +24,11 @@ async def authenticate(kernel: "Kernel", request: "web.Request", *, required: bo
 
     sid = request.cookies.get(SESSION_COOKIE)
     if sid:
-        ident = await sessions.lookup(kernel, sid)
-        if ident is not None:
+        doc = await sessions.load(kernel, sid)
+        if doc is not None:
+            ident = sessions.identity_from(doc, sid)
+            if sessions.refresh_due(kernel, doc):
+                sessions.refresh_in_background(kernel, ident)
             return ident
         if required:
             raise Unauthorized("Session expired or invalid", reason="session_expired")

@@ -297,6 +297,11 @@ async def run_job(kernel: "Kernel", ident: "Identity", spec: dict[str, Any], *, 
             runs.stopping.discard(run_id)
     if run_id:
         await _finish(kernel, run_id, record, ch, outcome)
+    if outcome["outcome"] != "success":
+        kernel.record("agent_run_failed", str(outcome.get("error") or ""), level="WARNING", user_id=ident.uid,
+                      metadata={"runId": run_id, "agentId": spec.get("agentId"), "outcome": outcome["outcome"],
+                                "agentName": spec.get("friendlyName") or DEFAULT_AGENT_NAME,
+                                "limit": outcome.get("limit")})
     return outcome
 
 

@@ -144,3 +144,60 @@ async def _sweep_forever(kernel: "Kernel") -> None:
 async def start(kernel: "Kernel") -> None:
     if kernel.role == "api":
         kernel.spawn(_sweep_forever(kernel), name="session-sweeper")
+
+
+async def refresh(kernel: "Kernel", ident: Identity) -> dict[str, Any]:
+    """Re-read the session's memberships from its backend and the site-admin flag from the auth config.
+
+    A backend that cannot tell (None) keeps the current memberships. Returns what changed, in the shape of
+    ``POST /auth/refresh-workspaces``.
+    """
+    from gofannon.services.auth_config import auth_state
+
+    assert ident.session_id is not None
+    state = auth_state(kernel)
+    backend = state.backends.get(ident.provider_type)
+    old = {w.get("workspaceId"): w.get("role") for w in ident.workspaces}
+    fresh = await backend.refresh(kernel, ident) if backend is not None else None
+    if fresh is None:
+        workspaces = ident.workspaces
+    else:
+        workspaces = [ident.workspaces[0], *fresh] if ident.workspaces else fresh
+    new = {w.get("workspaceId"): w.get("role") for w in workspaces}
+    is_admin = state.is_site_admin(ident.uid)
+    await save_workspaces(kernel, ident.session_id, workspaces, is_admin)
+    return {
+        "added": sorted(k for k in new if k not in old),
+        "removed": sorted(k for k in old if k not in new),
+        "roleChanges": sorted(k for k in new if k in old and new[k] != old[k]),
+        "siteAdminChanged": is_admin != ident.is_site_admin,
+    }
+
+
+def refresh_due(kernel: "Kernel", doc: dict[str, Any]) -> bool:
+    from gofannon.services.auth_config import auth_state
+
+    minutes = auth_state(kernel).config.workspace_refresh_minutes
+    if minutes <= 0:
+        return False
+    return expired(doc.get("lastRefreshAt"), naive_utc_now(), older_than=timedelta(minutes=minutes))
+
+
+def refresh_in_background(kernel: "Kernel", ident: Identity) -> None:
+    """Start one background refresh of a session whose memberships are older than
+    ``workspace_refresh_minutes``; the request that noticed it does not wait."""
+    busy: set[str] = kernel.component("sessions_refreshing", set)
+    sid = ident.session_id
+    if sid is None or sid in busy:
+        return
+    busy.add(sid)
+
+    async def run() -> None:
+        try:
+            await refresh(kernel, ident)
+        except Exception:  # noqa: BLE001 - the next request tries again
+            log.warning("background workspace refresh of a %s session failed", ident.provider_type, exc_info=True)
+        finally:
+            busy.discard(sid)
+
+    kernel.spawn(run(), name="session-refresh")

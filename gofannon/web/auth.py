@@ -200,20 +200,4 @@ async def refresh_workspaces(request: web.Request) -> web.Response:
     ident = optional_identity(request)
     if ident is None or ident.session_id is None:
         raise Unauthorized("Not authenticated")
-    state = auth_state(kernel)
-    backend = state.backends.get(ident.provider_type)
-    old = {w.get("workspaceId"): w.get("role") for w in ident.workspaces}
-    fresh = await backend.refresh(kernel, ident) if backend is not None else None
-    if fresh is None:
-        workspaces = ident.workspaces
-    else:
-        workspaces = [ident.workspaces[0], *fresh] if ident.workspaces else fresh
-    new = {w.get("workspaceId"): w.get("role") for w in workspaces}
-    is_admin = state.is_site_admin(ident.uid)
-    await sessions.save_workspaces(kernel, ident.session_id, workspaces, is_admin)
-    return json_response({
-        "added": sorted(k for k in new if k not in old),
-        "removed": sorted(k for k in old if k not in new),
-        "roleChanges": sorted(k for k in new if k in old and new[k] != old[k]),
-        "siteAdminChanged": is_admin != ident.is_site_admin,
-    })
+    return json_response(await sessions.refresh(kernel, ident))

@@ -149,7 +149,7 @@ class RedisStore(StoreHelpers):
         for doc_id in ids:
             pipe.hmget(self._doc_key(collection, doc_id), "rev", "body")
         rows = await pipe.execute()
-        return {i: _load(i, rev, body) for i, (rev, body) in zip(ids, rows) if rev is not None and body is not None}
+        return {i: _load(i, rev, body) for i, (rev, body) in zip(ids, rows, strict=True) if rev is not None and body is not None}
 
     async def put(self, collection: str, doc_id: str, doc: Mapping[str, Any], *, rev: Any = ANY) -> str:
         keys, args = self._put_args(collection, doc_id, doc, rev)
