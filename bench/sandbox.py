@@ -25,10 +25,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gofannon.kernel import Kernel  # noqa: E402
-from gofannon.sandbox import SandboxRequest, run_code  # noqa: E402
-from gofannon.sandbox.pool import get_pool  # noqa: E402
-from gofannon.settings import Settings  # noqa: E402
+from gofannon.kernel import Kernel
+from gofannon.sandbox import SandboxRequest, run_code
+from gofannon.sandbox.pool import get_pool
+from gofannon.settings import Settings
 
 CODE = "async def run(input_dict, tools):\n    return {'outputText': input_dict['text'].upper()}\n"
 

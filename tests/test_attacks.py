@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_sandbox import MemoryBroker, run, sandbox_kernel
 
 from gofannon.sandbox.pool import TIERS as ALL_TIERS
 from gofannon.sandbox.pool import choose_tier, tier_problem
-from test_sandbox import MemoryBroker, run, sandbox_kernel  # noqa: F401 - fixture
 
 STRONGEST = choose_tier("auto")
 TIERS = [t for t in ALL_TIERS if tier_problem(t) is None]  # every tier this machine offers

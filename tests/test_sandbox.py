@@ -10,7 +10,8 @@ import asyncio
 import base64
 import json
 import os
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -375,3 +376,19 @@ async def test_children_started_without_the_zygote_work_the_same(sandbox_kernel:
         assert fork.limit == "processes"
     finally:
         await kernel.close()
+
+
+async def test_a_run_without_a_sandbox_process_fails_cleanly(sandbox_kernel: Any) -> None:
+    kernel = sandbox_kernel()
+    get_pool(kernel).close()  # e.g. shutting down
+    out = await run(kernel, "async def run(input_dict, tools):\n    return 1\n")
+    assert out.result is None
+    assert out.error == "SandboxError: no sandbox process could be started for this run (the sandbox pool is closed)"
+
+
+async def test_disable_user_trace_drops_prints_and_logs_but_keeps_the_rest(sandbox_kernel: Any) -> None:
+    kernel = sandbox_kernel(GOFANNON_DISABLE_USER_TRACE="1")
+    code = "import logging\nasync def run(input_dict, tools):\n    print('hi')\n" \
+           "    logging.getLogger('x').warning('w')\n    return 1\n"
+    out = await run(kernel, code)
+    assert out.result == 1 and [e["type"] for e in out.trace] == ["agent_start", "agent_end"]

@@ -60,7 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from gofannon.kernel import Kernel
     from gofannon.sandbox.pool import Child
 
-__all__ = ["Broker", "SandboxOutcome", "SandboxRequest", "run_code", "MAX_EVENTS", "MAX_MESSAGE"]
+__all__ = ["MAX_EVENTS", "MAX_MESSAGE", "Broker", "SandboxOutcome", "SandboxRequest", "run_code"]
 
 MAX_EVENTS = 2000
 MAX_MESSAGE = 4096
@@ -69,6 +69,10 @@ MAX_CONCURRENT_OPS = 32  # ops of one run the host works on at once; more wait t
 _HEADER = struct.Struct(">I")
 _EXIT_OUTPUT, _EXIT_CPU = 3, 5
 _USE_SETTING = -1.0
+
+
+class SandboxUnavailable(Exception):
+    """The pool could not provide a child (start-up failure, pool closed): the run fails, the server does not."""
 
 
 @dataclass
@@ -153,7 +157,7 @@ class _Trace:
                 return
             try:
                 await self.broker.on_event(event)
-            except Exception:  # noqa: BLE001 - a failing listener must not fail the run
+            except Exception:
                 pass
 
     async def close(self) -> None:
@@ -161,7 +165,7 @@ class _Trace:
             self._queue.put_nowait(None)
             try:
                 await asyncio.wait_for(asyncio.shield(self._pump), 5)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 self._pump.cancel()
 
 
@@ -270,9 +274,10 @@ class _Session:
         if not tr.is_closing():
             tr.write(_frame(obj))
 
-    def start(self) -> None:
+    def start(self, user_trace: bool = True) -> None:
         req = self.req
         self.send(self.child.to_child, {
+            "user_trace": user_trace,
             "code": req.code, "input_dict": req.input_dict, "tools": req.tools or {},
             "env_vars": {str(k): str(v) for k, v in (req.env_vars or {}).items()},
             "agent_name": req.agent_name or "sandbox_agent", "agent_id": req.agent_id, "depth": req.depth,
@@ -310,7 +315,7 @@ class _Session:
             _frame(reply)  # fail here, as the op, when the broker's answer is not JSON
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the agent
+        except BaseException as exc:
             reply = _error_reply(exc)
         reply.update(t="reply", id=frame.get("id"))
         self.send(reply_fd, reply)
@@ -326,8 +331,8 @@ class _Session:
     async def _child_gone(self) -> None:
         """The channel closed without a ``done`` frame: explain from the exit status."""
         try:
-            code = await asyncio.wait_for(self.loop.run_in_executor(None, self.child.proc.wait), 5)
-        except asyncio.TimeoutError:
+            code = await self.loop.run_in_executor(None, self.child.proc.wait, 5)
+        except Exception:
             code = None
         if not self.done.done():
             self.done.set_result({"t": "lost", "reason": None, "returncode": code})
@@ -381,6 +386,12 @@ def _explain_exit(code: int | None, limits: dict[str, Any], tail: str) -> tuple[
     return "crash", f"SandboxError: the agent's process exited unexpectedly (exit status {code})"
 
 
+def _user_trace_disabled(kernel: "Kernel") -> bool:
+    """The reference's ``GOFANNON_DISABLE_USER_TRACE=1``: no stdout/log events (the rest of the trace stays)."""
+    raw = kernel.settings.env("GOFANNON_DISABLE_USER_TRACE") or ""
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
 async def run_code(kernel: "Kernel", req: SandboxRequest, broker: Broker) -> SandboxOutcome:
     """Run ``req.code`` in a fresh sandbox child and return what happened (never raises for agent failures)."""
     from gofannon.sandbox.pool import get_pool
@@ -403,6 +414,8 @@ async def run_code(kernel: "Kernel", req: SandboxRequest, broker: Broker) -> San
             pending = pool.acquire()
             try:
                 child = await asyncio.wrap_future(pending)
+            except (RuntimeError, OSError) as exc:
+                raise SandboxUnavailable(f"no sandbox process could be started for this run ({exc})") from exc
             except BaseException:
                 # stopped while waiting: a child handed over at that very moment must not be leaked
                 pending.add_done_callback(
@@ -410,9 +423,12 @@ async def run_code(kernel: "Kernel", req: SandboxRequest, broker: Broker) -> San
                 raise
             session = _Session(child, req, broker, trace, pool.limits)
             await session.open()
-            session.start()
+            session.start(user_trace=not _user_trace_disabled(kernel))
             frame = await session.done
         result, error, limit, details = session.outcome_of(frame)
+    except SandboxUnavailable as exc:
+        error = f"SandboxError: {exc}"
+        details = {"exception_type": "SandboxError", "message": error, "traceback": None}
     except TimeoutError:
         limit = "timeout"
         error = f"Sandbox limit exceeded: timeout (the run took longer than {timeout:g} s)"

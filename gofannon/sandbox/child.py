@@ -1,10 +1,12 @@
 """The sandbox child: runs ONE agent's code, then exits. Started by the host (``gofannon.sandbox.pool``).
 
-Standard library only, and imported as a script (``python -I -S child.py``): it must start fast and must not
-see the project, its settings or its secrets. Lifecycle:
+Standard library only, and run as a script (``python -I -S child.py``): it must start fast and must not
+see the project, its settings or its secrets. Run as a zygote (``{"zygote": true}``) it imports everything
+once and forks the children on the host's request (see ``zygote``); otherwise it is the child itself.
+Lifecycle of a child:
 
-1. start-up (while warm in the pool): import what a run needs, apply rlimits, install the seccomp filter that
-   forbids process creation, then send ``{"t": "ready"}``;
+1. start-up (while warm in the pool): import what a run needs, apply rlimits (and Landlock), install the
+   seccomp filter that forbids process creation, rehearse a run, then send ``{"t": "ready"}``;
 2. read one request frame from stdin, install the agent API (``call_llm``, ``data_store``, ...), exec the code
    in one namespace and ``await run(input_dict=..., tools=...)``;
 3. send ``{"t": "done", ...}`` and ``os._exit``.
@@ -338,7 +340,7 @@ def _remote_exception(etype: str, message: str) -> BaseException:
     if isinstance(cls, type) and issubclass(cls, Exception):
         try:
             return cls(message)
-        except Exception:  # noqa: BLE001 - exotic constructor
+        except Exception:
             pass
     return type(etype, (Exception,), {"__module__": "gofannon"})(message)
 
@@ -353,6 +355,7 @@ class Runtime:
         self.sync_lock = threading.Lock()
         self.req = req
         self.capture = bool(req.get("capture_trace", True))
+        self.user_trace = bool(req.get("user_trace", True))  # stdout/log events (GOFANNON_DISABLE_USER_TRACE)
         self.agent_name = req.get("agent_name") or "sandbox_agent"
         self.inner_depth = int(req.get("depth") or 0) + 1
         self.events_sent = 0
@@ -379,7 +382,8 @@ class Runtime:
                            "error": f"Sandbox limit exceeded: output (the run printed more than "
                                     f"{MAX_OUTPUT_BYTES // (1024 * 1024)} MB)"})
             os._exit(EXIT_OUTPUT)
-        self.event("stdout", "stdout", message=text[:MAX_MESSAGE])
+        if self.user_trace:
+            self.event("stdout", "stdout", message=text[:MAX_MESSAGE])
 
     # -- async ops (multiplexed by id over the main channel) ---------------------------------------------------
     async def call(self, op: str, args: dict) -> object:
@@ -472,12 +476,13 @@ class _LogToTrace(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             msg = record.getMessage()
-        except Exception:  # noqa: BLE001
+        except Exception:
             msg = str(record.msg)
         self.rt.output_bytes += len(msg)
         if self.rt.output_bytes > MAX_OUTPUT_BYTES:
             self.rt.output("")  # ends the run with the output limit
-        self.rt.event("log", "log", level=record.levelname, logger=record.name, message=msg[:MAX_MESSAGE])
+        if self.rt.user_trace:
+            self.rt.event("log", "log", level=record.levelname, logger=record.name, message=msg[:MAX_MESSAGE])
 
 
 def build_api(rt: Runtime) -> dict:
@@ -894,13 +899,13 @@ async def _main(rt: Runtime, req: dict, limits: dict) -> dict:
         if run is None or not asyncio.iscoroutinefunction(run):
             raise ValueError("Code did not define an 'async def run(input_dict, tools)' function.")
         result = await run(input_dict=req.get("input_dict"), tools=req.get("tools") or {})
-    except BaseException as exc:  # noqa: BLE001 - the agent's failure (even SystemExit) is the run's answer
+    except BaseException as exc:
         return _failure(rt, exc, limits)
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
     return {"t": "done", "result": result, "error": None, "limit": None}
 
@@ -920,8 +925,8 @@ def _failure(rt: Runtime, exc: BaseException, limits: dict) -> dict:
 
 def warm_up() -> None:
     """Import everything a run needs (done once: in the pool's waiting child, or in the zygote)."""
-    import re  # noqa: F401
-    import urllib.parse  # noqa: F401
+    import re
+    import urllib.parse
 
     async def noop() -> None:
         return None
@@ -979,7 +984,7 @@ def serve_one(cfg: dict) -> None:
     root.setLevel(logging.INFO)
     try:
         done = asyncio.run(_main(rt, req, limits))
-    except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit raised outside run
+    except BaseException as exc:
         done = _failure(rt, exc, limits)
     try:
         frame = json.dumps(done, separators=(",", ":"), allow_nan=False).encode()

@@ -1,8 +1,10 @@
 """The warm pool of sandbox children and the confinement tiers.
 
-A child is a fresh Python interpreter running ``child.py``; starting one costs tens of milliseconds, so the
-pool keeps ``GOFANNON_SANDBOX_POOL_SIZE`` of them started and waiting for their one request. Children are
-single-use: after a run the host kills the child and the pool starts a replacement in the background.
+A child runs ``child.py``. Starting an interpreter costs tens of milliseconds, so children are forked by a
+*zygote* (one pre-imported ``child.py`` per pool, inside the tier's confinement; it never runs agent code), or,
+as a fallback, started as fresh interpreters. The pool keeps ``GOFANNON_SANDBOX_POOL_SIZE`` of them ready and
+waiting for their one request. Children are single-use: after a run the host kills the child and the pool
+starts a replacement in the background.
 
 All process creation happens in ONE long-lived spawner thread. That matters: bubblewrap's
 ``--die-with-parent`` is tied to the thread that forked it, so children started from short-lived executor
@@ -19,16 +21,16 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import ctypes
+import json
 import logging
 import os
+import select
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import json
-import select
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -330,14 +332,19 @@ class SandboxPool:
     def acquire(self) -> concurrent.futures.Future[Child]:
         """A child for one run: a warm one if any, else the next one to finish starting."""
         fut: concurrent.futures.Future[Child] = concurrent.futures.Future()
+        dead: list[Child] = []
         with self._lock:
             if self._closed:
                 fut.set_exception(RuntimeError("the sandbox pool is closed"))
                 return fut
+            while self._ready and self._ready[0].proc.poll() is not None:
+                dead.append(self._ready.popleft())  # e.g. its zygote died: never hand out a corpse
             if self._ready:
                 fut.set_result(self._ready.popleft())
             else:
                 self._waiting.append(fut)
+        for child in dead:
+            self.discard(child)
         self._wake()
         return fut
 
@@ -395,7 +402,7 @@ class SandboxPool:
             for _ in range(wanted):
                 try:
                     child = self.spawn()
-                except Exception as exc:  # noqa: BLE001 - report to a waiting run, keep the loop alive
+                except Exception as exc:
                     log.exception("starting a sandbox child failed")
                     self._fail_one(exc)
                     time.sleep(0.5)
@@ -475,7 +482,7 @@ class SandboxPool:
         if self.mode == "zygote":
             try:
                 return self._fork_child()
-            except Exception:  # noqa: BLE001 - fall back to starting interpreters
+            except Exception:
                 log.exception("the sandbox zygote failed; starting children directly from now on")
                 self.mode = "spawn"
         return self._spawn_child()
@@ -599,7 +606,7 @@ def get_pool(kernel: "Kernel") -> SandboxPool:
     tier = getattr(kernel, "sandbox_tier", None)
     if tier is None:
         tier = choose_tier(kernel.settings.sandbox_tier)
-        setattr(kernel, "sandbox_tier", tier)  # noqa: B010 - the kernel's /health reads it
+        setattr(kernel, "sandbox_tier", tier)
     return kernel.component(_COMPONENT, lambda: SandboxPool(kernel.settings, tier))
 
 
@@ -608,7 +615,7 @@ async def start(kernel: "Kernel") -> None:
     import asyncio
 
     tier = await asyncio.to_thread(choose_tier, kernel.settings.sandbox_tier)
-    setattr(kernel, "sandbox_tier", tier)  # noqa: B010 - the kernel's /health reads it
+    setattr(kernel, "sandbox_tier", tier)
     log.info("sandbox tier: %s", tier)
     if kernel.role != "cli":
         get_pool(kernel)
