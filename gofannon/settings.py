@@ -93,6 +93,7 @@ class Settings:
     sandbox_cpu_s: int = _setting("GOFANNON_SANDBOX_CPU_S", 60, "CPU-time limit of the child, seconds.", "int")
     sandbox_pool_size: int = _setting("GOFANNON_SANDBOX_POOL_SIZE", 4, "Warm, single-use sandbox children kept ready.", "int")
     sandbox_max_depth: int = _setting("GOFANNON_SANDBOX_MAX_DEPTH", 5, "Deepest chain of agents calling agents.", "int")
+    disable_user_trace: bool = _setting("GOFANNON_DISABLE_USER_TRACE", False, "Leave agents' prints and log records (`stdout`/`log` events) out of run traces.", "bool")
     # -- plugins ------------------------------------------------------------------------------------
     strict_plugins: bool = _setting("GOFANNON_STRICT_PLUGINS", False, "A plugin that fails to load stops start-up instead of being skipped.", "bool")
     load_plugins: list[str] | None = _setting("GOFANNON_LOAD_PLUGINS", None, "Comma-separated allow-list of plugin names to load (unset = all installed).", "list")

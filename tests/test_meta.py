@@ -124,8 +124,6 @@ async def test_a_body_over_the_limit_with_content_length_is_413_and_not_stored(b
     assert stored == []
 
 
-@pytest.mark.xfail(reason="gofannon/web/common.py read_json uses exc.max_size, which aiohttp 3.14's "
-                          "HTTPRequestEntityTooLarge lacks (AttributeError -> 500); reported to the lead", strict=True)
 async def test_a_chunked_body_over_the_limit_is_413_and_not_stored(body_app: Any) -> None:
     async def chunks() -> Any:
         yield b'{"monthlyAllowance": 5, "pad": "'

@@ -387,9 +387,8 @@ def _explain_exit(code: int | None, limits: dict[str, Any], tail: str) -> tuple[
 
 
 def _user_trace_disabled(kernel: "Kernel") -> bool:
-    """The reference's ``GOFANNON_DISABLE_USER_TRACE=1``: no stdout/log events (the rest of the trace stays)."""
-    raw = kernel.settings.env("GOFANNON_DISABLE_USER_TRACE") or ""
-    return raw.strip().lower() in ("1", "true", "yes", "on")
+    """``GOFANNON_DISABLE_USER_TRACE`` (the reference's name): no stdout/log events; the rest of the trace stays."""
+    return bool(getattr(kernel.settings, "disable_user_trace", False))
 
 
 async def run_code(kernel: "Kernel", req: SandboxRequest, broker: Broker) -> SandboxOutcome:

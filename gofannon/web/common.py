@@ -106,8 +106,8 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
     """The request body as JSON; 422 in the wire's shape when it is missing or malformed."""
     try:
         raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise PayloadTooLarge(f"Request body too large (limit {exc.max_size} bytes)") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"Request body too large (limit {request.client_max_size} bytes)") from None
     if not raw.strip():
         if not required:
             return None
