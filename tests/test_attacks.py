@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_sandbox import MemoryBroker, run, sandbox_kernel
+from test_sandbox import MemoryBroker, run, sandbox_kernel  # noqa: F401 - sandbox_kernel is a fixture
 
 from gofannon.sandbox.pool import TIERS as ALL_TIERS
 from gofannon.sandbox.pool import choose_tier, tier_problem
@@ -196,12 +196,15 @@ async def run(input_dict, tools):
 async def test_the_agent_cannot_signal_its_parent_or_lift_its_limits(sandbox_kernel: Any, tier: str) -> None:
     kernel = sandbox_kernel(GOFANNON_SANDBOX_TIER=tier)
     code = '''
-import os, resource, signal
+import os, resource, signal, stat
 async def run(input_dict, tools):
     out = {}
     for name, attempt in (("kill_parent", lambda: os.kill(os.getppid(), signal.SIGKILL)),
                           ("kill_all", lambda: os.kill(-1, signal.SIGKILL)),
-                          ("raise_memory", lambda: resource.setrlimit(resource.RLIMIT_AS, (-1, -1)))):
+                          ("raise_memory", lambda: resource.setrlimit(resource.RLIMIT_AS, (-1, -1))),
+                          ("block_device", lambda: os.mknod("disk", 0o600 | stat.S_IFBLK, os.makedev(8, 0))),
+                          ("chroot", lambda: os.chroot("/")),
+                          ("read_others_files", lambda: open("/proc/1/environ").read())):
         try:
             attempt()
             out[name] = "done"
@@ -210,9 +213,13 @@ async def run(input_dict, tools):
     return out
 '''
     out = await run(kernel, code)
-    assert out.result == {"kill_parent": "[Errno 1] Operation not permitted",
-                          "kill_all": "[Errno 1] Operation not permitted",
-                          "raise_memory": "not allowed to raise maximum limit"}
+    assert out.error is None, out.error
+    result = out.result
+    assert result.pop("kill_parent") == result.pop("kill_all") == "[Errno 1] Operation not permitted"
+    assert result.pop("raise_memory") == "not allowed to raise maximum limit"
+    assert "Operation not permitted" in result.pop("block_device")
+    assert "Operation not permitted" in result.pop("chroot")
+    assert result.pop("read_others_files") != "done"
     await still_serving(kernel)
 
 
@@ -318,3 +325,26 @@ async def test_over_http_an_attacking_agent_fails_cleanly_and_the_server_keeps_s
         assert (await r.json())["result"] == {"fine": 1}
     async with client.get("/health") as r:
         assert r.status == 200
+
+
+async def test_over_http_the_server_keeps_serving_while_an_agent_loops_forever(serve: Any) -> None:
+    client = await serve(GOFANNON_SANDBOX_TIMEOUT_S="3")
+    await client.login("alice")
+    hog_body = {"code": "async def run(input_dict, tools):\n    while True:\n        pass\n", "inputDict": {},
+                "tools": {}}
+
+    async def hog() -> dict[str, Any]:
+        async with client.post("/agents/run-code", json=hog_body) as r:
+            assert r.status == 200, await r.text()
+            return dict(await r.json())
+
+    hogging = asyncio.ensure_future(hog())
+    for n in range(3):
+        async with client.post("/agents/run-code", json={"code": NORMAL, "inputDict": {"n": n}, "tools": {}}) as r:
+            assert r.status == 200
+            assert (await r.json())["result"] == {"fine": n + 1}
+        async with client.get("/health") as r:
+            assert r.status == 200
+    answer = await hogging
+    assert answer["result"] is None
+    assert answer["error"] == "Sandbox limit exceeded: timeout (the run took longer than 3 s)"

@@ -288,6 +288,9 @@ async def run(input_dict, tools):
     second = await run(kernel, code, input_dict={"me": "bob"})
     assert first.result == {"seen": None, "files": ["mark.txt"]}
     assert second.result == {"seen": None, "files": ["mark.txt"]}
+    dice = "import random\nasync def run(input_dict, tools):\n    return [random.random() for _ in range(3)]\n"
+    rolls = [(await run(kernel, dice)).result for _ in range(3)]
+    assert len({tuple(r) for r in rolls}) == 3  # children forked from one template do not share random state
 
 
 async def test_many_runs_at_once_each_get_their_own_answer(sandbox_kernel: Any) -> None:
@@ -392,3 +395,23 @@ async def test_disable_user_trace_drops_prints_and_logs_but_keeps_the_rest(sandb
            "    logging.getLogger('x').warning('w')\n    return 1\n"
     out = await run(kernel, code)
     assert out.result == 1 and [e["type"] for e in out.trace] == ["agent_start", "agent_end"]
+
+
+async def test_runs_can_come_from_other_threads_with_their_own_event_loops(sandbox_kernel: Any) -> None:
+    kernel = sandbox_kernel(GOFANNON_SANDBOX_POOL_SIZE="2")
+    code = "async def run(input_dict, tools):\n    return input_dict['i'] + 100\n"
+
+    def in_thread(i: int) -> Any:
+        return asyncio.run(run(kernel, code, input_dict={"i": i})).result
+
+    results = await asyncio.gather(*(asyncio.to_thread(in_thread, i) for i in range(3)),
+                                   run(kernel, code, input_dict={"i": 9}))
+    assert [r if isinstance(r, int) else r.result for r in results] == [100, 101, 102, 109]
+
+
+async def test_a_sandbox_that_cannot_start_fails_the_run_with_a_reason(sandbox_kernel: Any) -> None:
+    kernel = sandbox_kernel(GOFANNON_SANDBOX_OPEN_FILES="3")  # too few for the child's own pipes
+    out = await run(kernel, "async def run(input_dict, tools):\n    return 1\n", timeout=20)
+    assert out.result is None and out.limit is None
+    assert out.error.startswith("SandboxError: no sandbox process could be started for this run (the sandbox child "
+                                "failed to start: ")

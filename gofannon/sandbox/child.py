@@ -116,13 +116,15 @@ _ARCHES = {
                             "prlimit64": 302, "process_vm_readv": 310, "process_vm_writev": 311,
                             "pidfd_open": 434, "pidfd_send_signal": 424, "unshare": 272, "setns": 308,
                             "mount": 165, "bpf": 321, "userfaultfd": 323, "keyctl": 250, "socket": 41,
-                            "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427}),
+                            "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+                            "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297, "perf_event_open": 298}),
     "aarch64": (0xC00000B7, {"execve": 221, "execveat": 281, "clone": 220, "clone3": 435, "ptrace": 117,
                              "kill": 129, "tkill": 130, "tgkill": 131, "setrlimit": 164, "prlimit64": 261,
                              "process_vm_readv": 270, "process_vm_writev": 271, "pidfd_open": 434,
                              "pidfd_send_signal": 424, "unshare": 97, "setns": 268, "mount": 40, "bpf": 280,
                              "userfaultfd": 282, "keyctl": 219, "socket": 198, "io_uring_setup": 425,
-                             "io_uring_enter": 426, "io_uring_register": 427}),
+                             "io_uring_enter": 426, "io_uring_register": 427, "rt_sigqueueinfo": 138,
+                             "rt_tgsigqueueinfo": 240, "perf_event_open": 241}),
 }
 
 
@@ -152,7 +154,8 @@ def _seccomp_program(machine: str, my_pid: int) -> list[tuple[int, int, int, int
         jump(_BPF_JGE_K, 0x40000000, "eperm", "next")  # x32 ABI
     simple_eperm = ["fork", "vfork", "execve", "execveat", "ptrace", "tkill", "setrlimit", "process_vm_readv",
                     "process_vm_writev", "pidfd_open", "pidfd_send_signal", "unshare", "setns", "mount", "bpf",
-                    "userfaultfd", "keyctl", "socket", "io_uring_setup", "io_uring_enter", "io_uring_register"]
+                    "userfaultfd", "keyctl", "socket", "io_uring_setup", "io_uring_enter", "io_uring_register",
+                    "rt_sigqueueinfo", "rt_tgsigqueueinfo", "perf_event_open"]
     for name in simple_eperm:
         if name in nr:
             jump(_BPF_JEQ_K, nr[name], "eperm", "next")
@@ -213,6 +216,24 @@ def _ctypes_kit() -> dict:
         libc.syscall.restype = ctypes.c_long
         _KIT.update(ctypes=ctypes, libc=libc, SockFilter=SockFilter, SockFprog=SockFprog)
     return _KIT
+
+
+def drop_capabilities() -> None:
+    """Give up every capability (a child of a root service is then a powerless uid 0: no mount, mknod,
+    reboot, module loading, raw I/O, overriding file permissions...). A no-op where there are none (bwrap)."""
+    kit = _ctypes_kit()
+    ctypes, libc = kit["ctypes"], kit["libc"]
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    header = Header(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    data = (Data * 2)()
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
 
 
 def install_seccomp() -> None:
@@ -925,8 +946,8 @@ def _failure(rt: Runtime, exc: BaseException, limits: dict) -> dict:
 
 def warm_up() -> None:
     """Import everything a run needs (done once: in the pool's waiting child, or in the zygote)."""
-    import re
-    import urllib.parse
+    import re  # noqa: F401 - warm-up import
+    import urllib.parse  # noqa: F401 - warm-up import
 
     async def noop() -> None:
         return None
@@ -965,6 +986,7 @@ def serve_one(cfg: dict) -> None:
     apply_rlimits(limits)
     if cfg.get("landlock"):
         apply_landlock(cfg["landlock"])
+    drop_capabilities()
     if cfg.get("seccomp", True):
         install_seccomp()
     guard_process_creation()
@@ -1033,6 +1055,9 @@ def _zygote_child(cfg: dict, fds: list[int], zygote_pid: int) -> None:
             os.mkdir(cfg["workdir"], 0o700)
         cfg.update(out=3, sync_out=4, sync_in=5)
         serve_one(cfg)
+    except BaseException:  # noqa: BLE001 - the host shows this output when the child fails to start
+        traceback.print_exc()
+        sys.stderr.flush()
     finally:
         os._exit(1)
 

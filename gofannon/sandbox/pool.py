@@ -26,6 +26,7 @@ import logging
 import os
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -284,8 +285,8 @@ class Zygote:
         self.sock.close()
         try:
             self.proc.wait(10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            self.proc.kill()
+        except subprocess.TimeoutExpired:  # pragma: no cover - a zygote that ignores its closed socket
+            kill_process_tree(self.proc.pid)
             self.proc.wait(10)
         self.log.close()
 
@@ -434,7 +435,7 @@ class SandboxPool:
                             continue
                         problem = "it sent an unexpected frame"
                     elif not chunk:
-                        problem = self._output_tail(child) or f"exit status {child.proc.wait()}"
+                        problem = self._output_tail(child) or f"exit status {self._status(child)}"
                 elif now > deadline:
                     problem = "it did not start within 30 s"
                 if problem is not None:
@@ -466,6 +467,13 @@ class SandboxPool:
             fut = self._waiting.popleft() if self._waiting else None
         if fut is not None and fut.set_running_or_notify_cancel():
             fut.set_exception(exc)
+
+    @staticmethod
+    def _status(child: Child) -> int | str:
+        try:
+            return int(child.proc.wait(5))
+        except Exception:  # noqa: BLE001
+            return "unknown"
 
     @staticmethod
     def _output_tail(child: Child) -> str:
@@ -591,13 +599,34 @@ class SandboxPool:
     def _finish(child: Child) -> None:
         try:
             if child.proc.poll() is None:
-                child.proc.kill()
+                if isinstance(child.proc, subprocess.Popen):
+                    kill_process_tree(child.proc.pid)
+                else:
+                    child.proc.kill()
             child.proc.wait(10)
         except (OSError, subprocess.TimeoutExpired):  # pragma: no cover - a process that will not die
             log.warning("sandbox child %s did not exit", child.proc.pid)
         child.close_fds()
         if child.tmpdir:
             shutil.rmtree(child.tmpdir, ignore_errors=True)
+
+
+def kill_process_tree(pid: int) -> None:
+    """SIGKILL a process and its children, children first.
+
+    For bubblewrap the child is the sandbox's pid-1 monitor: killed from outside its namespace it takes the
+    whole namespace with it, whereas killing only the outer bwrap can leave that monitor behind.
+    """
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            children = [int(p) for p in fh.read().split()]
+    except (OSError, ValueError):
+        children = []
+    for victim in (*children, pid):
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 # -- kernel service -----------------------------------------------------------------------------------------------
