@@ -51,3 +51,17 @@ async def test_chat_with_an_unknown_agent_fails_with_a_clear_error(serve: Any) -
     assert done["error"] == "Could not find a deployed agent with name 'ghost'"
     done = await chat(client, "ghost", [{"role": "system", "content": "hi"}])
     assert done["error"] == "No user message found to run the agent with."
+
+
+async def test_with_redis_a_worker_process_runs_the_deployed_agent_of_a_chat(serve: Any, rq_worker: Any) -> None:
+    env = rq_worker()
+    client = await serve(**env)
+    await client.login("alice")
+    agent = {"name": "shout", "description": "Shouts back", "code": CODE, "friendlyName": "shouter_rq"}
+    async with client.post("/agents", json=agent) as r:
+        agent_id = (await r.json())["_id"]
+    async with client.post(f"/agents/{agent_id}/deploy") as r:
+        assert r.status == 201, await r.text()
+    done = await chat(client, "shouter_rq", [{"role": "user", "content": "hey"}])
+    assert done["status"] == "completed", done
+    assert done["result"]["content"] == "HEY!"
