@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
-from gofannon_plugins.tools.openapi import parser
 from yarl import URL
 
 from gofannon import net
@@ -50,6 +49,8 @@ class OpenApiConnector:
             more = f": {snippet}" if snippet else ""
             raise UpstreamError(f"Fetching the spec failed: {text} answered HTTP {resp.status}{more}")
         content = resp.text()
+        from gofannon_plugins.tools.openapi import parser  # lazy: YAML and the parser only when used
+
         try:
             parser.parse_spec(content)
         except parser.SpecError as exc:
@@ -58,10 +59,14 @@ class OpenApiConnector:
 
     def operations(self, content: str) -> list[dict[str, Any]]:
         """The spec's operations as dicts (``operationId, method, path, baseUrl, parameters, requestBodySchema``)."""
+        from gofannon_plugins.tools.openapi import parser
+
         return [op.as_dict() for op in parser.operations(content)]
 
     def tool_doc(self, name: str, content: str) -> str:
         """Markdown describing the spec's operations, for the composer prompt."""
+        from gofannon_plugins.tools.openapi import parser
+
         return parser.tool_doc(name, content)
 
 
