@@ -337,7 +337,7 @@ async def test_a_misconfigured_provider_is_skipped_and_the_others_still_work(ser
 def test_asf_authorize_url_carries_only_state_and_redirect_uri() -> None:
     import asyncio
 
-    from gofannon_plugins.auth.oauth import AsfBackend
+    from gofannon_plugins.auth.oauth.backends import AsfBackend
 
     backend = AsfBackend({})
     url = asyncio.run(backend.authorize_url(None, None, state="s1", redirect_uri="http://h/auth/callback/asf", login={}))

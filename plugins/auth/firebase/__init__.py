@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Callable
 from gofannon import hookimpl
 from gofannon.auth import Identity
 from gofannon.errors import ServiceUnavailable, Unauthorized
-from gofannon_plugins.auth.oauth.keys import RemoteKeys, TokenRejected
 
 if TYPE_CHECKING:  # pragma: no cover
     from aiohttp import web
@@ -48,6 +47,8 @@ class FirebaseAuthenticator:
         if not project:
             log.error("APP_ENV=firebase but FIREBASE_PROJECT_ID is unset: every bearer token is refused")
             raise Unauthorized(INVALID)
+        from gofannon_plugins.auth.oauth.keys import RemoteKeys, TokenRejected  # lazy: joserfc, cryptography
+
         keys = kernel.component("firebase_keys", lambda: RemoteKeys(settings.firebase_keys_url))
         claims_options = {
             "iss": {"essential": True, "value": ISSUER_BASE + project},
