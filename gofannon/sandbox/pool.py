@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import ctypes
+import functools
 import json
 import logging
 import os
@@ -50,8 +51,9 @@ _COMPONENT = "sandbox.pool"
 
 
 # -- tiers --------------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
 def _python() -> tuple[str, str]:
-    """The real interpreter (not the venv's symlink) and its installation prefix."""
+    """The real interpreter (not the venv's symlink) and its installation prefix (resolved once)."""
     exe = os.path.realpath(sys.executable)
     return exe, os.path.realpath(sys.base_prefix)
 
