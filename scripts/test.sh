@@ -22,5 +22,9 @@ fi
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' >.venv/pip-install.log 2>&1; then
+  grep -v '^WARNING: Location' .venv/pip-install.log >&2
+  echo "installing the Python dependencies failed (log above)" >&2
+  exit 2
+fi
 exec .venv/bin/python -m pytest "$@"
