@@ -116,3 +116,12 @@ class VendorError(Exception):
 
 
 __all__ = ["Completion", "LlmCall", "LlmResult", "Provider", "StreamEvent", "Usage", "VendorError"]
+
+
+def message_text(content: Any) -> str:
+    """The text of a chat message's ``content``: a string, or the text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("text"))
+    return "" if content is None else str(content)

@@ -309,20 +309,24 @@ def sanitize_name(raw: Any) -> str:
     return name[:64]
 
 
-def parse_name_doc(raw: str) -> tuple[str, str]:
+def parse_json_object(raw: str) -> dict[str, Any] | None:
+    """The JSON object a model answered with, fenced or not, or wrapped in prose; None when there is none."""
     text = strip_fences(raw).strip()
     try:
         data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError("not an object")
     except ValueError:
         match = re.search(r"\{.*\}", text, re.DOTALL)
         try:
             data = json.loads(match.group(0)) if match else None
         except ValueError:
             data = None
-        if not isinstance(data, dict):
-            return "parsing_error_function", f"Could not parse docstring from LLM response:\n{raw}"
+    return data if isinstance(data, dict) else None
+
+
+def parse_name_doc(raw: str) -> tuple[str, str]:
+    data = parse_json_object(raw)
+    if data is None:
+        return "parsing_error_function", f"Could not parse docstring from LLM response:\n{raw}"
     name = data.get("friendly_name") or data.get("friendlyName")
     doc = data.get("docstring")
     return (sanitize_name(name) if name else "unnamed_agent_function",

@@ -9,7 +9,7 @@ import json
 from typing import Any, AsyncIterator, Callable
 
 from gofannon import hookimpl
-from gofannon.llm import Completion, LlmCall, StreamEvent, Usage, VendorError
+from gofannon.llm import Completion, LlmCall, StreamEvent, Usage, VendorError, message_text
 from gofannon.llm.http import sse_events
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -20,29 +20,21 @@ BUDGETS = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096, "xhigh": 
 ADAPTIVE_MODELS = ("claude-opus-4-7", "claude-opus-4-8", "claude-mythos")
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("text"))
-    return "" if content is None else str(content)
-
-
 def convert_messages(messages: list[dict[str, Any]], cache_prefix: str | None) -> tuple[str | None, list[dict[str, Any]]]:
     """OpenAI-style messages → (system, Anthropic messages)."""
-    system = "\n\n".join(_text(m.get("content")) for m in messages if m.get("role") == "system") or None
+    system = "\n\n".join(message_text(m.get("content")) for m in messages if m.get("role") == "system") or None
     out: list[dict[str, Any]] = []
     for m in messages:
         role = m.get("role")
         if role == "system":
             continue
         if role == "tool":
-            block = {"type": "tool_result", "tool_use_id": m.get("tool_call_id"), "content": _text(m.get("content"))}
+            block = {"type": "tool_result", "tool_use_id": m.get("tool_call_id"), "content": message_text(m.get("content"))}
             out.append({"role": "user", "content": [block]})
             continue
         content = m.get("content")
         if role == "assistant" and m.get("tool_calls"):
-            blocks: list[dict[str, Any]] = [{"type": "text", "text": _text(content)}] if _text(content) else []
+            blocks: list[dict[str, Any]] = [{"type": "text", "text": message_text(content)}] if message_text(content) else []
             for tc in m["tool_calls"]:
                 fn = tc.get("function") or {}
                 try:
@@ -54,7 +46,7 @@ def convert_messages(messages: list[dict[str, Any]], cache_prefix: str | None) -
         out.append({"role": "assistant" if role == "assistant" else "user", "content": content})
     if cache_prefix and out:
         first = out[0]
-        blocks = first["content"] if isinstance(first["content"], list) else [{"type": "text", "text": _text(first["content"])}]
+        blocks = first["content"] if isinstance(first["content"], list) else [{"type": "text", "text": message_text(first["content"])}]
         first["content"] = [{"type": "text", "text": cache_prefix, "cache_control": {"type": "ephemeral"}}, *blocks]
     return system, out
 

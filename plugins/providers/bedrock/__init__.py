@@ -11,18 +11,10 @@ from typing import Any, AsyncIterator, Callable
 from urllib.parse import quote
 
 from gofannon import hookimpl
-from gofannon.llm import Completion, LlmCall, StreamEvent, Usage
+from gofannon.llm import Completion, LlmCall, StreamEvent, Usage, message_text
 
 BUDGETS = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096, "xhigh": 8192, "max": 16384}
 ADAPTIVE = ("claude-opus-4-7", "claude-opus-4-8", "claude-mythos")
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("text"))
-    return "" if content is None else str(content)
 
 
 def request_body(call: LlmCall) -> dict[str, Any]:
@@ -32,10 +24,10 @@ def request_body(call: LlmCall) -> dict[str, Any]:
         if role == "system":
             continue
         if role == "tool":
-            block = {"toolResult": {"toolUseId": m.get("tool_call_id"), "content": [{"text": _text(m.get("content"))}]}}
+            block = {"toolResult": {"toolUseId": m.get("tool_call_id"), "content": [{"text": message_text(m.get("content"))}]}}
             messages.append({"role": "user", "content": [block]})
             continue
-        blocks: list[dict[str, Any]] = [{"text": _text(m.get("content"))}] if _text(m.get("content")) else []
+        blocks: list[dict[str, Any]] = [{"text": message_text(m.get("content"))}] if message_text(m.get("content")) else []
         for tc in m.get("tool_calls") or []:
             fn = tc.get("function") or {}
             try:
@@ -45,7 +37,7 @@ def request_body(call: LlmCall) -> dict[str, Any]:
             blocks.append({"toolUse": {"toolUseId": tc.get("id"), "name": fn.get("name"), "input": args}})
         messages.append({"role": "assistant" if role == "assistant" else "user", "content": blocks or [{"text": ""}]})
     body: dict[str, Any] = {"messages": messages}
-    system = [{"text": _text(m.get("content"))} for m in call.messages if m.get("role") == "system"]
+    system = [{"text": message_text(m.get("content"))} for m in call.messages if m.get("role") == "system"]
     if system:
         body["system"] = system
     p = call.parameters

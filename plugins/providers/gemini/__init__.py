@@ -8,7 +8,7 @@ import json
 from typing import Any, AsyncIterator, Callable
 
 from gofannon import hookimpl
-from gofannon.llm import Completion, LlmCall, StreamEvent, Usage, VendorError
+from gofannon.llm import Completion, LlmCall, StreamEvent, Usage, VendorError, message_text
 from gofannon.llm.http import sse_events
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -16,14 +16,6 @@ BUDGETS = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 
 _CONFIG = {"temperature": "temperature", "top_p": "topP", "top_k": "topK", "max_tokens": "maxOutputTokens",
            "max_output_tokens": "maxOutputTokens", "stop": "stopSequences", "seed": "seed",
            "presence_penalty": "presencePenalty", "frequency_penalty": "frequencyPenalty"}
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("text"))
-    return "" if content is None else str(content)
 
 
 def request_body(call: LlmCall) -> dict[str, Any]:
@@ -36,9 +28,9 @@ def request_body(call: LlmCall) -> dict[str, Any]:
         if role == "tool":
             name = m.get("name") or names.get(str(m.get("tool_call_id")), "tool")
             contents.append({"role": "user", "parts": [{"functionResponse": {
-                "name": name, "response": {"content": _text(m.get("content"))}}}]})
+                "name": name, "response": {"content": message_text(m.get("content"))}}}]})
             continue
-        parts: list[dict[str, Any]] = [{"text": _text(m.get("content"))}] if _text(m.get("content")) else []
+        parts: list[dict[str, Any]] = [{"text": message_text(m.get("content"))}] if message_text(m.get("content")) else []
         for tc in m.get("tool_calls") or []:
             fn = tc.get("function") or {}
             names[str(tc.get("id"))] = fn.get("name", "")
@@ -49,7 +41,7 @@ def request_body(call: LlmCall) -> dict[str, Any]:
             parts.append({"functionCall": {"name": fn.get("name"), "args": args}})
         contents.append({"role": "model" if role == "assistant" else "user", "parts": parts or [{"text": ""}]})
     body: dict[str, Any] = {"contents": contents}
-    system = "\n\n".join(_text(m.get("content")) for m in call.messages if m.get("role") == "system")
+    system = "\n\n".join(message_text(m.get("content")) for m in call.messages if m.get("role") == "system")
     if system:
         body["systemInstruction"] = {"parts": [{"text": system}]}
     config: dict[str, Any] = {}

@@ -8,7 +8,7 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 
-from gofannon.llm import Completion, LlmCall, StreamEvent, Usage, VendorError
+from gofannon.llm import Completion, LlmCall, StreamEvent, Usage, VendorError, message_text
 from gofannon.llm.http import sse_events
 
 #: Parameters OpenAI's chat completions accepts; catalog-only knobs (``show_thinking``) never go out.
@@ -135,14 +135,6 @@ async def stream_chat(call: LlmCall, url: str, *, passthrough: bool = False) -> 
 
 
 # -- Responses API ------------------------------------------------------------------------------------
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("text"))
-    return "" if content is None else str(content)
-
-
 def responses_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
     """Chat-style function tools become Responses-style; built-in tools (web_search, ...) pass as given."""
     out = []
@@ -156,9 +148,9 @@ def responses_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] 
 
 def responses_body(call: LlmCall) -> dict[str, Any] | None:
     """The Responses request, or None when there is no user text (the chat path is used then)."""
-    instructions = "\n\n".join(_text_of(m.get("content")) for m in call.messages if m.get("role") == "system")
-    items = [{"role": m.get("role"), "content": _text_of(m.get("content"))}
-             for m in call.messages if m.get("role") in ("user", "assistant") and _text_of(m.get("content"))]
+    instructions = "\n\n".join(message_text(m.get("content")) for m in call.messages if m.get("role") == "system")
+    items = [{"role": m.get("role"), "content": message_text(m.get("content"))}
+             for m in call.messages if m.get("role") in ("user", "assistant") and message_text(m.get("content"))]
     if not any(i["role"] == "user" for i in items):
         return None
     body: dict[str, Any] = {"model": call.model, "input": items, "background": True, "store": True}
