@@ -96,15 +96,16 @@ def needs_key(provider_config: dict[str, Any]) -> bool:
     return bool(provider_config.get("api_key_env_var")) and not provider_config.get("key_optional")
 
 
-async def resolve_key(kernel: "Kernel", uid: str, provider: str,
-                      provider_config: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(key, source): the user's stored key for the five mapped providers, else the server's env key."""
-    if provider in USER_KEY_PROVIDERS and uid != "anonymous":
-        from gofannon.services import users
+def user_key_provider(uid: str, provider: str) -> str | None:
+    """The provider whose key a user may store themselves, or None when only the server's key applies."""
+    return provider if provider in USER_KEY_PROVIDERS and uid != "anonymous" else None
 
-        key = await users.user_api_key(kernel, uid, provider)
-        if key:
-            return key, "user"
+
+def resolve_key(kernel: "Kernel", provider: str, provider_config: dict[str, Any],
+                user_key: str | None) -> tuple[str | None, str | None]:
+    """(key, source): the user's own stored key when there is one, else the server's env key."""
+    if user_key:
+        return user_key, "user"
     key = env_api_key(kernel, provider, provider_config)
     return (key, "env") if key else (None, None)
 
@@ -183,8 +184,8 @@ async def _prepare(kernel: "Kernel", uid: str, provider: str, model: str, messag
     plugin = plugin_for(kernel, provider, provider_config)
     from gofannon.services import users
 
-    await users.require_allowance(kernel, uid)
-    key, source = await resolve_key(kernel, uid, provider, provider_config)
+    own_key = await users.require_allowance(kernel, uid, key_for=user_key_provider(uid, provider))
+    key, source = resolve_key(kernel, provider, provider_config, own_key)
     if key is None and needs_key(provider_config):
         raise ProviderNotConfigured(
             f"No API key for {provider}: add your own key in your profile settings, or ask the operator to "

@@ -185,14 +185,19 @@ async def get_or_create_user(kernel: "Kernel", ident: "Identity | str") -> dict[
     return wire_view(await _mutate(kernel, ident.uid, None, display_name=ident.display_name, email=ident.email))
 
 
-async def require_allowance(kernel: "Kernel", uid: str) -> None:
-    """Refuse (402) an LLM call when the remaining spend is exhausted, after any due monthly reset."""
+async def require_allowance(kernel: "Kernel", uid: str, *, key_for: str | None = None) -> str | None:
+    """Refuse (402) an LLM call when the remaining spend is exhausted, after any due monthly reset.
+
+    With ``key_for``, also returns the user's own key for that provider (or None) from the same read, so
+    an LLM call reads the user document once.
+    """
     doc = await kernel.store.get(COLLECTION, uid)
     if doc is None or reset_due(_normalise(doc), now_ms()):
         doc = await _mutate(kernel, uid, None)
     remaining = doc["usageInfo"].get("spendRemaining")
     if not isinstance(remaining, (int, float)) or remaining <= MIN_SPEND:
         raise PaymentRequired("Insufficient spend allowance to complete request")
+    return _stored_key(kernel, doc, key_for) if key_for else None
 
 
 async def charge(kernel: "Kernel", uid: str, cost: float, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -216,8 +221,10 @@ async def charge(kernel: "Kernel", uid: str, cost: float, metadata: dict[str, An
 async def user_api_key(kernel: "Kernel", uid: str, provider: str) -> str | None:
     """The user's own key for ``provider`` in clear, or None."""
     doc = await kernel.store.get(COLLECTION, uid)
-    if doc is None:
-        return None
+    return _stored_key(kernel, doc, provider) if doc is not None else None
+
+
+def _stored_key(kernel: "Kernel", doc: dict[str, Any], provider: str) -> str | None:
     entry = (doc.get(_ENCRYPTED) or {}).get(provider)
     if isinstance(entry, dict) and isinstance(entry.get("ciphertext"), str):
         return secrets.decrypt(kernel, entry["ciphertext"])
