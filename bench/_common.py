@@ -10,6 +10,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import aiohttp
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -102,3 +106,42 @@ def children_rss_mb(pid: int) -> float:
         except (OSError, ValueError):
             pass
     return total
+
+
+# -- async helpers for benchmarks that drive the API as a signed-in user ---------------------------------
+async def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
+    """Wait until ``url`` answers (any status below 500), failing if the server process exits."""
+    import asyncio
+
+    import aiohttp
+
+    deadline = time.monotonic() + 30
+    async with aiohttp.ClientSession() as s:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"server exited with {proc.returncode}")
+            try:
+                async with s.get(url) as r:
+                    if r.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+async def login(base: str, session: "aiohttp.ClientSession", uid: str = "alice") -> str:
+    """Sign in through the dev_stub flow as a browser does; returns the session cookie's value."""
+    import re
+
+    async with session.get(f"{base}/auth/login/dev_stub?return_to=/", allow_redirects=False) as r:
+        picker = r.headers["Location"]
+    async with session.get(picker if picker.startswith("http") else base + picker, allow_redirects=False) as r:
+        html = await r.text()
+    link = next(h.replace("&amp;", "&") for h in re.findall(r'href="([^"]+)"', html) if f"code={uid}" in h)
+    async with session.get(link if link.startswith("http") else base + link, allow_redirects=False) as r:
+        assert r.status == 302, await r.text()
+    for cookie in session.cookie_jar:
+        if cookie.key == "gofannon_sid":
+            return cookie.value
+    raise SystemExit("login did not set gofannon_sid")

@@ -15,55 +15,20 @@ import asyncio
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import aiohttp
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import free_port, login, wait_up  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
 CODE = "async def run(input_dict, tools):\n    return {'outputText': input_dict.get('inputText', '').upper()}\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"server exited with {proc.returncode}")
-            try:
-                async with s.get(url) as r:
-                    if r.status < 500:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise SystemExit(f"{url} did not come up")
-
-
-async def login(base: str, session: aiohttp.ClientSession, uid: str = "alice") -> str:
-    async with session.get(f"{base}/auth/login/dev_stub?return_to=/", allow_redirects=False) as r:
-        picker = r.headers["Location"]
-    async with session.get(picker if picker.startswith("http") else base + picker, allow_redirects=False) as r:
-        html = await r.text()
-    link = next(h.replace("&amp;", "&") for h in re.findall(r'href="([^"]+)"', html) if f"code={uid}" in h)
-    async with session.get(link if link.startswith("http") else base + link, allow_redirects=False) as r:
-        assert r.status == 302, await r.text()
-    for cookie in session.cookie_jar:
-        if cookie.key == "gofannon_sid":
-            return cookie.value
-    raise SystemExit("login did not set gofannon_sid")
 
 
 def wrk(url: str, cookie: str | None, seconds: int, connections: int) -> float:

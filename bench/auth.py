@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 
 import aiohttp
-
-from agents_list import PY, REPO, free_port, login, wait_up  # bench/ is the script's directory
+from _common import free_port, login, wait_up  # bench/ is the script's directory
+from agents_list import PY, REPO
 
 
 def wrk(url: str, header: str | None, seconds: int, connections: int) -> float:

@@ -12,23 +12,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import tempfile
 import time
 from typing import Awaitable, Callable
 
 import aiohttp
+from _common import free_port
 from aiohttp import web
 
 from gofannon import net
 from gofannon.kernel import Kernel
 from gofannon.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def drive(n: int, concurrency: int, one: Callable[[], Awaitable[None]]) -> float:

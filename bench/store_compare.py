@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from agents_list import CODE, PY, free_port, login, wait_up, wrk
+from _common import free_port, login, wait_up
+from agents_list import CODE, PY, wrk
 from fakes.postgres import start_postgres
 
 

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -33,6 +32,7 @@ from aiohttp.test_utils import TestServer
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from _common import free_port, login  # noqa: E402
 from fakes.llm_servers import FakeLLMServer  # noqa: E402
 
 from gofannon.app import create_app  # noqa: E402
@@ -41,25 +41,9 @@ from gofannon.settings import Settings  # noqa: E402
 from gofannon.web.keys import KERNEL  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def login(session: aiohttp.ClientSession, base: str, uid: str = "alice") -> None:
-    async with session.get(f"{base}/auth/login/dev_stub?return_to=/", allow_redirects=False) as r:
-        picker = r.headers["Location"]
-    async with session.get(picker if picker.startswith("http") else base + picker, allow_redirects=False) as r:
-        html = await r.text()
-    link = next(l.replace("&amp;", "&") for l in re.findall(r'href="([^"]+)"', html) if f"code={uid}" in l)
-    async with session.get(link if link.startswith("http") else base + link, allow_redirects=False) as r:
-        assert r.status == 302, await r.text()
 
 
 def start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -110,7 +94,7 @@ async def run(mode: str, n: int, workers: int, fake: FakeLLMServer) -> None:
         base = str(server.make_url("")).rstrip("/")
         conn = aiohttp.TCPConnector(limit=200)
         async with aiohttp.ClientSession(connector=conn, cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
-            await login(session, base)
+            await login(base, session)
             body = {"messages": [{"role": "user", "content": "hello"}], "provider": "openai", "model": "gpt-4o"}
 
             async def submit() -> str:
