@@ -990,7 +990,8 @@ def serve_one(cfg: dict) -> None:
     if cfg.get("seccomp", True):
         install_seccomp()
     guard_process_creation()
-    _rehearse(cfg)
+    if cfg.get("rehearse", True):
+        _rehearse(cfg)
     out.send({"t": "ready", "pid": os.getpid()})
     try:
         req = read_frame(0)
