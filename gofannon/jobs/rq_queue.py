@@ -61,7 +61,10 @@ class RQJobQueue:
         if not url:
             raise RuntimeError("the RQ job queue needs REDIS_URL")
         self._sync = redis.Redis.from_url(url)
-        self._async = aioredis.Redis.from_url(url)
+        # Every caller awaiting a result holds a connection in BLPOP: a blocking pool makes a burst beyond
+        # the pool's size wait its turn instead of failing with "Too many connections".
+        self._async = aioredis.Redis.from_pool(
+            aioredis.BlockingConnectionPool.from_url(url, max_connections=1024, timeout=60))
         self._queue = Queue(self.settings.job_queue_name, connection=self._sync, serializer=JSONSerializer)
 
     async def close(self) -> None:

@@ -70,6 +70,10 @@ def _load(doc_id: str, rev: str, body: str) -> Doc:
     return doc
 
 
+#: Connections one process keeps to Redis for documents; more concurrent operations wait their turn.
+MAX_CONNECTIONS = 64
+
+
 class RedisStore(StoreHelpers):
     name = "redis"
     max_update_attempts = 1000
@@ -94,7 +98,11 @@ class RedisStore(StoreHelpers):
             return
         import redis.asyncio as aioredis
 
-        self._client = aioredis.Redis.from_url(self.url, decode_responses=True)
+        # A blocking pool: a burst of concurrent operations waits for a free connection instead of failing
+        # with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.url, decode_responses=True, max_connections=MAX_CONNECTIONS, timeout=30)
+        self._client = aioredis.Redis.from_pool(pool)  # the client owns and closes the pool
         await self._client.ping()
         self._put_script = self._client.register_script(_PUT)
         self._delete_script = self._client.register_script(_DELETE)
