@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from test_agents_crud import create
@@ -16,29 +12,9 @@ from test_runs import PRINTER, SLEEPER, body, read_sse, wait_status
 
 
 @pytest.fixture
-def shared_env(redis_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+def shared_env(rq_worker: Any) -> dict[str, str]:
     """A real worker process sharing Redis and the SQLite store with the API under test."""
-    env = {
-        "APP_ENV": "test", "REDIS_URL": redis_url, "GOFANNON_DATA_DIR": str(tmp_path / "data"),
-        "GOFANNON_SANDBOX_POOL_SIZE": "1", "GOFANNON_QUEUE": f"runs-{os.getpid()}-{time.monotonic_ns()}",
-    }
-    log_path = tmp_path / "worker.log"
-    with log_path.open("w") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "gofannon", "worker"], env={**os.environ, **env},
-                                stdout=log_file, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 60
-            while "ready on queue" not in log_path.read_text():
-                assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.05)
-            yield env
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    return rq_worker(GOFANNON_QUEUE=f"runs-{os.getpid()}-{time.monotonic_ns()}")
 
 
 async def test_run_code_and_rest_are_answered_by_the_worker(serve: Any, shared_env: dict[str, str]) -> None:

@@ -62,6 +62,23 @@ def _readable(fds: list[int], timeout: float) -> list[int]:
         return []
 
 
+def _child_pipes() -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The five pipes of a child: (the child's ends: stdin, events out, sync requests out, sync replies in,
+    output), (the host's ends: to_w, from_r, sreq_r, srep_w, out_r)."""
+    to_r, to_w = os.pipe()
+    from_r, from_w = os.pipe()
+    sreq_r, sreq_w = os.pipe()
+    srep_r, srep_w = os.pipe()
+    out_r, out_w = os.pipe()
+    return (to_r, from_w, sreq_w, srep_r, out_w), (to_w, from_r, sreq_r, srep_w, out_r)
+
+
+def _landlock_rules(prefix: str, script: str, workdir: str) -> dict[str, list[str]]:
+    """What a child may read (the Python install, its script, the system's libraries) and write (its workdir)."""
+    readable = ["/usr", "/lib", "/lib64", "/etc/ld.so.cache", "/etc/localtime", "/dev/urandom"]
+    return {"read": [prefix, script, *readable], "write": [workdir, "/dev/null"]}
+
+
 # -- tiers --------------------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=1)
 def _python() -> tuple[str, str]:
@@ -531,42 +548,33 @@ class SandboxPool:
         cfg: dict[str, Any] = {"rehearse": not self._waiting}
         tmpdir: str | None = None
         _, prefix = _python()
-        readable = ["/usr", "/lib", "/lib64", "/etc/ld.so.cache", "/etc/localtime", "/dev/urandom"]
         if self.tier == "bwrap":
             workdir = f"/tmp/run-{self._serial}"
             cfg.update(workdir=workdir, workdir_create=True,
-                       landlock={"read": [prefix, _SANDBOX_CHILD_PATH, *readable], "write": [workdir, "/dev/null"]})
+                       landlock=_landlock_rules(prefix, _SANDBOX_CHILD_PATH, workdir))
         else:
             tmpdir = tempfile.mkdtemp(prefix="gofannon-sandbox-")
             cfg["workdir"] = tmpdir
             if self.tier == "landlock":
-                cfg["landlock"] = {"read": [prefix, str(CHILD_SCRIPT), *readable], "write": [tmpdir, "/dev/null"]}
-        to_r, to_w = os.pipe()
-        from_r, from_w = os.pipe()
-        sreq_r, sreq_w = os.pipe()
-        srep_r, srep_w = os.pipe()
-        out_r, out_w = os.pipe()
+                cfg["landlock"] = _landlock_rules(prefix, str(CHILD_SCRIPT), tmpdir)
+        child_ends, host_ends = _child_pipes()
         try:
-            proc = self.zygote.fork((to_r, from_w, sreq_w, srep_r, out_w), cfg)
+            proc = self.zygote.fork(child_ends, cfg)
         except BaseException:
-            for fd in (to_w, from_r, sreq_r, srep_w, out_r):
+            for fd in host_ends:
                 os.close(fd)
             if tmpdir:
                 shutil.rmtree(tmpdir, ignore_errors=True)
             raise
         finally:
-            for fd in (to_r, from_w, sreq_w, srep_r, out_w):
+            for fd in child_ends:
                 os.close(fd)
-        return Child(proc, to_w, from_r, sreq_r, srep_w, out_r, tmpdir)
+        return Child(proc, *host_ends, tmpdir)
 
     def _spawn_child(self) -> Child:
         """Start one child as a fresh interpreter."""
-        to_r, to_w = os.pipe()
-        from_r, from_w = os.pipe()
-        sreq_r, sreq_w = os.pipe()
-        srep_r, srep_w = os.pipe()
-        out_r, out_w = os.pipe()
-        child_ends = (to_r, from_w, sreq_w, srep_r, out_w)
+        child_ends, host_ends = _child_pipes()
+        to_r, from_w, sreq_w, srep_r, out_w = child_ends
         cfg = {"out": from_w, "sync_out": sreq_w, "sync_in": srep_r, "limits": self.limits, "tier": self.tier}
         tmpdir: str | None = None
         try:
@@ -582,15 +590,12 @@ class SandboxPool:
                 env = {"PATH": "/usr/bin:/bin", "HOME": tmpdir, "TMPDIR": tmpdir, "LANG": "C.UTF-8"}
                 cfg["workdir"] = tmpdir
                 if self.tier == "landlock":
-                    _, prefix = _python()
-                    cfg["landlock"] = {"read": [prefix, str(CHILD_SCRIPT), "/usr", "/lib", "/lib64",
-                                                "/etc/ld.so.cache", "/etc/localtime", "/dev/urandom"],
-                                       "write": [tmpdir, "/dev/null"]}
+                    cfg["landlock"] = _landlock_rules(_python()[1], str(CHILD_SCRIPT), tmpdir)
             proc = subprocess.Popen(argv + [json.dumps(cfg)], stdin=to_r, stdout=out_w, stderr=out_w,
                                     pass_fds=(from_w, sreq_w, srep_r), cwd=cwd, env=env, close_fds=True,
                                     start_new_session=self.tier != "bwrap")
         except BaseException:
-            for fd in (to_w, from_r, sreq_r, srep_w, out_r):
+            for fd in host_ends:
                 os.close(fd)
             if tmpdir:
                 shutil.rmtree(tmpdir, ignore_errors=True)
@@ -598,7 +603,7 @@ class SandboxPool:
         finally:
             for fd in child_ends:
                 os.close(fd)
-        return Child(proc, to_w, from_r, sreq_r, srep_w, out_r, tmpdir)
+        return Child(proc, *host_ends, tmpdir)
 
     # -- reaping ------------------------------------------------------------------------------------------------------
     def _reap_loop(self) -> None:
