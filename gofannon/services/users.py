@@ -90,7 +90,13 @@ def wire_view(doc: dict[str, Any]) -> dict[str, Any]:
     usage_info = dict(out.get("usageInfo") or {})
     usage_info["usage"] = list(usage_info.get("usage") or [])[-RECENT_USAGE:]
     out["usageInfo"] = usage_info
-    return out
+    # the reference's key order (wire contract §1.4), then anything else the document carries
+    ordered = {k: out.pop(k) for k in _WIRE_ORDER if k in out}
+    ordered.update(out)
+    return ordered
+
+
+_WIRE_ORDER = ("_id", "_rev", "createdAt", "updatedAt", "basicInfo", "billingInfo", "usageInfo", "apiKeys")
 
 
 def _add_months(dt: datetime, months: int) -> datetime:
