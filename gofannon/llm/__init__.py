@@ -40,17 +40,27 @@ class Completion:
     content: str
     thoughts: Any = None
     usage: Usage = field(default_factory=Usage)
-    finish_reason: str | None = None
+    finish_reason: str | None = None  # OpenAI's words: stop | length | tool_calls | content_filter
+
+    @property
+    def tool_calls(self) -> list[dict[str, Any]]:
+        """The model's tool calls in OpenAI's shape (``[{id, type: "function", function: {name, arguments}}]``)."""
+        if isinstance(self.thoughts, dict):
+            return list(self.thoughts.get("tool_calls") or [])
+        return []
 
 
 @dataclass
 class StreamEvent:
-    """A piece of a streamed answer: ``kind`` is ``content`` or ``thoughts`` (with ``text``), or ``done``
-    (with the final ``completion``)."""
+    """A piece of a streamed answer: ``kind`` is ``content`` or ``thoughts`` (with ``text``), ``tool_call``
+    (with ``tool_call``, a piece of one call in OpenAI's delta shape: ``{index, id?, type?, function: {name?,
+    arguments}}``; ``id`` and ``name`` come with the call's first piece, ``arguments`` arrive in pieces), or
+    ``done`` (with the final ``completion``, whose ``tool_calls`` hold the calls whole)."""
 
     kind: str
     text: str = ""
     completion: Completion | None = None
+    tool_call: dict[str, Any] | None = None
 
 
 @dataclass
@@ -101,10 +111,32 @@ class LlmResult:
     priced: bool
     provider: str
     model: str
+    finish_reason: str | None = None
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         """``content, thoughts = await call_llm(...)`` works, as the reference's tuple did."""
         return iter((self.content, self.thoughts))
+
+
+#: The ``finish_reason`` values a provider reports (OpenAI's); plugins map their vendor's stop reasons onto them.
+FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter"})
+
+#: OpenAI chat-completions request options a caller may put in ``LlmCall.parameters`` (the ``/v1`` gateway
+#: passes them under these names; ``max_completion_tokens`` arrives as ``max_tokens``). A plugin translates
+#: the ones its vendor has and raises ``UnsupportedFeature`` for one it cannot honour.
+OPENAI_OPTIONS = frozenset({
+    "temperature", "top_p", "max_tokens", "stop", "seed", "presence_penalty", "frequency_penalty",
+    "tool_choice", "parallel_tool_calls", "response_format", "user",
+})
+
+
+class UnsupportedFeature(Exception):
+    """A provider cannot do what the call asks (e.g. ``response_format: json_schema`` on a vendor without it).
+    The service answers 400 with this message, before anything is charged."""
+
+    def __init__(self, provider: str, what: str) -> None:
+        self.provider, self.what = provider, what
+        super().__init__(f"{provider} does not support {what}")
 
 
 class VendorError(Exception):
@@ -115,7 +147,8 @@ class VendorError(Exception):
         super().__init__(f"{status}: {message}")
 
 
-__all__ = ["Completion", "LlmCall", "LlmResult", "Provider", "StreamEvent", "Usage", "VendorError"]
+__all__ = ["FINISH_REASONS", "OPENAI_OPTIONS", "Completion", "LlmCall", "LlmResult", "Provider", "StreamEvent",
+           "UnsupportedFeature", "Usage", "VendorError"]
 
 
 def message_text(content: Any) -> str:

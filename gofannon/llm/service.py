@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from gofannon.errors import BadRequest, GatewayTimeout, GofannonError, Unprocessable, UpstreamError
-from gofannon.llm import Completion, LlmCall, LlmResult, Provider, StreamEvent, Usage, VendorError
+from gofannon.llm import Completion, LlmCall, LlmResult, Provider, StreamEvent, UnsupportedFeature, Usage, VendorError
 from gofannon.llm import catalog as catalog_mod
 from gofannon.llm.http import llm_http
 
@@ -222,7 +222,8 @@ async def _settle(kernel: "Kernel", uid: str, call: LlmCall, completion: Complet
         **metadata, "cost": cost, "durationMs": round((time.perf_counter() - started) * 1000, 2),
     })
     return LlmResult(content=completion.content or "", thoughts=_thoughts_jsonable(completion.thoughts),
-                     usage=usage, cost=cost, priced=priced, provider=call.provider, model=call.model)
+                     usage=usage, cost=cost, priced=priced, provider=call.provider, model=call.model,
+                     finish_reason=completion.finish_reason)
 
 
 def _failed(kernel: "Kernel", uid: str, provider: str, model: str, exc: Exception) -> None:
@@ -251,6 +252,8 @@ async def call_llm(kernel: "Kernel", ident: "Identity | str | None", provider: s
         mapped = map_vendor_error(exc, provider, model, source, call.model_config)
         _failed(kernel, uid, provider, model, mapped)
         raise mapped from None
+    except UnsupportedFeature as exc:
+        raise BadRequest(str(exc)) from None
     except TimeoutError:
         mapped = GatewayTimeout(f"{provider}/{model} did not answer within {call.timeout:g} s")
         _failed(kernel, uid, provider, model, mapped)
@@ -293,7 +296,10 @@ async def stream_llm(kernel: "Kernel", ident: "Identity | str | None", provider:
         mapped = map_vendor_error(exc, provider, model, source, call.model_config)
         _failed(kernel, uid, provider, model, mapped)
         raise mapped from None
+    except UnsupportedFeature as exc:
+        raise BadRequest(str(exc)) from None
     if final is None:
         final = Completion(content="", usage=Usage())
     result = await _settle(kernel, uid, call, final, started)
-    yield StreamEvent("done", completion=Completion(result.content, result.thoughts, result.usage))
+    yield StreamEvent("done", completion=Completion(result.content, result.thoughts, result.usage,
+                                                    result.finish_reason))
