@@ -27,6 +27,12 @@ class Identity:
     is_site_admin: bool = False
     auth_mode: str = "session"  # session | token | firebase
     session_id: str | None = None
+    #: When the caller came with a bearer token of the token store: that token's scope, one dict whose keys are
+    #: all optional: ``id``, ``kind`` ("personal" | "oauth"), ``models`` (allowed model ids, ``*`` suffix = prefix),
+    #: ``maxSpend``, ``rpm``, ``expiresAt``, ``workspaceId``, ``resource`` (OAuth: the resource it is bound to),
+    #: ``clientId``/``clientName`` (OAuth). None for sessions and unscoped callers. Checked by
+    #: ``gofannon.services.scopes`` for ``/v1``, ``/mcp`` and ``/rest`` alike.
+    token: dict[str, Any] | None = None
 
     def session_user(self) -> dict[str, Any]:
         """The ``SessionUser`` shape of ``GET /auth/me``."""
