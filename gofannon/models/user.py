@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,4 +49,16 @@ class ApiKeyBody(BaseModel):
 
 
 class TokenCreateBody(WireModel):
+    """A personal API token; the optional fields scope it (docs/gateway.md "Scoped tokens")."""
+
     name: Annotated[str, Field(min_length=1, max_length=200)]
+    #: Model ids the token may use (``openai/gpt-5``, ``agent/summarise``); a trailing ``*`` matches a prefix.
+    models: Annotated[list[Annotated[str, Field(min_length=1, max_length=300)]], Field(max_length=200)] | None = None
+    #: USD this token may spend in total, charged atomically besides the owner's allowance.
+    max_spend: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    #: ISO 8601; naive times are UTC. After it the token answers 401.
+    expires_at: datetime | None = None
+    #: Requests per minute, counted in the shared store (so across API processes).
+    rpm: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    #: The workspace the token is bound to (enforced by the workspaces service).
+    workspace_id: Annotated[str, Field(min_length=1, max_length=300)] | None = None

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from gofannon.auth import Identity
-from gofannon.errors import Conflict, NotFound
+from gofannon.errors import Conflict, NotFound, Unauthorized, Unprocessable
 from gofannon.timeutil import now_iso
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,15 +35,66 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+#: The optional scope of a token (docs/gateway.md): stored on its document under these names, and copied
+#: into ``Identity.token`` when it is used. A token with none of them behaves as an unscoped token.
+SCOPE_FIELDS = ("models", "maxSpend", "expiresAt", "rpm", "workspaceId")
+
+
 def public_view(doc: dict[str, Any]) -> dict[str, Any]:
-    return {"id": doc["_id"], "name": doc.get("name"), "createdAt": doc.get("createdAt"),
+    view = {"id": doc["_id"], "name": doc.get("name"), "createdAt": doc.get("createdAt"),
             "lastUsedAt": doc.get("lastUsedAt")}
+    scope = {k: doc[k] for k in SCOPE_FIELDS if doc.get(k) is not None}
+    if scope:
+        view.update(scope)
+        view["spend"] = float(doc.get("spend") or 0.0)
+    return view
 
 
-async def create(kernel: "Kernel", ident: Identity, name: str) -> dict[str, Any]:
-    """A new token for the caller: ``{id, name, token, createdAt}`` (the only time ``token`` is shown)."""
+def _utc_naive(value: datetime) -> datetime:
+    """Aware times converted to UTC; naive ones are taken as UTC (the store's convention)."""
+    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo is not None else value
+
+
+def expired(expires_at: Any, now: datetime | None = None) -> bool:
+    """Whether a stored ``expiresAt`` (naive UTC ISO) has passed; an unreadable one counts as expired."""
+    if not expires_at:
+        return False
+    try:
+        moment = _utc_naive(datetime.fromisoformat(str(expires_at)))
+    except ValueError:
+        return True
+    return moment <= (now or datetime.now(timezone.utc).replace(tzinfo=None))
+
+
+def scope_fields(*, models: list[str] | None = None, max_spend: float | None = None,
+                 expires_at: datetime | None = None, rpm: int | None = None,
+                 workspace_id: str | None = None) -> dict[str, Any]:
+    """The stored form of a token's scope (only what was given); 422 for an ``expiresAt`` already past."""
+    scope: dict[str, Any] = {}
+    if models is not None:
+        scope["models"] = list(dict.fromkeys(m.strip() for m in models))
+        if any(not m for m in scope["models"]):
+            raise Unprocessable("models: a model id cannot be blank")
+    if max_spend is not None:
+        scope["maxSpend"] = float(max_spend)
+    if expires_at is not None:
+        moment = _utc_naive(expires_at)
+        if moment <= datetime.now(timezone.utc).replace(tzinfo=None):
+            raise Unprocessable("expiresAt must be in the future")
+        scope["expiresAt"] = moment.isoformat(timespec="microseconds")
+    if rpm is not None:
+        scope["rpm"] = int(rpm)
+    if workspace_id is not None:
+        scope["workspaceId"] = workspace_id
+    return scope
+
+
+async def create(kernel: "Kernel", ident: Identity, name: str, scope: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A new token for the caller: ``{id, name, token, createdAt}`` plus its scope (see ``scope_fields``);
+    the only time ``token`` is shown."""
     if await kernel.store.count(COLLECTION, {"ownerId": ident.uid}) >= MAX_TOKENS_PER_USER:
         raise Conflict(f"At most {MAX_TOKENS_PER_USER} tokens per user; revoke one first")
+    scope = {k: v for k, v in (scope or {}).items() if k in SCOPE_FIELDS and v is not None}
     token_id = uuid.uuid4().hex
     secret = secrets.token_urlsafe(32)
     doc = {
@@ -54,9 +105,13 @@ async def create(kernel: "Kernel", ident: Identity, name: str) -> dict[str, Any]
         "lastUsedAt": None,
         "identity": {"providerType": ident.provider_type, "displayName": ident.display_name, "email": ident.email,
                      "workspaces": ident.workspaces},
+        **scope,
     }
+    if scope:
+        doc["spend"] = 0.0
     await kernel.store.put(COLLECTION, token_id, doc, rev=None)
-    return {"id": token_id, "name": name, "token": f"{PREFIX}{token_id}_{secret}", "createdAt": doc["createdAt"]}
+    return {"id": token_id, "name": name, "token": f"{PREFIX}{token_id}_{secret}", "createdAt": doc["createdAt"],
+            **scope}
 
 
 async def list_for(kernel: "Kernel", uid: str) -> list[dict[str, Any]]:
@@ -85,6 +140,8 @@ async def resolve(kernel: "Kernel", token: str) -> Identity | None:
     doc = await kernel.store.get(COLLECTION, token_id)
     if doc is None or not hmac.compare_digest(_hash(secret), str(doc.get("tokenHash") or "")):
         return None
+    if expired(doc.get("expiresAt")):
+        raise Unauthorized("API token expired", reason="token_expired")
     await _touch(kernel, token_id, doc)
     from gofannon.services.auth_config import auth_state
 
@@ -98,7 +155,16 @@ async def resolve(kernel: "Kernel", token: str) -> Identity | None:
         workspaces=list(snap.get("workspaces") or []),
         is_site_admin=auth_state(kernel).is_site_admin(uid),
         auth_mode="token",
+        token=token_scope(token_id, doc),
     )
+
+
+def token_scope(token_id: str, doc: dict[str, Any]) -> dict[str, Any] | None:
+    """``Identity.token`` for a token document: its id, kind and scope; None when it has no scope."""
+    scope = {k: doc[k] for k in SCOPE_FIELDS if doc.get(k) is not None}
+    if not scope:
+        return None
+    return {"id": token_id, "kind": doc.get("kind") or "personal", **scope}
 
 
 async def _touch(kernel: "Kernel", token_id: str, doc: dict[str, Any]) -> None:

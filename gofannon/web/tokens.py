@@ -12,20 +12,22 @@ routes = web.RouteTableDef()
 
 
 @routes.post("/users/me/tokens")
-@api_doc(summary="Create a personal API token; `token` is shown in this answer only", body=TokenCreateBody,
-         status=201, tags=["tokens"])
+@api_doc(summary="Create a personal API token, optionally scoped (models, maxSpend, expiresAt, rpm, "
+                 "workspaceId); `token` is shown in this answer only", body=TokenCreateBody, status=201, tags=["tokens"])
 async def create_token(request: web.Request) -> web.Response:
     ident = identity(request)
     body = await parse_body(request, TokenCreateBody)
     kernel = kernel_of(request)
-    created = await tokens.create(kernel, ident, body.name)
+    scope = tokens.scope_fields(models=body.models, max_spend=body.max_spend, expires_at=body.expires_at,
+                                rpm=body.rpm, workspace_id=body.workspace_id)
+    created = await tokens.create(kernel, ident, body.name, scope)
     kernel.record("api_token_created", f"{ident.uid} created API token {created['id']}", user_id=ident.uid,
-                  metadata={"tokenId": created["id"], "name": body.name})
+                  metadata={"tokenId": created["id"], "name": body.name, **scope})
     return json_response(created, status=201)
 
 
 @routes.get("/users/me/tokens")
-@api_doc(summary="The caller's API tokens (never the token itself)", tags=["tokens"])
+@api_doc(summary="The caller's API tokens with their scope and spend (never the token itself)", tags=["tokens"])
 async def list_tokens(request: web.Request) -> web.Response:
     ident = identity(request)
     return json_response({"tokens": await tokens.list_for(kernel_of(request), ident.uid)})
