@@ -9,8 +9,9 @@ import json
 from typing import Any, AsyncIterator, Callable
 
 from gofannon import hookimpl
-from gofannon.llm import Completion, LlmCall, StreamEvent, Usage, VendorError, message_text
+from gofannon.llm import Completion, LlmCall, StreamEvent, UnsupportedFeature, Usage, VendorError, message_text
 from gofannon.llm.http import sse_events
+from gofannon_plugins.providers import translate
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -20,35 +21,75 @@ BUDGETS = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096, "xhigh": 
 ADAPTIVE_MODELS = ("claude-opus-4-7", "claude-opus-4-8", "claude-mythos")
 
 
-def convert_messages(messages: list[dict[str, Any]], cache_prefix: str | None) -> tuple[str | None, list[dict[str, Any]]]:
-    """OpenAI-style messages → (system, Anthropic messages)."""
-    system = "\n\n".join(message_text(m.get("content")) for m in messages if m.get("role") == "system") or None
+#: Anthropic's stop reasons in OpenAI's words (``pause_turn``: a server tool paused the turn, the text is whole so far).
+FINISH = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
+          "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter"}
+#: What ``response_format: json_object`` adds to the system prompt (the Messages API has no JSON mode).
+JSON_INSTRUCTION = "Answer with a single JSON object and nothing else: no prose, no code fences."
+
+
+def finish_reason(stop_reason: str | None) -> str | None:
+    return None if stop_reason is None else FINISH.get(stop_reason, "stop")
+
+
+def _blocks(provider: str, content: Any) -> list[dict[str, Any]]:
+    """OpenAI content (a string or parts) as Anthropic content blocks: text, and images (base64 or URL source)."""
+    out: list[dict[str, Any]] = []
+    for part in translate.parts(provider, content):
+        if isinstance(part, str):
+            out.append({"type": "text", "text": part})
+        elif part.data is not None:
+            out.append({"type": "image", "source": {"type": "base64", "media_type": part.mime, "data": part.data}})
+        else:
+            out.append({"type": "image", "source": {"type": "url", "url": part.url}})
+    return out
+
+
+def convert_messages(messages: list[dict[str, Any]], cache_prefix: str | None,
+                     provider: str = "anthropic") -> tuple[str | None, list[dict[str, Any]]]:
+    """OpenAI-style messages → (system, Anthropic messages). System and developer messages become ``system``;
+    tool results become ``tool_result`` blocks of a user turn; consecutive turns of one role are merged into one
+    (the Messages API wants user and assistant to alternate, and all results of a parallel call in one turn)."""
+    system = translate.system_text(messages) or None
     out: list[dict[str, Any]] = []
     for m in messages:
         role = m.get("role")
-        if role == "system":
+        if role in translate.SYSTEM_ROLES:
             continue
+        content: Any
         if role == "tool":
-            block = {"type": "tool_result", "tool_use_id": m.get("tool_call_id"), "content": message_text(m.get("content"))}
-            out.append({"role": "user", "content": [block]})
-            continue
-        content = m.get("content")
-        if role == "assistant" and m.get("tool_calls"):
-            blocks: list[dict[str, Any]] = [{"type": "text", "text": message_text(content)}] if message_text(content) else []
-            for tc in m["tool_calls"]:
+            role, content = "user", [{"type": "tool_result", "tool_use_id": m.get("tool_call_id"),
+                                      "content": message_text(m.get("content"))}]
+        elif role == "assistant":
+            text = message_text(m.get("content"))
+            content = [{"type": "text", "text": text}] if text else []
+            for tc in m.get("tool_calls") or []:
                 fn = tc.get("function") or {}
-                try:
-                    args = json.loads(fn.get("arguments") or "{}")
-                except ValueError:
-                    args = {}
-                blocks.append({"type": "tool_use", "id": tc.get("id"), "name": fn.get("name"), "input": args})
-            content = blocks
-        out.append({"role": "assistant" if role == "assistant" else "user", "content": content})
+                content.append({"type": "tool_use", "id": tc.get("id"), "name": fn.get("name"),
+                                "input": translate.arguments(fn.get("arguments"))})
+            if not m.get("tool_calls"):
+                content = m.get("content") if isinstance(m.get("content"), str) else content
+        else:
+            role = "user"
+            raw = m.get("content")
+            content = raw if isinstance(raw, str) else _blocks(provider, raw)
+        if out and out[-1]["role"] == role:
+            prev = out[-1]
+            prev["content"] = _as_blocks(prev["content"]) + _as_blocks(content)
+        else:
+            out.append({"role": role, "content": content})
     if cache_prefix and out:
         first = out[0]
-        blocks = first["content"] if isinstance(first["content"], list) else [{"type": "text", "text": message_text(first["content"])}]
-        first["content"] = [{"type": "text", "text": cache_prefix, "cache_control": {"type": "ephemeral"}}, *blocks]
+        first["content"] = [{"type": "text", "text": cache_prefix, "cache_control": {"type": "ephemeral"}},
+                            *_as_blocks(first["content"])]
     return system, out
+
+
+def _as_blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, list):
+        return content
+    text = message_text(content)
+    return [{"type": "text", "text": text}] if text else []
 
 
 def convert_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
@@ -63,13 +104,19 @@ def convert_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | 
     return out or None
 
 
+def schema_tool(call: LlmCall) -> str | None:
+    """The forced tool standing in for ``response_format: json_schema`` (its input is the answer), or None."""
+    fmt = translate.response_format(call.parameters.get("response_format"))
+    return f"{fmt.name}" if fmt is not None and fmt.kind == "json_schema" else None
+
+
 def request_body(call: LlmCall) -> dict[str, Any]:
-    system, messages = convert_messages(call.messages, call.extra.get("cache_prefix"))
+    provider = call.provider
+    system, messages = convert_messages(call.messages, call.extra.get("cache_prefix"), provider)
     p = call.parameters
+    translate.refuse_penalties(provider, p)
     body: dict[str, Any] = {"model": call.model, "messages": messages,
                             "max_tokens": int(p.get("max_tokens") or DEFAULT_MAX_TOKENS)}
-    if system:
-        body["system"] = system
     thinking = False
     if call.reasoning_effort:
         if any(call.model.startswith(m) for m in ADAPTIVE_MODELS):
@@ -81,14 +128,43 @@ def request_body(call: LlmCall) -> dict[str, Any]:
             body["thinking"] = {"type": "enabled", "budget_tokens": budget}
             body["max_tokens"] = max(body["max_tokens"], budget + 1024)
             thinking = True
-    for name, target in (("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k"),
-                         ("stop", "stop_sequences"), ("stop_sequences", "stop_sequences")):
-        if name in p and not (thinking and name in ("temperature", "top_k", "top_p")):
-            value = p[name]
-            body[target] = [value] if target == "stop_sequences" and isinstance(value, str) else value
+    for name, target in (("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k")):
+        if name in p and not thinking:
+            body[target] = p[name]
+    stops = translate.stop_sequences(p.get("stop", p.get("stop_sequences")))
+    if stops:
+        body["stop_sequences"] = stops
+    if isinstance(p.get("user"), str) and p["user"]:
+        body["metadata"] = {"user_id": p["user"]}
     tools = convert_tools(call.tools)
+    choice = translate.tool_choice(p.get("tool_choice"), call.tools)
+    fmt = translate.response_format(p.get("response_format"))
+    if fmt is not None and fmt.kind == "json_object":
+        system = f"{system}\n\n{JSON_INSTRUCTION}" if system else JSON_INSTRUCTION
+    elif fmt is not None:  # json_schema: one forced tool whose input is the answer
+        if tools:
+            raise UnsupportedFeature(provider, "response_format json_schema together with tools")
+        if thinking:
+            raise UnsupportedFeature(provider, "response_format json_schema with reasoning_effort (extended "
+                                               "thinking cannot be combined with a forced tool)")
+        tools = [{"name": fmt.name, "description": "Give the answer as this tool's input.", "input_schema": fmt.schema}]
+        choice = translate.ToolChoice("function", fmt.name)
+    if system:
+        body["system"] = system
     if tools:
         body["tools"] = tools
+        tc: dict[str, Any] | None = None
+        if choice is not None:
+            if thinking and choice.mode in ("required", "function"):
+                raise UnsupportedFeature(provider, f"tool_choice '{choice.mode}' with reasoning_effort (extended "
+                                                   "thinking only allows tool_choice auto or none)")
+            tc = {"type": {"auto": "auto", "none": "none", "required": "any", "function": "tool"}[choice.mode]}
+            if choice.mode == "function":
+                tc["name"] = choice.name
+        if p.get("parallel_tool_calls") is False and (tc is None or tc["type"] != "none"):
+            tc = {**(tc or {"type": "auto"}), "disable_parallel_tool_use": True}
+        if tc is not None:
+            body["tool_choice"] = tc
     return body
 
 
@@ -106,16 +182,21 @@ def _usage(raw: dict[str, Any] | None) -> Usage:
                  output_tokens=int(raw.get("output_tokens") or 0), cached_input_tokens=cached)
 
 
-def parse(data: dict[str, Any]) -> Completion:
+def parse(data: dict[str, Any], answer_tool: str | None = None) -> Completion:
+    """A Messages answer in the normalised shape; the ``answer_tool``'s input (json_schema) is the content."""
     texts: list[str] = []
     thinking: list[str] = []
     tool_calls: list[dict[str, Any]] = []
+    finish = finish_reason(data.get("stop_reason"))
     for block in data.get("content") or []:
         kind = block.get("type")
         if kind == "text":
             texts.append(block.get("text", ""))
         elif kind == "thinking":
             thinking.append(block.get("thinking", ""))
+        elif kind == "tool_use" and answer_tool is not None and block.get("name") == answer_tool:
+            texts.append(json.dumps(block.get("input") or {}))
+            finish = "stop" if finish == "tool_calls" else finish
         elif kind == "tool_use":
             tool_calls.append({"id": block.get("id"), "type": "function",
                                "function": {"name": block.get("name"), "arguments": json.dumps(block.get("input") or {})}})
@@ -124,7 +205,7 @@ def parse(data: dict[str, Any]) -> Completion:
         thoughts["tool_calls"] = tool_calls
     if thinking:
         thoughts["reasoning_content"] = "\n".join(thinking)
-    return Completion("\n".join(texts), thoughts or None, _usage(data.get("usage")), data.get("stop_reason"))
+    return Completion("\n".join(texts), thoughts or None, _usage(data.get("usage")), finish)
 
 
 class AnthropicProvider:
@@ -138,18 +219,22 @@ class AnthropicProvider:
         return f"{(call.base_url or DEFAULT_BASE_URL).rstrip('/')}/v1/messages"
 
     async def complete(self, call: LlmCall) -> Completion:
-        data = await call.http.request_json("POST", self.url(call), headers=headers(call), body=request_body(call),
+        body = request_body(call)
+        data = await call.http.request_json("POST", self.url(call), headers=headers(call), body=body,
                                             timeout=call.timeout)
         if data.get("type") == "error":
             err = data.get("error") or {}
             raise VendorError(502, str(err.get("message")), code=err.get("type"))
-        return parse(data)
+        return parse(data, schema_tool(call))
 
     async def stream(self, call: LlmCall) -> AsyncIterator[StreamEvent]:
         body = request_body(call)
         body["stream"] = True
+        answer_tool = schema_tool(call)
         blocks: dict[int, dict[str, Any]] = {}
         partial: dict[int, list[str]] = {}
+        call_index: dict[int, int] = {}  # Anthropic block index → OpenAI tool-call index
+        pieces = translate.ToolCallPieces()
         message: dict[str, Any] = {}
         usage: dict[str, Any] = {}
         async with call.http.open("POST", self.url(call), headers=headers(call), body=body, timeout=call.timeout) as resp:
@@ -163,7 +248,10 @@ class AnthropicProvider:
                     message = event.get("message") or {}
                     usage.update(message.get("usage") or {})
                 elif kind == "content_block_start":
-                    blocks[event["index"]] = dict(event.get("content_block") or {})
+                    block = blocks[event["index"]] = dict(event.get("content_block") or {})
+                    if block.get("type") == "tool_use" and block.get("name") != answer_tool:
+                        call_index[event["index"]] = len(pieces.calls)
+                        yield StreamEvent("tool_call", tool_call=pieces.start(str(block.get("id")), str(block.get("name"))))
                 elif kind == "content_block_delta":
                     block, delta = blocks.setdefault(event["index"], {}), event.get("delta") or {}
                     if delta.get("type") == "text_delta":
@@ -173,20 +261,27 @@ class AnthropicProvider:
                         block["thinking"] = block.get("thinking", "") + delta.get("thinking", "")
                         yield StreamEvent("thoughts", delta.get("thinking", ""))
                     elif delta.get("type") == "input_json_delta":
-                        partial.setdefault(event["index"], []).append(delta.get("partial_json", ""))
+                        piece = delta.get("partial_json", "")
+                        partial.setdefault(event["index"], []).append(piece)
+                        if not piece:
+                            continue
+                        if event["index"] in call_index:
+                            yield StreamEvent("tool_call", tool_call=pieces.add(call_index[event["index"]], piece))
+                        elif block.get("name") == answer_tool:
+                            yield StreamEvent("content", piece)  # json_schema: the forced tool's input is the answer
                 elif kind == "message_delta":
                     usage.update(event.get("usage") or {})
                     message["stop_reason"] = (event.get("delta") or {}).get("stop_reason")
                 elif kind == "error":
                     err = event.get("error") or {}
                     raise VendorError(502, str(err.get("message")), code=err.get("type"))
-        for index, pieces in partial.items():
+        for index, parts in partial.items():
             try:
-                blocks[index]["input"] = json.loads("".join(pieces) or "{}")
+                blocks[index]["input"] = json.loads("".join(parts) or "{}")
             except ValueError:
                 blocks[index]["input"] = {}
         final = parse({"content": [blocks[i] for i in sorted(blocks)], "usage": usage,
-                       "stop_reason": message.get("stop_reason")})
+                       "stop_reason": message.get("stop_reason")}, answer_tool)
         yield StreamEvent("done", completion=final)
 
 

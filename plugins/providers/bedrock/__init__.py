@@ -11,36 +11,85 @@ from typing import Any, AsyncIterator, Callable
 from urllib.parse import quote
 
 from gofannon import hookimpl
-from gofannon.llm import Completion, LlmCall, StreamEvent, Usage, message_text
+from gofannon.llm import Completion, LlmCall, StreamEvent, UnsupportedFeature, Usage, VendorError, message_text
+from gofannon_plugins.providers import translate
+from gofannon_plugins.providers.bedrock import eventstream
 
 BUDGETS = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096, "xhigh": 8192, "max": 16384}
 ADAPTIVE = ("claude-opus-4-7", "claude-opus-4-8", "claude-mythos")
+#: Converse stop reasons in OpenAI's words; unknown → stop.
+FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
+          "model_context_window_exceeded": "length", "guardrail_intervened": "content_filter",
+          "content_filtered": "content_filter"}
+#: Image formats Converse takes (``image.format``), by media type.
+IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+#: ConverseStream exception types (``:exception-type``) → HTTP status, for the service's error mapping.
+STREAM_ERRORS = {"throttlingException": 429, "validationException": 400, "accessDeniedException": 403,
+                 "serviceUnavailableException": 503, "internalServerException": 500,
+                 "modelStreamErrorException": 502, "modelTimeoutException": 504}
+JSON_INSTRUCTION = "Answer with a single JSON object and nothing else: no prose, no code fences."
+
+
+def finish_reason(stop_reason: str | None) -> str | None:
+    return None if stop_reason is None else FINISH.get(stop_reason, "stop")
+
+
+def _user_blocks(provider: str, content: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for part in translate.parts(provider, content):
+        if isinstance(part, str):
+            out.append({"text": part})
+        elif part.data is None:
+            raise UnsupportedFeature(provider, "image URLs other than data: URLs (send the image inline)")
+        elif part.mime not in IMAGE_FORMATS:
+            raise UnsupportedFeature(provider, f"images of type {part.mime} (png, jpeg, gif and webp only)")
+        else:
+            out.append({"image": {"format": IMAGE_FORMATS[part.mime], "source": {"bytes": part.data}}})
+    return out
+
+
+def convert_messages(provider: str, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI messages → Converse messages; consecutive turns of one role merged (Converse wants them
+    alternating, and all results of a parallel tool call in one user turn)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        role = m.get("role")
+        if role in translate.SYSTEM_ROLES:
+            continue
+        if role == "tool":
+            role, blocks = "user", [{"toolResult": {"toolUseId": m.get("tool_call_id"),
+                                                    "content": [{"text": message_text(m.get("content"))}]}}]
+        elif role == "assistant":
+            text = message_text(m.get("content"))
+            blocks = [{"text": text}] if text else []
+            for tc in m.get("tool_calls") or []:
+                fn = tc.get("function") or {}
+                blocks.append({"toolUse": {"toolUseId": tc.get("id"), "name": fn.get("name"),
+                                           "input": translate.arguments(fn.get("arguments"))}})
+        else:
+            role, blocks = "user", _user_blocks(provider, m.get("content"))
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+    for message in out:
+        message["content"] = message["content"] or [{"text": ""}]
+    return out
+
+
+def schema_tool(call: LlmCall) -> str | None:
+    """The forced tool standing in for ``response_format: json_schema`` (its input is the answer), or None."""
+    fmt = translate.response_format(call.parameters.get("response_format"))
+    return fmt.name if fmt is not None and fmt.kind == "json_schema" else None
 
 
 def request_body(call: LlmCall) -> dict[str, Any]:
-    messages: list[dict[str, Any]] = []
-    for m in call.messages:
-        role = m.get("role")
-        if role == "system":
-            continue
-        if role == "tool":
-            block = {"toolResult": {"toolUseId": m.get("tool_call_id"), "content": [{"text": message_text(m.get("content"))}]}}
-            messages.append({"role": "user", "content": [block]})
-            continue
-        blocks: list[dict[str, Any]] = [{"text": message_text(m.get("content"))}] if message_text(m.get("content")) else []
-        for tc in m.get("tool_calls") or []:
-            fn = tc.get("function") or {}
-            try:
-                args = json.loads(fn.get("arguments") or "{}")
-            except ValueError:
-                args = {}
-            blocks.append({"toolUse": {"toolUseId": tc.get("id"), "name": fn.get("name"), "input": args}})
-        messages.append({"role": "assistant" if role == "assistant" else "user", "content": blocks or [{"text": ""}]})
+    provider, p = call.provider, call.parameters
+    translate.refuse_penalties(provider, p)
+    translate.refuse_parallel_off(provider, p)
+    messages = convert_messages(provider, call.messages)
     body: dict[str, Any] = {"messages": messages}
-    system = [{"text": message_text(m.get("content"))} for m in call.messages if m.get("role") == "system"]
-    if system:
-        body["system"] = system
-    p = call.parameters
+    system_text = translate.system_text(call.messages)
     inference: dict[str, Any] = {}
     thinking = bool(call.reasoning_effort) and "anthropic.claude" in call.model
     if p.get("max_tokens") is not None:
@@ -50,8 +99,9 @@ def request_body(call: LlmCall) -> dict[str, Any]:
             inference["temperature"] = p["temperature"]
         if p.get("top_p") is not None:
             inference["topP"] = p["top_p"]
-    if p.get("stop") is not None:
-        inference["stopSequences"] = [p["stop"]] if isinstance(p["stop"], str) else p["stop"]
+    stops = translate.stop_sequences(p.get("stop"))
+    if stops:
+        inference["stopSequences"] = stops
     if thinking:
         effort = str(call.reasoning_effort)
         if any(a in call.model for a in ADAPTIVE):
@@ -70,33 +120,79 @@ def request_body(call: LlmCall) -> dict[str, Any]:
                                        "inputSchema": {"json": fn.get("parameters") or {"type": "object", "properties": {}}}}})
         else:
             specs.append(tool)
+    choice = translate.tool_choice(p.get("tool_choice"), call.tools)
+    fmt = translate.response_format(p.get("response_format"))
+    if fmt is not None and fmt.kind == "json_object":
+        system_text = f"{system_text}\n\n{JSON_INSTRUCTION}" if system_text else JSON_INSTRUCTION
+    elif fmt is not None:  # json_schema: one forced tool whose input is the answer
+        if specs:
+            raise UnsupportedFeature(provider, "response_format json_schema together with tools")
+        if thinking:
+            raise UnsupportedFeature(provider, "response_format json_schema with reasoning_effort (extended "
+                                               "thinking cannot be combined with a forced tool)")
+        specs = [{"toolSpec": {"name": fmt.name, "description": "Give the answer as this tool's input.",
+                               "inputSchema": {"json": fmt.schema}}}]
+        choice = translate.ToolChoice("function", fmt.name)
+    if system_text:
+        body["system"] = [{"text": system_text}]
+    if specs and choice is not None and choice.mode == "none":
+        # Converse has no "none": leave the tools out, unless the conversation already used them (then
+        # Converse insists on the toolConfig, and the model could call a tool).
+        if any("toolUse" in b or "toolResult" in b for m in messages for b in m["content"]):
+            raise UnsupportedFeature(provider, "tool_choice 'none' in a conversation that already used tools")
+        specs = []
     if specs:
         body["toolConfig"] = {"tools": specs}
+        if choice is not None and choice.mode != "none":
+            if thinking and choice.mode in ("required", "function"):
+                raise UnsupportedFeature(provider, f"tool_choice '{choice.mode}' with reasoning_effort (extended "
+                                                   "thinking only allows tool_choice auto)")
+            body["toolConfig"]["toolChoice"] = (
+                {"auto": {}} if choice.mode == "auto" else {"any": {}} if choice.mode == "required"
+                else {"tool": {"name": choice.name}})
     return body
 
 
-def parse(data: dict[str, Any]) -> Completion:
+def _tool_call(use: dict[str, Any]) -> dict[str, Any]:
+    return {"id": use.get("toolUseId"), "type": "function",
+            "function": {"name": use.get("name"), "arguments": json.dumps(use.get("input") or {})}}
+
+
+def _usage(raw: dict[str, Any] | None) -> Usage:
+    raw = raw or {}
+    cached = int(raw.get("cacheReadInputTokens") or 0)
+    return Usage(input_tokens=int(raw.get("inputTokens") or 0), output_tokens=int(raw.get("outputTokens") or 0),
+                 cached_input_tokens=cached)
+
+
+def completion(blocks: list[dict[str, Any]], usage: Usage, stop_reason: str | None,
+               answer_tool: str | None = None) -> Completion:
+    """Converse content blocks in the normalised shape; the ``answer_tool``'s input (json_schema) is the content."""
     texts: list[str] = []
     reasoning: list[str] = []
     calls: list[dict[str, Any]] = []
-    for block in ((data.get("output") or {}).get("message") or {}).get("content") or []:
+    finish = finish_reason(stop_reason)
+    for block in blocks:
         if "text" in block:
             texts.append(block["text"])
         elif "reasoningContent" in block:
             reasoning.append(((block["reasoningContent"] or {}).get("reasoningText") or {}).get("text", ""))
+        elif "toolUse" in block and answer_tool is not None and block["toolUse"].get("name") == answer_tool:
+            texts.append(json.dumps(block["toolUse"].get("input") or {}))
+            finish = "stop" if finish == "tool_calls" else finish
         elif "toolUse" in block:
-            use = block["toolUse"]
-            calls.append({"id": use.get("toolUseId"), "type": "function",
-                          "function": {"name": use.get("name"), "arguments": json.dumps(use.get("input") or {})}})
-    usage_raw = data.get("usage") or {}
-    usage = Usage(input_tokens=int(usage_raw.get("inputTokens") or 0), output_tokens=int(usage_raw.get("outputTokens") or 0),
-                  cached_input_tokens=int(usage_raw.get("cacheReadInputTokens") or 0))
+            calls.append(_tool_call(block["toolUse"]))
     thoughts: dict[str, Any] = {}
     if calls:
         thoughts["tool_calls"] = calls
     if reasoning:
         thoughts["reasoning_content"] = "\n".join(reasoning)
-    return Completion("\n".join(texts), thoughts or None, usage, data.get("stopReason"))
+    return Completion("\n".join(texts), thoughts or None, usage, finish)
+
+
+def parse(data: dict[str, Any], answer_tool: str | None = None) -> Completion:
+    blocks = ((data.get("output") or {}).get("message") or {}).get("content") or []
+    return completion(blocks, _usage(data.get("usage")), data.get("stopReason"), answer_tool)
 
 
 class BedrockProvider:
@@ -108,26 +204,96 @@ class BedrockProvider:
     def catalog(self, settings: Any) -> dict[str, dict[str, Any]]:
         return {}  # config/catalog/bedrock.json
 
-    def url(self, call: LlmCall) -> str:
+    def url(self, call: LlmCall, action: str = "converse") -> str:
         base = call.base_url
         if not base:
             region = call.provider_config.get("aws_region") or self.region
             base = f"https://bedrock-runtime.{region}.amazonaws.com"
-        return f"{base.rstrip('/')}/model/{quote(call.model, safe='')}/converse"
+        return f"{base.rstrip('/')}/model/{quote(call.model, safe='')}/{action}"
 
-    async def complete(self, call: LlmCall) -> Completion:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    @staticmethod
+    def headers(call: LlmCall, accept: str) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": accept}
         if call.api_key:
             headers["Authorization"] = f"Bearer {call.api_key}"
-        data = await call.http.request_json("POST", self.url(call), headers=headers, body=request_body(call),
-                                            timeout=call.timeout)
-        return parse(data)
+        return headers
+
+    async def complete(self, call: LlmCall) -> Completion:
+        body = request_body(call)
+        data = await call.http.request_json("POST", self.url(call), headers=self.headers(call, "application/json"),
+                                            body=body, timeout=call.timeout)
+        return parse(data, schema_tool(call))
 
     async def stream(self, call: LlmCall) -> AsyncIterator[StreamEvent]:
-        completion = await self.complete(call)  # ConverseStream speaks AWS event-stream framing; answered whole
-        if completion.content:
-            yield StreamEvent("content", completion.content)
-        yield StreamEvent("done", completion=completion)
+        """ConverseStream: each event-stream message is turned into events as soon as its bytes are in."""
+        body = request_body(call)
+        answer_tool = schema_tool(call)
+        blocks: dict[int, dict[str, Any]] = {}
+        inputs: dict[int, list[str]] = {}
+        call_index: dict[int, int] = {}  # content block index → OpenAI tool-call index
+        pieces = translate.ToolCallPieces()
+        usage = Usage()
+        stop_reason: str | None = None
+        async with call.http.open("POST", self.url(call, "converse-stream"), body=body, timeout=call.timeout,
+                                  headers=self.headers(call, "application/vnd.amazon.eventstream")) as resp:
+            try:
+                async for message in eventstream.messages(resp.content.iter_any()):
+                    kind = message.headers.get(":event-type")
+                    if message.headers.get(":message-type") != "event":
+                        raise _stream_error(message)
+                    try:
+                        event = json.loads(message.payload or b"{}")
+                    except ValueError:
+                        raise VendorError(502, f"Bedrock sent an unreadable {kind} event") from None
+                    index = int(event.get("contentBlockIndex") or 0)
+                    if kind == "contentBlockStart":
+                        use = (event.get("start") or {}).get("toolUse")
+                        if isinstance(use, dict):
+                            blocks[index] = {"toolUse": {"toolUseId": use.get("toolUseId"), "name": use.get("name")}}
+                            if use.get("name") != answer_tool:
+                                call_index[index] = len(pieces.calls)
+                                yield StreamEvent("tool_call", tool_call=pieces.start(str(use.get("toolUseId")),
+                                                                                      str(use.get("name"))))
+                    elif kind == "contentBlockDelta":
+                        delta = event.get("delta") or {}
+                        if "text" in delta:
+                            block = blocks.setdefault(index, {"text": ""})
+                            block["text"] = block.get("text", "") + delta["text"]
+                            yield StreamEvent("content", delta["text"])
+                        elif "reasoningContent" in delta:
+                            text = (delta["reasoningContent"] or {}).get("text") or ""
+                            block = blocks.setdefault(index, {"reasoningContent": {"reasoningText": {"text": ""}}})
+                            block["reasoningContent"]["reasoningText"]["text"] += text
+                            if text:
+                                yield StreamEvent("thoughts", text)
+                        elif "toolUse" in delta:
+                            piece = str((delta["toolUse"] or {}).get("input") or "")
+                            inputs.setdefault(index, []).append(piece)
+                            if piece and index in call_index:
+                                yield StreamEvent("tool_call", tool_call=pieces.add(call_index[index], piece))
+                            elif piece:
+                                yield StreamEvent("content", piece)  # json_schema: the forced tool's input
+                    elif kind == "messageStop":
+                        stop_reason = event.get("stopReason")
+                    elif kind == "metadata":
+                        usage = _usage(event.get("usage"))
+            except eventstream.EventStreamError as exc:
+                raise VendorError(502, f"Bedrock's event stream was broken: {exc}") from None
+        for index, parts in inputs.items():
+            if "toolUse" in blocks.get(index, {}):
+                blocks[index]["toolUse"]["input"] = translate.arguments("".join(parts))
+        yield StreamEvent("done", completion=completion([blocks[i] for i in sorted(blocks)], usage, stop_reason,
+                                                        answer_tool))
+
+
+def _stream_error(message: eventstream.Message) -> VendorError:
+    """An ``exception`` (or ``error``) message in the stream, as the vendor error it reports."""
+    kind = str(message.headers.get(":exception-type") or message.headers.get(":error-code") or "error")
+    try:
+        text = str(json.loads(message.payload or b"{}").get("message") or kind)
+    except (ValueError, AttributeError):
+        text = message.payload.decode("utf-8", "replace")[:500] or kind
+    return VendorError(STREAM_ERRORS.get(kind, 502), text, code=kind)
 
 
 @hookimpl
