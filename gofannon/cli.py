@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import TYPE_CHECKING, Sequence
 
@@ -21,13 +20,22 @@ def _settings() -> Settings:
         raise SystemExit(f"gofannon: bad configuration: {exc}") from None
 
 
+def _configure_logging(settings: Settings) -> None:
+    from gofannon.observability import configure_logging
+
+    try:
+        configure_logging(settings)
+    except ValueError as exc:
+        raise SystemExit(f"gofannon: bad configuration: {exc}") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from gofannon.app import create_app
 
     settings = _settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging(settings)
     host = args.host or settings.host
     port = args.port or settings.port
     app = create_app(settings)
@@ -39,7 +47,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from gofannon.jobs.worker import run_worker
 
     settings = _settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging(settings)
     return run_worker(settings, burst=args.burst, name=args.name, concurrency=args.concurrency, grace=args.grace)
 
 

@@ -1,11 +1,16 @@
-"""Observability events: redacted, logged, and handed to ``record_event`` plugins."""
+"""Observability: the request context (request id, user, route), logging set-up with secret redaction,
+and events (redacted, logged, and handed to ``record_event`` plugins).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
-from typing import TYPE_CHECKING, Any
+import sys
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, TextIO
 
 from gofannon.timeutil import now_iso
 
@@ -13,6 +18,37 @@ if TYPE_CHECKING:  # pragma: no cover
     from gofannon.kernel import Kernel
 
 log = logging.getLogger("gofannon.events")
+
+#: Request ids a caller may choose: bounded and of a charset that is safe in headers, logs and JSON.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+=\-]{0,127}")
+
+
+class RequestContext:
+    """What log lines and events of one request carry; filled in by the kernel middleware."""
+
+    __slots__ = ("request_id", "user_id", "route")
+
+    def __init__(self, request_id: str, route: str | None = None) -> None:
+        self.request_id = request_id
+        self.user_id: str | None = None
+        self.route = route
+
+
+#: The current request's context. Tasks spawned while handling a request inherit it, so their log
+#: lines and events keep the request's id.
+CURRENT: ContextVar[RequestContext | None] = ContextVar("gofannon_request", default=None)
+
+
+def request_id_from(header: str | None) -> str:
+    """The caller's ``X-Request-Id`` when it is well formed (1-128 safe characters), else a new id."""
+    if header and _REQUEST_ID.fullmatch(header):
+        return header
+    return os.urandom(12).hex()
+
+
+def current_request_id() -> str | None:
+    ctx = CURRENT.get()
+    return ctx.request_id if ctx is not None else None
 
 _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("api_token", re.compile(r"\bgft_[0-9a-f]{32}_[A-Za-z0-9_\-]{20,}")),
@@ -62,6 +98,11 @@ def record(kernel: "Kernel", event_type: str, message: str = "", *, level: str =
         "message": redact(str(message)),
         "metadata": _clean(metadata or {}),
     }
+    ctx = CURRENT.get()
+    if ctx is not None:
+        event["requestId"] = ctx.request_id
+        if user_id is None and ctx.user_id is not None:
+            event["userId"] = ctx.user_id
     py_level = _LEVELS.get(event["level"], 20)
     if log.isEnabledFor(py_level):
         log.log(py_level, "%s %s", event_type, json.dumps(event, default=str))
@@ -70,3 +111,125 @@ def record(kernel: "Kernel", event_type: str, message: str = "", *, level: str =
     except Exception:  # noqa: BLE001 - a broken sink must not break the request
         log.exception("record_event plugin failed")
     return event
+
+
+# -- logging -------------------------------------------------------------------------------------------
+#: Credentials as they appear in headers and configuration dumps: the value after the name is hidden.
+_HEADER_SECRET = re.compile(
+    r"(?i)\b(authorization|proxy-authorization|x-admin-password|cookie|set-cookie|x-api-key|api-key)"
+    r"(['\"]?\s*[:=]\s*['\"]?)((?:bearer|basic|token)\s+)?([^\s'\",;]+)"
+)
+_BEARER = re.compile(r"(?i)\b(bearer)\s+([A-Za-z0-9._~+/=\-]{8,})")
+#: Settings and environment variables whose values are secrets, by name.
+_SECRET_NAME = re.compile(r"(?i)(_API_KEY|_SECRET|_SECRET_KEY|_TOKEN|PASSWORD|_ACCESS_KEY)$")
+
+
+def configured_secrets(settings: Any) -> list[str]:
+    """Secret values the process knows (API keys in the environment, the secret key, passwords), longest
+    first, so a log line that quotes one verbatim can be cleaned even when no pattern knows its shape."""
+    found: set[str] = set()
+    environ = getattr(settings, "environ", None) or {}
+    for name, value in environ.items():
+        if _SECRET_NAME.search(name) and isinstance(value, str) and len(value) >= 8:
+            found.add(value)
+    for attr in ("secret_key", "admin_panel_password", "metrics_token"):
+        value = getattr(settings, attr, None)
+        if isinstance(value, str) and len(value) >= 8:
+            found.add(value)
+    return sorted(found, key=len, reverse=True)
+
+
+class Redactor:
+    """Hides credentials in text: known token shapes, header values, and the configured secrets."""
+
+    def __init__(self, secrets: list[str] | None = None) -> None:
+        self.secrets = list(secrets or [])
+
+    def __call__(self, text: str) -> str:
+        for value in self.secrets:
+            if value in text:
+                text = text.replace(value, "[REDACTED:configured]")
+        text = _HEADER_SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3) or ''}[REDACTED]", text)
+        text = _BEARER.sub(lambda m: f"{m.group(1)} [REDACTED]", text)
+        return redact(text)
+
+
+class ContextFilter(logging.Filter):
+    """Adds the request context to every record and redacts its message and traceback once, so every
+    formatter and handler downstream sees the clean text."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = CURRENT.get()
+        record.request_id = ctx.request_id if ctx is not None else None
+        record.user_id = ctx.user_id if ctx is not None else None
+        record.route = ctx.route if ctx is not None else None
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string is logged as written
+            message = str(record.msg)
+        record.msg, record.args = self.redactor(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redactor(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redactor(record.stack_info)
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """The readable default: ``time LEVEL logger [request_id=...]: message`` (the id only inside a request)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s%(request_tag)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        rid = getattr(record, "request_id", None)
+        record.request_tag = f" [request_id={rid}]" if rid else ""
+        return super().format(record)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request_id, user_id, route (and exc)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None),
+            "user_id": getattr(record, "user_id", None),
+            "route": getattr(record, "route", None),
+            "pid": record.process,
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            data["exc"] = record.exc_text
+        return json.dumps(data, default=str, ensure_ascii=False)
+
+
+JsonFormatter.converter = __import__("time").gmtime  # type: ignore[assignment]
+
+
+def configure_logging(settings: Any, stream: TextIO | None = None) -> logging.Handler:
+    """Route the root logger to one handler in ``GOFANNON_LOG_FORMAT`` (``text`` or ``json``) that adds
+    the request context and redacts secrets. Replaces handlers a previous call installed. Returns it."""
+    fmt = str(getattr(settings, "log_format", "text") or "text").lower()
+    if fmt not in ("text", "json"):
+        raise ValueError(f"GOFANNON_LOG_FORMAT={fmt!r}: use text or json")
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(ContextFilter(Redactor(configured_secrets(settings))))
+    handler._gofannon = True  # type: ignore[attr-defined]
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_gofannon", False)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(str(getattr(settings, "log_level", "INFO")).upper())
+    return handler

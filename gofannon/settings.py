@@ -52,6 +52,10 @@ class Settings:
     max_body_bytes: int = _setting("GOFANNON_MAX_BODY_BYTES", 10 * 1024 * 1024, "Largest request body; a larger one answers 413.", "int")
     ui_dir: str | None = _setting("GOFANNON_UI_DIR", None, "A built web UI (single-page app) the kernel serves on the API's origin.")
     log_level: str = _setting("GOFANNON_LOG_LEVEL", "INFO", "Python logging level of the service.")
+    log_format: str = _setting("GOFANNON_LOG_FORMAT", "text", "`text` (readable lines) or `json` (one object per line: time, level, logger, message, request_id, user_id, route). Secrets are redacted either way.")
+    workers: str = _setting("GOFANNON_WORKERS", "1", "API processes `gofannon serve` runs on one port (`--workers`; `auto` = one per core); above 1 a supervisor restarts any that dies.")
+    metrics: bool = _setting("GOFANNON_METRICS", True, "Collect Prometheus metrics and serve `GET /metrics` (site admins, admin tokens, or `GOFANNON_METRICS_TOKEN`).", "bool")
+    metrics_token: str | None = _setting("GOFANNON_METRICS_TOKEN", None, "A bearer token that may read `/metrics` besides site admins.")
     # -- storage and jobs ---------------------------------------------------------------------------
     storage: str = _setting("GOFANNON_STORAGE", "sqlite", "Document store plugin: `sqlite`, `redis`, `postgres`, `memory`, or a third-party plugin's name.")
     database_url: str | None = _setting("DATABASE_URL", None, "PostgreSQL connection URL for `GOFANNON_STORAGE=postgres`.")

@@ -361,6 +361,11 @@ class SandboxPool:
     def warm(self) -> int:
         return len(self._ready)
 
+    @property
+    def alive(self) -> bool:
+        """Open and still able to start children (readiness probes ask)."""
+        return not self._closed and self._spawner.is_alive()
+
     def acquire(self) -> concurrent.futures.Future[Child]:
         """A child for one run: a warm one if any, else the next one to finish starting."""
         fut: concurrent.futures.Future[Child] = concurrent.futures.Future()

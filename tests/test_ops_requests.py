@@ -1,0 +1,182 @@
+"""Request ids and logs: ``X-Request-Id`` on every answer, in log lines, events and 500 details; JSON logs;
+secrets never reach a log line."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from typing import Any, AsyncIterator, Callable, Iterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from conftest import Client, free_port
+from gofannon import hookimpl
+from gofannon.app import create_app
+from gofannon.kernel import Kernel
+from gofannon.observability import configure_logging
+from gofannon.services.identity import SESSION_COOKIE
+from gofannon.settings import Settings
+from gofannon.web.keys import KERNEL
+
+GENERATED = re.compile(r"[0-9a-f]{24}")
+log = logging.getLogger("gofannon.test_ops")
+
+
+class Throwaway:
+    """Routes the app has none of on purpose: one that fails, one that streams, one that logs and records."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    @hookimpl
+    def register_routes(self, register: Callable[..., None], settings: Settings) -> None:
+        async def boom(request: web.Request) -> web.Response:
+            raise RuntimeError("the test route failed on purpose")
+
+        async def stream(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+            await resp.prepare(request)
+            await resp.write(b"one\n")
+            await resp.write(b"two\n")
+            await resp.write_eof()
+            return resp
+
+        async def chatty(request: web.Request) -> web.Response:
+            log.warning("incoming headers %s", dict(request.headers))
+            request.app[KERNEL].record("test_ops_event", "something happened", metadata={"n": 1})
+            return web.json_response({"ok": True})
+
+        register("GET", "/test-ops/boom", boom, public=True)
+        register("GET", "/test-ops/stream", stream, public=True)
+        register("GET", "/test-ops/chatty", chatty)
+
+    @hookimpl
+    def record_event(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+
+@pytest.fixture
+def captured_logs(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., io.StringIO]]:
+    """``stream = capture(**env)`` routes the root logger through the kernel's log set-up into a buffer."""
+    root = logging.getLogger()
+    level = root.level
+    installed: list[logging.Handler] = []
+
+    def capture(**env: str) -> io.StringIO:
+        buf = io.StringIO()
+        installed.append(configure_logging(make_settings(**env), stream=buf))
+        return buf
+
+    yield capture
+    for handler in installed:
+        root.removeHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.fixture
+async def ops_app(make_settings: Callable[..., Settings]) -> AsyncIterator[Callable[..., Any]]:
+    """``client, plugin = await ops_app(**env)``: the real app with the throwaway plugin, on a real port."""
+    started: list[tuple[TestServer, aiohttp.ClientSession]] = []
+
+    async def start(**env: str) -> tuple[Client, Throwaway]:
+        plugin = Throwaway()
+        kernel = Kernel(make_settings(**env))
+        kernel.pm.register(plugin, name="test-ops")
+        app = create_app(kernel=kernel)
+        server = TestServer(app, host="127.0.0.1", port=free_port())
+        await server.start_server()
+        session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        started.append((server, session))
+        return Client(server, session), plugin
+
+    yield start
+    for server, session in reversed(started):
+        await session.close()
+        await server.close()
+
+
+async def test_every_answer_carries_a_request_id(ops_app: Any) -> None:
+    client, _ = await ops_app()
+    seen = set()
+    for path in ("/health", "/no/such/route", "/agents", "/test-ops/stream"):
+        async with client.get(path) as r:
+            rid = r.headers.get("X-Request-Id")
+            assert rid is not None and GENERATED.fullmatch(rid), (path, r.status, rid)
+            seen.add(rid)
+            if path == "/test-ops/stream":
+                assert await r.text() == "one\ntwo\n"
+    assert len(seen) == 4  # a new id per request
+    async with client.request("OPTIONS", "/agents", headers={
+            "Origin": "http://localhost:3000", "Access-Control-Request-Method": "GET"}) as r:
+        assert r.status == 200 and GENERATED.fullmatch(r.headers["X-Request-Id"])
+
+
+async def test_a_well_formed_request_id_is_kept_and_a_bad_one_replaced(ops_app: Any) -> None:
+    client, _ = await ops_app()
+    async with client.get("/health", headers={"X-Request-Id": "lb-7f3a.42:retry=1"}) as r:
+        assert r.headers["X-Request-Id"] == "lb-7f3a.42:retry=1"
+    for bad in ("x" * 129, "<script>alert(1)</script>", "has space", "-leading-dash"):
+        async with client.get("/health", headers={"X-Request-Id": bad}) as r:
+            assert r.status == 200
+            assert GENERATED.fullmatch(r.headers["X-Request-Id"]), bad
+
+
+async def test_a_500_names_its_request_id_and_the_log_line_carries_it(ops_app: Any, captured_logs: Any) -> None:
+    logs = captured_logs()
+    client, plugin = await ops_app()
+    async with client.get("/test-ops/boom", headers={"X-Request-Id": "quote-me-123"}) as r:
+        assert r.status == 500
+        assert r.headers["X-Request-Id"] == "quote-me-123"
+        assert (await r.json())["detail"] == "An internal server error occurred. (request id: quote-me-123)"
+    lines = [line for line in logs.getvalue().splitlines() if "uncaught exception" in line]
+    assert lines and "[request_id=quote-me-123]" in lines[0]
+    event = next(e for e in plugin.events if e["eventType"] == "uncaught_api_exception")
+    assert event["requestId"] == "quote-me-123"
+
+
+async def test_json_logs_one_object_per_line_with_request_user_and_route(ops_app: Any, captured_logs: Any) -> None:
+    logs = captured_logs(GOFANNON_LOG_FORMAT="json")
+    client, plugin = await ops_app()
+    await client.login("alice")
+    async with client.get("/test-ops/chatty", headers={"X-Request-Id": "json-1"}) as r:
+        assert r.status == 200
+    records = [json.loads(line) for line in logs.getvalue().splitlines()]  # every line parses
+    mine = [rec for rec in records if rec["request_id"] == "json-1"]
+    warning = next(rec for rec in mine if rec["logger"] == "gofannon.test_ops")
+    assert warning["level"] == "WARNING" and warning["user_id"] == "dev_stub:alice"
+    assert warning["route"] == "/test-ops/chatty" and warning["message"].startswith("incoming headers")
+    assert set(warning) >= {"time", "level", "logger", "message", "request_id", "user_id", "route"}
+    event = next(e for e in plugin.events if e["eventType"] == "test_ops_event")
+    assert event["requestId"] == "json-1" and event["userId"] == "dev_stub:alice"
+    assert any(rec["logger"] == "gofannon.events" and "test_ops_event" in rec["message"] for rec in mine)
+
+
+async def test_tokens_and_keys_never_reach_the_log(ops_app: Any, captured_logs: Any) -> None:
+    secret_key = "sk-ant-configured-provider-key-0123456789"
+    admin_password = "correct horse battery staple"
+    env = {"ANTHROPIC_API_KEY": secret_key, "ADMIN_PANEL_PASSWORD": admin_password}
+    logs = captured_logs(**env)
+    client, _ = await ops_app(**env)
+    await client.login("alice")
+    async with client.post("/users/me/tokens", json={"name": "script"}) as r:
+        assert r.status == 201
+        token = (await r.json())["token"]
+    session_cookie = next(c.value for c in client.session.cookie_jar if c.key == SESSION_COOKIE)
+    async with aiohttp.ClientSession() as bare:
+        async with bare.get(client.url("/test-ops/chatty"), headers={
+                "Authorization": f"Bearer {token}", "X-Admin-Password": admin_password,
+                "X-Request-Id": "secret-test"}) as r:
+            assert r.status == 200
+    async with client.get("/test-ops/chatty") as r:  # a browser: the session cookie
+        assert r.status == 200
+    log.error("config dump: key=%s and %s", secret_key, admin_password)
+    text = logs.getvalue()
+    assert "secret-test" in text and "incoming headers" in text  # the headers were logged ...
+    assert token not in text and token.split("_")[-1] not in text  # ... without the token
+    assert secret_key not in text and admin_password not in text
+    assert session_cookie not in text
