@@ -20,8 +20,8 @@ log = logging.getLogger("gofannon.app")
 #: ``ui`` comes last: its single-page-app fallback must not shadow API routes.
 WEB_MODULES: tuple[str, ...] = (
     "meta", "logs", "auth", "tokens", "users", "admin", "providers", "chat", "sessions",
-    "agents", "codegen", "runs", "deployments", "chain", "data_store", "mcp", "specs", "demos", "openapi",
-    "ui",
+    "agents", "codegen", "runs", "deployments", "chain", "data_store", "mcp", "mcp_server", "specs", "demos", "v1", "openapi",
+    "workspaces", "ui",
 )
 
 

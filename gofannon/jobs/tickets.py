@@ -57,7 +57,8 @@ def ident_from(payload: dict[str, Any]) -> "Identity":
 
 
 # -- API side ---------------------------------------------------------------------------------------
-async def new_ticket(kernel: "Kernel", ident: "Identity", request: "ChatRequest") -> dict[str, Any]:
+async def new_ticket(kernel: "Kernel", ident: "Identity", request: "ChatRequest", *,
+                     workspace_id: str | None = None) -> dict[str, Any]:
     """Persist a ``pending`` ticket (before anything answers, so GET right after POST finds it)."""
     ticket_id = str(uuid.uuid4())
     now = now_iso()
@@ -65,14 +66,18 @@ async def new_ticket(kernel: "Kernel", ident: "Identity", request: "ChatRequest"
         "ownerId": ident.uid, "status": "pending", "created_at": now, "updated_at": now, "completed_at": None,
         "request": request.model_dump(by_alias=True), "result": None, "error": None,
     }
+    if workspace_id is not None:
+        doc["workspaceId"] = workspace_id
     await kernel.store.put(TICKETS, ticket_id, doc, rev=None)
     doc["_id"] = ticket_id
     return doc
 
 
-async def submit_chat(kernel: "Kernel", ident: "Identity", request: "ChatRequest") -> dict[str, Any]:
-    """Persist the ``pending`` ticket, then queue it; returns the stored ticket."""
-    doc = await new_ticket(kernel, ident, request)
+async def submit_chat(kernel: "Kernel", ident: "Identity", request: "ChatRequest", *,
+                      workspace_id: str | None = None) -> dict[str, Any]:
+    """Persist the ``pending`` ticket, then queue it; returns the stored ticket. A chat made in a shared
+    workspace (``workspace_id``) is charged to it too."""
+    doc = await new_ticket(kernel, ident, request, workspace_id=workspace_id)
     ticket_id = doc["_id"]
     try:
         await kernel.queue.submit("chat", {"ticket_id": ticket_id, "ident": ident_payload(ident)}, job_id=ticket_id,
@@ -158,7 +163,8 @@ def error_text(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def _run_llm(kernel: "Kernel", ident: "Identity", req: dict[str, Any]) -> dict[str, Any]:
+async def _run_llm(kernel: "Kernel", ident: "Identity", req: dict[str, Any], *,
+                   workspace_id: str | None = None) -> dict[str, Any]:
     from gofannon.llm import catalog as catalog_mod
     from gofannon.llm.service import call_llm
 
@@ -170,7 +176,8 @@ async def _run_llm(kernel: "Kernel", ident: "Identity", req: dict[str, Any]) -> 
         tools = [t["tool_config"] for t in config.get("built_in_tools") or []
                  if isinstance(t, dict) and t.get("id") in wanted and "tool_config" in t] or None
     messages = [{"role": m["role"], "content": m["content"]} for m in req.get("messages") or []]
-    result = await call_llm(kernel, ident, provider, model, messages, req.get("parameters") or {}, tools=tools)
+    result = await call_llm(kernel, ident, provider, model, messages, req.get("parameters") or {}, tools=tools,
+                            workspace_id=workspace_id)
     return {"content": result.content, "thoughts": result.thoughts, "model": f"{provider}/{model}"}
 
 
@@ -214,7 +221,7 @@ async def process_chat_job(kernel: "Kernel", ticket_id: str, ident: dict[str, An
         if (req.get("provider") or "") == "gofannon":
             result = await _run_agent(kernel, who, req)
         else:
-            result = await _run_llm(kernel, who, req)
+            result = await _run_llm(kernel, who, req, workspace_id=doc.get("workspaceId"))
     except asyncio.CancelledError:
         await asyncio.shield(finish(kernel, ticket_id, error="504: The chat request was stopped before it finished.",
                                     worker=worker))

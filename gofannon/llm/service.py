@@ -171,7 +171,8 @@ def check_messages(messages: Any) -> None:
 # -- the call ---------------------------------------------------------------------------------------
 async def _prepare(kernel: "Kernel", uid: str, provider: str, model: str, messages: list[dict[str, Any]],
                    parameters: dict[str, Any] | None, tools: list[dict[str, Any]] | None,
-                   timeout: float | None, extra: dict[str, Any]) -> tuple[Provider, LlmCall, str | None]:
+                   timeout: float | None, extra: dict[str, Any],
+                   workspace_id: str | None = None) -> tuple[Provider, LlmCall, str | None]:
     cat = catalog_mod.active()
     provider_config = cat.provider(provider)
     if provider_config is None:
@@ -182,9 +183,15 @@ async def _prepare(kernel: "Kernel", uid: str, provider: str, model: str, messag
     if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
         raise Unprocessable("tools must be a list of tool objects")
     plugin = plugin_for(kernel, provider, provider_config)
-    from gofannon.services import users
+    from gofannon.services import users, workspaces
 
-    own_key = await users.require_allowance(kernel, uid, key_for=user_key_provider(uid, provider))
+    if workspaces.charges_workspace(workspace_id):
+        # A call made in a shared workspace needs both allowances; both are read at once.
+        own_key, _ = await asyncio.gather(
+            users.require_allowance(kernel, uid, key_for=user_key_provider(uid, provider)),
+            workspaces.require_allowance(kernel, str(workspace_id)))
+    else:
+        own_key = await users.require_allowance(kernel, uid, key_for=user_key_provider(uid, provider))
     key, source = resolve_key(kernel, provider, provider_config, own_key)
     if key is None and needs_key(provider_config):
         raise ProviderNotConfigured(
@@ -201,7 +208,8 @@ async def _prepare(kernel: "Kernel", uid: str, provider: str, model: str, messag
     return plugin, call, source
 
 
-async def _settle(kernel: "Kernel", uid: str, call: LlmCall, completion: Completion, started: float) -> LlmResult:
+async def _settle(kernel: "Kernel", uid: str, call: LlmCall, completion: Completion, started: float,
+                  workspace_id: str | None = None) -> LlmResult:
     usage = completion.usage
     cost, priced = catalog_mod.active().cost(call.provider, call.model, usage.input_tokens, usage.output_tokens,
                                              usage.cached_input_tokens)
@@ -215,9 +223,15 @@ async def _settle(kernel: "Kernel", uid: str, call: LlmCall, completion: Complet
         metadata["reasoningTokens"] = usage.reasoning_tokens
     if not priced:
         metadata["unpriced"] = True
-    from gofannon.services import users
+    from gofannon.services import users, workspaces
 
-    await users.charge(kernel, uid, cost, metadata)
+    if workspaces.charges_workspace(workspace_id):
+        metadata["workspaceId"] = workspace_id
+        # Two documents, each updated atomically; written at once.
+        await asyncio.gather(users.charge(kernel, uid, cost, metadata),
+                             workspaces.charge(kernel, str(workspace_id), uid, cost, f"{call.provider}/{call.model}"))
+    else:
+        await users.charge(kernel, uid, cost, metadata)
     kernel.record("llm_request", f"{call.provider}/{call.model}", user_id=uid, metadata={
         **metadata, "cost": cost, "durationMs": round((time.perf_counter() - started) * 1000, 2),
     })
@@ -239,12 +253,16 @@ def _failed(kernel: "Kernel", uid: str, provider: str, model: str, exc: Exceptio
 async def call_llm(kernel: "Kernel", ident: "Identity | str | None", provider: str, model: str,
                    messages: list[dict[str, Any]], parameters: dict[str, Any] | None = None, *,
                    tools: list[dict[str, Any]] | None = None, timeout: float | None = None,
-                   **kw: Any) -> LlmResult:
+                   workspace_id: str | None = None, **kw: Any) -> LlmResult:
     """Call a model as ``ident`` and bill them. Raises 402 (allowance), 422 (parameters), 400 (unknown
-    provider, missing or invalid key, context window), 502 (provider failure), 504 (timeout)."""
+    provider, missing or invalid key, context window), 502 (provider failure), 504 (timeout).
+
+    ``workspace_id``: the workspace the call is made in; a shared one is charged too (and its allowance
+    gates the call). None or a personal workspace: the caller alone, as before workspaces."""
     uid = uid_of(ident)
     started = time.perf_counter()
-    plugin, call, source = await _prepare(kernel, uid, provider, model, messages, parameters, tools, timeout, kw)
+    plugin, call, source = await _prepare(kernel, uid, provider, model, messages, parameters, tools, timeout, kw,
+                                          workspace_id)
     try:
         async with asyncio.timeout(call.timeout):
             completion = await plugin.complete(call)
@@ -265,7 +283,7 @@ async def call_llm(kernel: "Kernel", ident: "Identity | str | None", provider: s
         mapped = UpstreamError(f"{provider}/{model} call failed: {type(exc).__name__}: {exc}")
         _failed(kernel, uid, provider, model, mapped)
         raise mapped from None
-    return await _settle(kernel, uid, call, completion, started)
+    return await _settle(kernel, uid, call, completion, started, workspace_id)
 
 
 async def call_llm_tuple(kernel: "Kernel", ident: "Identity | str | None", provider: str, model: str,
@@ -279,12 +297,13 @@ async def call_llm_tuple(kernel: "Kernel", ident: "Identity | str | None", provi
 async def stream_llm(kernel: "Kernel", ident: "Identity | str | None", provider: str, model: str,
                      messages: list[dict[str, Any]], parameters: dict[str, Any] | None = None, *,
                      tools: list[dict[str, Any]] | None = None, timeout: float | None = None,
-                     **kw: Any) -> AsyncIterator[StreamEvent]:
+                     workspace_id: str | None = None, **kw: Any) -> AsyncIterator[StreamEvent]:
     """Like ``call_llm`` but yields pieces as they arrive; the last event is ``done`` with the result
     (billed once the stream ends)."""
     uid = uid_of(ident)
     started = time.perf_counter()
-    plugin, call, source = await _prepare(kernel, uid, provider, model, messages, parameters, tools, timeout, kw)
+    plugin, call, source = await _prepare(kernel, uid, provider, model, messages, parameters, tools, timeout, kw,
+                                          workspace_id)
     final: Completion | None = None
     try:
         async for event in plugin.stream(call):
@@ -300,6 +319,6 @@ async def stream_llm(kernel: "Kernel", ident: "Identity | str | None", provider:
         raise BadRequest(str(exc)) from None
     if final is None:
         final = Completion(content="", usage=Usage())
-    result = await _settle(kernel, uid, call, final, started)
+    result = await _settle(kernel, uid, call, final, started, workspace_id)
     yield StreamEvent("done", completion=Completion(result.content, result.thoughts, result.usage,
                                                     result.finish_reason))

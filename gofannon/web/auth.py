@@ -157,7 +157,12 @@ async def callback(request: web.Request) -> web.StreamResponse:
     is_admin = ext.is_site_admin or ext.uid in config.site_admins
     if ext.deny_reason and not is_admin:
         return _denied(ext.deny_reason)
-    if not is_admin and not ext.workspaces:
+    from gofannon.services import workspaces
+
+    # Invitations are accepted before the membership check: a workspace made here grants access too.
+    if (ext.extra.get("claims") or {}).get("email_verified") is not False:
+        await workspaces.accept_invitations(kernel, ext.uid, ext.email, ext.display_name)
+    if not is_admin and not ext.workspaces and not await workspaces.has_manual_membership(kernel, ext.uid):
         return _denied("No active workspace memberships grant access to this platform.")
     sid, _doc = await sessions.create(kernel, ext, ttl_hours=config.session_ttl_hours, is_site_admin=is_admin)
     target = safe_return_to(kernel.settings.frontend_url, request.cookies.get(RETURN_COOKIE))
@@ -177,7 +182,11 @@ async def me(request: web.Request) -> web.Response:
     ident = optional_identity(request)
     if ident is None:
         raise Unauthorized("Not authenticated")
-    return json_response(ident.session_user())
+    from gofannon.services import workspaces
+
+    user = ident.session_user()
+    user["workspaces"] = await workspaces.memberships(kernel_of(request), ident)
+    return json_response(user)
 
 
 @routes.post("/auth/logout")

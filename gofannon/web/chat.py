@@ -7,6 +7,7 @@ from aiohttp import web
 
 from gofannon.jobs import tickets
 from gofannon.models.chat import ChatRequest, chat_response
+from gofannon.services.workspaces import active_workspace, charges_workspace
 from gofannon.web.common import api_doc, identity, json_response, kernel_of, parse_body
 
 routes = web.RouteTableDef()
@@ -17,7 +18,9 @@ routes = web.RouteTableDef()
 async def post_chat(request: web.Request) -> web.Response:
     ident = identity(request)
     body = await parse_body(request, ChatRequest)
-    doc = await tickets.submit_chat(kernel_of(request), ident, body)
+    workspace_id, _role = await active_workspace(request)
+    doc = await tickets.submit_chat(kernel_of(request), ident, body,
+                                    workspace_id=workspace_id if charges_workspace(workspace_id) else None)
     return json_response(chat_response(doc["_id"], doc))
 
 
