@@ -8,7 +8,7 @@ may call a deployed agent, billed to the caller. ``deployments/<friendlyName>`` 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from gofannon.errors import (
     BadRequest, Conflict, GatewayTimeout, GofannonError, NotFound, RevisionConflict, Unprocessable,
@@ -18,6 +18,7 @@ from gofannon.models.deployment import DEPLOYMENTS, deploy_answer, deployed_api
 from gofannon.services import runs
 from gofannon.services.agents import AGENTS, get_agent
 from gofannon.services.ownership import OWNER_FIELD
+from gofannon.timeutil import now_iso
 
 if TYPE_CHECKING:  # pragma: no cover
     from gofannon.auth import Identity
@@ -25,6 +26,23 @@ if TYPE_CHECKING:  # pragma: no cover
 
 NO_DEPLOYMENT = "No deployed agent found with that name."
 _EXC_PREFIX = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*: ")
+#: A document whose revision changes on every deploy and undeploy, in any process sharing the store: what
+#: the MCP server polls to tell its connected clients that the tool list changed.
+CHANGES = "deployments_meta"
+CHANGE_MARKER = "version"
+_LISTENERS_KEY = "deployments.listeners"
+
+
+def on_change(kernel: "Kernel", listener: Callable[[], None]) -> None:
+    """Call ``listener`` (in this process, synchronously) after each deploy or undeploy."""
+    kernel.component(_LISTENERS_KEY, list).append(listener)
+
+
+async def _changed(kernel: "Kernel") -> None:
+    await kernel.store.put(CHANGES, CHANGE_MARKER, {"changedAt": now_iso()})
+    if kernel.has_component(_LISTENERS_KEY):
+        for listener in kernel.component(_LISTENERS_KEY, list):
+            listener()
 
 
 async def deploy(kernel: "Kernel", ident: "Identity", agent_id: str) -> dict[str, str]:
@@ -49,6 +67,7 @@ async def deploy(kernel: "Kernel", ident: "Identity", agent_id: str) -> dict[str
         if current is not None and current.get("agentId") == agent_id:
             return deploy_answer(name, already=True)
         raise Conflict(taken_message) from None
+    await _changed(kernel)
     return deploy_answer(name, already=False)
 
 
@@ -56,6 +75,8 @@ async def undeploy(kernel: "Kernel", ident: "Identity", agent_id: str) -> None:
     await get_agent(kernel, ident, agent_id)  # 404 for unknown and for another user's agent alike
     deps = await kernel.store.find(DEPLOYMENTS, {"agentId": agent_id})
     await kernel.store.delete_many(DEPLOYMENTS, [d["_id"] for d in deps])
+    if deps:
+        await _changed(kernel)
 
 
 async def status(kernel: "Kernel", ident: "Identity", agent_id: str) -> dict[str, Any]:
@@ -83,6 +104,11 @@ async def _resolved(kernel: "Kernel") -> list[tuple[str, dict[str, Any]]]:
     if orphans:
         await kernel.store.delete_many(DEPLOYMENTS, orphans)
     return out
+
+
+async def deployed_agents(kernel: "Kernel") -> list[tuple[str, dict[str, Any]]]:
+    """Every live deployment as ``(friendlyName, agent document)``."""
+    return await _resolved(kernel)
 
 
 async def list_deployments(kernel: "Kernel") -> list[dict[str, Any]]:

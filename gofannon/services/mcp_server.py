@@ -1,0 +1,521 @@
+"""Gofannon as an MCP server: sessions, tools built from deployments, and JSON-RPC dispatch.
+
+The HTTP side (``gofannon/web/mcp_server.py``) is a thin Streamable HTTP adapter; everything that knows the
+protocol's methods lives here. Protocol types come from the official SDK's ``mcp_types`` (the models the
+``mcp`` package re-exports as ``mcp.types``): requests are validated and results serialised through them.
+Dispatch is direct (no ``ServerSession`` and task group per request), which keeps ``tools/list`` and
+``tools/call`` within a millisecond of the plain routes; the SDK is imported on the first ``/mcp`` request,
+never at kernel import.
+
+Sessions are documents of the shared store (``mcp_sessions``), so a session begun on one API process
+continues on any other that shares the store. A ``tools/call`` is a run record whose id is derived from
+(session id, JSON-RPC request id): ``notifications/cancelled`` reaching any process finds and stops it
+through the run-stop machinery of ``gofannon.services.runs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from gofannon.errors import GofannonError, RevisionConflict
+from gofannon.models.run import RUNS
+from gofannon.services import deployments, runs
+from gofannon.services.agents import LIST_VERSION, META
+from gofannon.services.ownership import OWNER_FIELD
+from gofannon.timeutil import now_iso
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gofannon.auth import Identity
+    from gofannon.kernel import Kernel
+
+log = logging.getLogger("gofannon.mcp_server")
+
+SESSIONS = "mcp_sessions"
+SESSION_TTL = timedelta(hours=24)
+#: A session's expiry is pushed forward when less than this much of its life is left (one write per hour at most).
+SESSION_REFRESH = timedelta(hours=23)
+SERVER_NAME = "gofannon"
+#: Handshake revisions this server speaks (the installed SDK's, from 2025-06-18 on).
+MIN_VERSION = "2025-06-18"
+#: How often a process with open GET streams looks for deployment changes made by other processes.
+CHANGE_POLL_S = 2.0
+#: How often a running ``tools/call`` with a progress token reports progress when the run says nothing.
+PROGRESS_EVERY_S = 1.0
+RUN_ID_NAMESPACE = uuid.UUID("7d1c3a52-3f0e-4d8e-9a55-6d6f6e6e6d63")
+CATALOG_KEY = "mcp.catalog"
+STREAMS_KEY = "mcp.streams"
+
+# JSON-RPC / MCP error codes (mcp_types.jsonrpc has the same values; kept here so errors need no SDK import).
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+UNSUPPORTED_PROTOCOL_VERSION = -32022
+REQUEST_CANCELLED = -32800
+
+
+class McpError(Exception):
+    """A JSON-RPC error, with the HTTP status it travels with when it answers a whole POST."""
+
+    def __init__(self, code: int, message: str, *, http_status: int = 200, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+        self.data = data
+        self.req_id: Any = None  # set when the request's id is known before its envelope was accepted
+
+    def payload(self, req_id: Any = None) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return {"jsonrpc": "2.0", "id": req_id, "error": error}
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+
+
+# -- the SDK, imported on first use ------------------------------------------------------------------------
+_SDK: Any = None
+
+
+def sdk() -> Any:
+    """``mcp_types`` (the SDK's protocol models), imported once, on the first ``/mcp`` request."""
+    global _SDK
+    if _SDK is None:
+        import mcp_types
+
+        _SDK = mcp_types
+    return _SDK
+
+
+def supported_versions() -> tuple[str, ...]:
+    """The handshake revisions both this server and the installed SDK speak, oldest first."""
+    from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, KNOWN_PROTOCOL_VERSIONS
+
+    floor = KNOWN_PROTOCOL_VERSIONS.index(MIN_VERSION)
+    return tuple(v for v in HANDSHAKE_PROTOCOL_VERSIONS if KNOWN_PROTOCOL_VERSIONS.index(v) >= floor)
+
+
+def unsupported_version(requested: str) -> McpError:
+    supported = list(supported_versions())
+    return McpError(UNSUPPORTED_PROTOCOL_VERSION,
+                    f"Unsupported MCP-Protocol-Version {requested!r}; this server speaks {', '.join(supported)}",
+                    http_status=400, data={"supported": supported, "requested": requested})
+
+
+def _params(model: Any, params: dict[str, Any] | None) -> Any:
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(params or {})
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "params"
+        raise McpError(INVALID_PARAMS, f"Invalid params: {where}: {first['msg']}") from None
+
+
+def _result(model: Any) -> dict[str, Any]:
+    return model.model_dump(by_alias=True, mode="json", exclude_none=True)  # type: ignore[no-any-return]
+
+
+# -- sessions ------------------------------------------------------------------------------------------
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+async def create_session(kernel: "Kernel", ident: "Identity", params: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """Answer ``initialize``: a new session in the store, and the ``InitializeResult``."""
+    t = sdk()
+    init = _params(t.InitializeRequestParams, params)
+    supported = supported_versions()
+    version = init.protocol_version if init.protocol_version in supported else supported[-1]
+    session_id = uuid.uuid4().hex
+    now = _now()
+    await kernel.store.put(SESSIONS, session_id, {
+        OWNER_FIELD: ident.uid, "protocolVersion": version,
+        "clientInfo": init.client_info.model_dump(by_alias=True, mode="json", exclude_none=True),
+        "createdAt": now.isoformat(timespec="microseconds"),
+        "expiresAt": (now + SESSION_TTL).isoformat(timespec="microseconds"),
+    }, rev=None)
+    from gofannon import __version__
+
+    result = t.InitializeResult(
+        protocol_version=version,
+        capabilities=t.ServerCapabilities(tools=t.ToolsCapability(list_changed=True)),
+        server_info=t.Implementation(name=SERVER_NAME, title="Gofannon", version=__version__),
+        instructions="Each tool is an agent deployed on this Gofannon server; calling one runs it as you, "
+                     "charged to your budget.",
+    )
+    return session_id, _result(result)
+
+
+async def load_session(kernel: "Kernel", ident: "Identity", session_id: str) -> dict[str, Any]:
+    """The caller's live session; another user's, an ended or an expired one is the same 404."""
+    doc = await kernel.store.get(SESSIONS, session_id) if 0 < len(session_id) <= 64 else None
+    if doc is None or doc.get(OWNER_FIELD) != ident.uid:
+        raise McpError(INVALID_REQUEST, "Session not found: it ended, expired or never existed; initialize again",
+                       http_status=404)
+    expires = doc.get("expiresAt") or ""
+    now = _now()
+    if expires < now.isoformat(timespec="microseconds"):
+        await kernel.store.delete(SESSIONS, session_id)
+        raise McpError(INVALID_REQUEST, "Session expired; initialize again", http_status=404)
+    if expires < (now + SESSION_REFRESH).isoformat(timespec="microseconds"):
+        fresh = (now + SESSION_TTL).isoformat(timespec="microseconds")
+        await kernel.store.update(SESSIONS, session_id, lambda d: None if d is None else {**d, "expiresAt": fresh})
+    return doc  # type: ignore[no-any-return]
+
+
+async def end_session(kernel: "Kernel", ident: "Identity", session_id: str) -> None:
+    await load_session(kernel, ident, session_id)
+    await kernel.store.delete(SESSIONS, session_id)
+    streams(kernel).end(session_id)
+
+
+async def sweep_expired(kernel: "Kernel") -> int:
+    """Delete sessions past their expiry (run by the change watcher now and then)."""
+    cutoff = _now().isoformat(timespec="microseconds")
+    old = [d["_id"] for d in await kernel.store.list(SESSIONS) if (d.get("expiresAt") or "") < cutoff]
+    if old:
+        await kernel.store.delete_many(SESSIONS, old)
+    return len(old)
+
+
+# -- token scopes --------------------------------------------------------------------------------------
+def tool_allowed(ident: "Identity", name: str) -> bool:
+    """Whether the caller's token may use the agent ``name`` (model id ``agent/<name>``).
+
+    HOOK: the ``models`` patterns of a scoped token are matched here (exact id, or a trailing ``*`` for a
+    prefix) until ``gofannon.services.scopes`` offers one check shared with ``/v1`` and ``/rest``.
+    """
+    scope = ident.token or {}
+    patterns = scope.get("models")
+    if not patterns:
+        return True
+    model_id = f"agent/{name}"
+    for pattern in patterns:
+        pattern = str(pattern)
+        if pattern == model_id or (pattern.endswith("*") and model_id.startswith(pattern[:-1])):
+            return True
+    return False
+
+
+# -- tools ---------------------------------------------------------------------------------------------
+_JSON_TYPES = {
+    "string": "string", "str": "string", "text": "string", "integer": "integer", "int": "integer",
+    "float": "number", "number": "number", "boolean": "boolean", "bool": "boolean", "list": "array",
+    "array": "array", "dict": "object", "object": "object",
+}
+
+
+def json_schema(declared: Any) -> dict[str, Any]:
+    """A JSON Schema object from an agent's schema.
+
+    Agents declare ``{"inputText": "string"}`` (key → type name, the reference's style); every key becomes
+    a required property of that JSON type (an unknown type name accepts any value). A schema that already
+    is a JSON Schema object (``"type": "object"``) is used as it is.
+    """
+    if not isinstance(declared, dict) or not declared:
+        return {"type": "object", "properties": {}}
+    if declared.get("type") == "object" and isinstance(declared.get("properties", {}), dict):
+        return dict(declared)
+    props: dict[str, Any] = {}
+    for key, kind in declared.items():
+        if isinstance(kind, dict):
+            props[key] = kind
+            continue
+        json_type = _JSON_TYPES.get(str(kind).strip().lower())
+        props[key] = {"type": json_type, "description": key} if json_type else {"description": f"{key} ({kind})"}
+    return {"type": "object", "properties": props, "required": list(props)}
+
+
+class CatalogCache:
+    """The current ``Catalog`` of this process (replaced as a whole, so readers of the old one stay consistent)."""
+
+    def __init__(self) -> None:
+        self.current = Catalog()
+
+
+@dataclass
+class Catalog:
+    """Every deployed agent as an MCP tool, built once per change of the deployments or agents."""
+
+    version: tuple[str, str] = ("", "")
+    #: name → (the tool's JSON text, the tool as a dict)
+    tools: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    fingerprint: str = ""
+
+
+async def _versions(kernel: "Kernel") -> tuple[str, str]:
+    agents_meta, deps_meta = await asyncio.gather(
+        kernel.store.get(META, LIST_VERSION),
+        kernel.store.get(deployments.CHANGES, deployments.CHANGE_MARKER))
+    return ((agents_meta or {}).get("_rev") or "-", (deps_meta or {}).get("_rev") or "-")
+
+
+def tool_for(name: str, agent: dict[str, Any]) -> dict[str, Any]:
+    t = sdk()
+    output = agent.get("outputSchema")
+    tool = t.Tool(
+        name=name, title=agent.get("name") or name,
+        description=agent.get("description") or agent.get("docstring") or f"The deployed agent {name}.",
+        input_schema=json_schema(agent.get("inputSchema")),
+        output_schema=json_schema(output) if output else None,
+    )
+    return _result(tool)
+
+
+async def catalog(kernel: "Kernel") -> Catalog:
+    """The tools of every deployment, rebuilt only when an agent or a deployment changed (in any process)."""
+    holder = kernel.component(CATALOG_KEY, CatalogCache)
+    cache = holder.current
+    version = await _versions(kernel)
+    if version == cache.version and cache.tools:
+        return cache
+    tools: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name, agent in sorted(await deployments.deployed_agents(kernel)):
+        tool = tool_for(name, agent)
+        tools[name] = (dumps(tool), tool)
+    fresh = Catalog(version=version, tools=tools,
+                    fingerprint=hashlib.sha256("\n".join(t[0] for t in tools.values()).encode()).hexdigest())
+    holder.current = fresh
+    return fresh
+
+
+async def list_tools_json(kernel: "Kernel", ident: "Identity") -> str:
+    """The ``ListToolsResult`` as JSON text, assembled from each tool's cached encoding."""
+    cat = await catalog(kernel)
+    parts = [text for name, (text, _tool) in cat.tools.items() if tool_allowed(ident, name)]
+    return '{"tools":[' + ",".join(parts) + "]}"
+
+
+# -- tools/call ----------------------------------------------------------------------------------------
+def run_id_for(session_id: str, req_id: Any) -> str:
+    """The run record of a request: derived, so a cancel arriving at any process finds it without a lookup."""
+    return str(uuid.uuid5(RUN_ID_NAMESPACE, f"{session_id}\x00{json.dumps(req_id)}"))
+
+
+@dataclass
+class ToolCall:
+    name: str
+    agent: dict[str, Any]
+    arguments: dict[str, Any]
+    progress_token: Any = None
+    run_id: str = ""
+
+
+async def prepare_call(kernel: "Kernel", ident: "Identity", params: dict[str, Any] | None) -> ToolCall:
+    """Validate a ``tools/call`` before anything runs: its params, the tool, the token's scope, the input."""
+    t = sdk()
+    call = _params(t.CallToolRequestParams, params)
+    if not tool_allowed(ident, call.name):
+        raise McpError(INVALID_PARAMS, f"Unknown tool: {call.name}")
+    try:
+        agent = await deployments.load_deployed(kernel, call.name)
+    except GofannonError:
+        raise McpError(INVALID_PARAMS, f"Unknown tool: {call.name}") from None
+    arguments = dict(call.arguments or {})
+    try:
+        deployments.check_input(agent, arguments)
+    except GofannonError as exc:
+        detail = exc.detail
+        if isinstance(detail, list):
+            detail = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', [])[1:]) or 'arguments'}: {e.get('msg')}"
+                               for e in detail)
+        raise McpError(INVALID_PARAMS, f"Invalid arguments for {call.name}: {detail}") from None
+    meta = (params or {}).get("_meta")
+    token = meta.get("progressToken") if isinstance(meta, dict) else None
+    return ToolCall(name=call.name, agent=agent, arguments=arguments, progress_token=token)
+
+
+async def start_call(kernel: "Kernel", ident: "Identity", session_id: str, req_id: Any, call: ToolCall) -> None:
+    """Create the run record (status running) and queue the run, like a started run of ``/runs``."""
+    spec = runs.spec_from_agent(call.agent, call.arguments)
+    run_id = call.run_id = run_id_for(session_id, req_id)
+    record: dict[str, Any] = {
+        "runId": run_id, "agentId": spec.get("agentId"), "agentName": spec.get("friendlyName"),
+        "status": "running", "startedAt": now_iso(), "completedAt": None, "inputDict": call.arguments,
+        "error": None, OWNER_FIELD: ident.uid, "result": None, "schemaWarnings": None, "opsLog": None, "events": [],
+    }
+    try:
+        await kernel.store.put(RUNS, run_id, record, rev=None)
+    except RevisionConflict:
+        raise McpError(INVALID_REQUEST, f"Request id {req_id!r} was already used in this session") from None
+    runs.channel(kernel, run_id)
+    capture = call.progress_token is not None
+    await kernel.queue.submit("agent_run", runs.job_payload(ident, spec, run_id=run_id, record=True,
+                                                            capture_trace=capture),
+                              timeout=runs.job_timeout(kernel))
+
+
+Progress = Callable[[float, str | None], Awaitable[None]]
+
+
+async def wait_call(kernel: "Kernel", call: ToolCall, *, progress: Progress | None,
+                    gone: Callable[[], bool]) -> dict[str, Any] | None:
+    """Follow the run to its end: progress while it lasts, the ``CallToolResult`` at the end.
+
+    None when the run was stopped because its caller went away or cancelled the request (no answer is due).
+    """
+    ch = runs.channel(kernel, call.run_id)
+    cursor: Any = None
+    step = 0
+    last_check = started = time.monotonic()
+    deadline = started + runs.job_timeout(kernel) + 30
+    while True:
+        events, done, cursor = await ch.read(cursor, PROGRESS_EVERY_S)
+        if done is not None:
+            break
+        if gone():
+            await runs.stop_local(kernel, call.run_id)
+            return None
+        now = time.monotonic()
+        if progress is not None:
+            step += 1
+            said = next((e.get("message") for e in reversed(events) if e.get("message")), None)
+            await progress(step, str(said)[:500] if said else f"{call.name} running ({now - started:.0f} s)")
+        if now - last_check >= 10 or now > deadline:
+            last_check = now
+            doc = await kernel.store.get(RUNS, call.run_id)
+            if doc is not None and doc.get("status") != "running":
+                done = {"outcome": doc.get("status"), "result": doc.get("result"), "error": doc.get("error")}
+                break
+            if now > deadline:
+                done = {"outcome": "error", "result": None, "error": "timeout: the run did not end in time"}
+                break
+    if done.get("outcome") == "stopped":
+        doc = await kernel.store.get(RUNS, call.run_id)
+        if doc is not None and doc.get("mcpCancelled"):
+            return None
+    return call_result(call, done)
+
+
+def call_result(call: ToolCall, done: dict[str, Any]) -> dict[str, Any]:
+    """A run's end as a ``CallToolResult``: the agent's error is a result with ``isError`` (the model sees it)."""
+    t = sdk()
+    if done.get("outcome") != "success":
+        message = str(done.get("error") or "unknown error")
+        return _result(t.CallToolResult(content=[t.TextContent(type="text", text=f"Error executing agent: {message}")],
+                                        is_error=True))
+    value = done.get("result")
+    text = value if isinstance(value, str) else dumps(value)
+    structured = value if isinstance(value, dict) else None
+    output_schema = call.agent.get("outputSchema")
+    if output_schema:
+        problems = _output_problems(value, json_schema(output_schema))
+        if problems:
+            return _result(t.CallToolResult(
+                content=[t.TextContent(type="text", text="The agent's result does not match its outputSchema: "
+                                       + "; ".join(problems) + f". Result: {text[:2000]}")], is_error=True))
+    return _result(t.CallToolResult(content=[t.TextContent(type="text", text=text)], structured_content=structured))
+
+
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,), "array": (list,),
+    "object": (dict,),
+}
+
+
+def _output_problems(value: Any, schema: dict[str, Any]) -> list[str]:
+    """Why a result would fail the tool's ``outputSchema`` (top-level keys and types), empty when it fits."""
+    if not isinstance(value, dict):
+        return [f"expected an object, got {type(value).__name__}"]
+    problems = [f"missing key {k!r}" for k in schema.get("required") or [] if k not in value]
+    for key, prop in (schema.get("properties") or {}).items():
+        expected = _PY_TYPES.get(str((prop or {}).get("type")))
+        if key in value and expected is not None:
+            v = value[key]
+            if not isinstance(v, expected) or (isinstance(v, bool) and prop.get("type") in ("integer", "number")):
+                problems.append(f"{key!r} should be {prop['type']}, got {type(v).__name__}")
+    return problems
+
+
+async def cancel(kernel: "Kernel", ident: "Identity", session_id: str, params: dict[str, Any] | None) -> None:
+    """``notifications/cancelled``: stop the request's run wherever it runs; unknown ids are ignored."""
+    req_id = (params or {}).get("requestId")
+    if req_id is None:
+        return
+    run_id = run_id_for(session_id, req_id)
+    doc = await kernel.store.get(RUNS, run_id)
+    if doc is None or doc.get(OWNER_FIELD) != ident.uid or doc.get("status") != "running":
+        return
+    await kernel.store.update(RUNS, run_id, lambda d: None if d is None else {**d, "mcpCancelled": True})
+    await runs.request_stop(kernel, ident, run_id)
+
+
+# -- server → client streams (GET) and tools/list_changed ------------------------------------------------
+class Streams:
+    """The GET streams open in this process, and the watcher that tells them when the tool list changed.
+
+    A deploy or undeploy in this process wakes the watcher at once (``deployments.on_change``); changes made
+    by other processes are seen by polling the change markers in the store every ``CHANGE_POLL_S``.
+    """
+
+    def __init__(self, kernel: "Kernel") -> None:
+        self.kernel = kernel
+        self.queues: dict[str, asyncio.Queue[dict[str, Any] | None]] = {}
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[Any] | None = None
+        self.fingerprint = ""
+        deployments.on_change(kernel, self.wake.set)
+
+    async def open(self, session_id: str) -> "asyncio.Queue[dict[str, Any] | None]":
+        old = self.queues.pop(session_id, None)
+        if old is not None:
+            old.put_nowait(None)  # one stream per session: a new GET replaces the old one
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.queues[session_id] = queue
+        if self.task is None or self.task.done():
+            self.fingerprint = (await catalog(self.kernel)).fingerprint
+            self.task = self.kernel.spawn(self._watch(), name="mcp-tools-watcher")
+        return queue
+
+    def drop(self, session_id: str, queue: "asyncio.Queue[dict[str, Any] | None]") -> None:
+        if self.queues.get(session_id) is queue:
+            del self.queues[session_id]
+
+    def end(self, session_id: str) -> None:
+        queue = self.queues.pop(session_id, None)
+        if queue is not None:
+            queue.put_nowait(None)
+
+    def close(self) -> None:
+        """With the kernel: every open stream ends."""
+        for session_id in list(self.queues):
+            self.end(session_id)
+
+    async def _watch(self) -> None:
+        rounds = 0
+        while self.queues:
+            try:
+                await asyncio.wait_for(self.wake.wait(), CHANGE_POLL_S)
+            except asyncio.TimeoutError:
+                pass
+            self.wake.clear()
+            try:
+                cat = await catalog(self.kernel)
+                if cat.fingerprint != self.fingerprint:
+                    self.fingerprint = cat.fingerprint
+                    note = {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
+                    for queue in list(self.queues.values()):
+                        queue.put_nowait(note)
+                rounds += 1
+                if rounds % 300 == 1:
+                    await sweep_expired(self.kernel)
+            except Exception:  # noqa: BLE001 - try again next round
+                log.exception("watching MCP tool changes failed")
+
+
+def streams(kernel: "Kernel") -> Streams:
+    return kernel.component(STREAMS_KEY, lambda: Streams(kernel))

@@ -1,0 +1,287 @@
+"""Routes: ``/mcp``, the MCP Streamable HTTP transport (POST JSON-RPC, GET server stream, DELETE session).
+
+A thin adapter: it checks the transport's rules (``Origin``, credentials, ``MCP-Protocol-Version``,
+``Mcp-Session-Id``, the JSON-RPC envelope) and hands methods to ``gofannon.services.mcp_server``. The
+route is public in the route table so that this module, not the middleware, shapes the 401 the MCP
+authorization spec asks for (``WWW-Authenticate: Bearer resource_metadata=...``). ``POST /mcp/tools``
+(``gofannon/web/mcp.py``, listing a remote server's tools) is a different route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from gofannon.services import mcp_server as svc
+from gofannon.services.mcp_server import INVALID_REQUEST, McpError
+from gofannon.web.common import api_doc, kernel_of, optional_identity, public
+
+routes = web.RouteTableDef()
+
+SESSION_HEADER = "Mcp-Session-Id"
+VERSION_HEADER = "MCP-Protocol-Version"
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+KEEPALIVE_S = 15.0
+_LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
+_DEV_ENVS = {"local", "dev", "development", "test"}
+
+
+def _answer(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(text=svc.dumps(payload), status=status, content_type="application/json", headers=headers)
+
+
+def _error(exc: McpError, req_id: Any = None, headers: dict[str, str] | None = None) -> web.Response:
+    return _answer(exc.payload(req_id), exc.http_status, headers)
+
+
+def base_url(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}"
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def check_origin(request: web.Request) -> None:
+    """DNS-rebinding guard: a browser page of another site may not drive ``/mcp`` (403).
+
+    Allowed: no ``Origin`` (non-browser clients), the kernel's own origin, ``FRONTEND_URL``'s, and any
+    loopback origin when ``APP_ENV`` is local/dev/test.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return
+    settings = kernel_of(request).settings
+    wanted = origin.strip().lower()
+    if wanted in (_origin_of(base_url(request)), _origin_of(settings.frontend_url)):
+        return
+    parts = urlsplit(wanted)
+    if settings.app_env.lower() in _DEV_ENVS and parts.scheme in ("http", "https") and parts.hostname in _LOOPBACK:
+        return
+    raise McpError(INVALID_REQUEST, f"Origin {origin!r} is not allowed to use this MCP server", http_status=403)
+
+
+class _Unauthenticated(Exception):
+    def __init__(self, message: str, error: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error = error
+
+
+def _unauthorized(request: web.Request, exc: _Unauthenticated) -> web.Response:
+    challenge = f'Bearer resource_metadata="{base_url(request)}/.well-known/oauth-protected-resource"'
+    if exc.error:
+        challenge += f', error="{exc.error}", error_description="{exc.message}"'
+    payload = McpError(INVALID_REQUEST, exc.message, http_status=401).payload()
+    return _answer(payload, 401, {"WWW-Authenticate": challenge})
+
+
+def caller(request: web.Request) -> Any:
+    """The authenticated caller (bearer token or session cookie), checked against this resource."""
+    ident = optional_identity(request)
+    if ident is None:
+        if "Authorization" in request.headers:
+            raise _Unauthenticated("The access token is invalid, expired or revoked", "invalid_token")
+        raise _Unauthenticated("Authentication required: send Authorization: Bearer <token>")
+    resource = (ident.token or {}).get("resource")
+    if resource is not None and str(resource).rstrip("/") != f"{base_url(request)}/mcp":
+        raise _Unauthenticated("The access token was issued for another resource", "invalid_token")
+    return ident
+
+
+def check_version(request: web.Request) -> None:
+    version = request.headers.get(VERSION_HEADER)
+    if version is not None and version not in svc.supported_versions():
+        raise svc.unsupported_version(version)
+
+
+def session_id_of(request: web.Request) -> str:
+    session_id = request.headers.get(SESSION_HEADER)
+    if not session_id:
+        raise McpError(INVALID_REQUEST, f"Missing {SESSION_HEADER} header: send initialize first", http_status=400)
+    return session_id
+
+
+def _sse(message: dict[str, Any]) -> bytes:
+    return f"event: message\ndata: {svc.dumps(message)}\n\n".encode()
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _parse(request: web.Request) -> dict[str, Any]:
+    content_type = request.content_type
+    if content_type and content_type != "application/json":
+        raise McpError(INVALID_REQUEST, "Content-Type must be application/json", http_status=415)
+    raw = await request.read()
+    try:
+        message = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise McpError(svc.PARSE_ERROR, f"Parse error: {exc}", http_status=400) from None
+    if isinstance(message, list):
+        raise McpError(INVALID_REQUEST, "JSON-RPC batches are not part of MCP since protocol revision 2025-06-18; "
+                       "send one message per POST", http_status=400)
+    if not isinstance(message, dict):
+        raise McpError(INVALID_REQUEST, "Invalid Request: a JSON-RPC message is a JSON object", http_status=400)
+    from pydantic import ValidationError
+
+    try:
+        svc.sdk().jsonrpc_message_adapter.validate_python(message)
+    except ValidationError:
+        error = McpError(INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 request, notification or response",
+                         http_status=400)
+        error.req_id = message.get("id") if isinstance(message.get("id"), (str, int)) else None
+        raise error from None
+    params = message.get("params")
+    if params is not None and not isinstance(params, dict):
+        raise McpError(svc.INVALID_PARAMS, "Invalid params: params must be an object", http_status=400)
+    return message
+
+
+@routes.post("/mcp")
+@public
+@api_doc(summary="MCP Streamable HTTP: one JSON-RPC message per POST (deployed agents are the tools)",
+         tags=["mcp"])
+async def mcp_post(request: web.Request) -> web.StreamResponse:
+    kernel = kernel_of(request)
+    req_id: Any = None
+    try:
+        check_origin(request)
+        ident = caller(request)
+        message = await _parse(request)
+        method = message.get("method")
+        req_id = message.get("id")
+        params = message.get("params")
+        if method is None:
+            return web.Response(status=202)  # a response to a server request: we send none, nothing to do
+        is_request = "id" in message
+        if method == "initialize" and is_request:
+            session_id, result = await svc.create_session(kernel, ident, params)
+            return _answer({"jsonrpc": "2.0", "id": req_id, "result": result}, headers={SESSION_HEADER: session_id})
+        check_version(request)
+        session_id = session_id_of(request)
+        await svc.load_session(kernel, ident, session_id)
+        if not is_request:
+            if method == "notifications/cancelled":
+                await svc.cancel(kernel, ident, session_id, params)
+            return web.Response(status=202)
+        if method == "tools/call":
+            return await _call_tool(request, ident, session_id, req_id, params)
+        if method == "tools/list":
+            text = await svc.list_tools_json(kernel, ident)
+            return web.Response(text=f'{{"jsonrpc":"2.0","id":{json.dumps(req_id)},"result":{text}}}',
+                                content_type="application/json")
+        if method == "ping":
+            return _answer({"jsonrpc": "2.0", "id": req_id, "result": {}})
+        if method == "initialize":
+            raise McpError(INVALID_REQUEST, "initialize must be sent as a request")
+        raise McpError(svc.METHOD_NOT_FOUND, f"Method not found: {method}")
+    except McpError as exc:
+        return _error(exc, exc.req_id if exc.req_id is not None else req_id)
+    except _Unauthenticated as exc:
+        return _unauthorized(request, exc)
+
+
+async def _call_tool(request: web.Request, ident: Any, session_id: str, req_id: Any,
+                     params: dict[str, Any] | None) -> web.StreamResponse:
+    """Run the agent; SSE (progress notifications, then the result) when the request asked for progress."""
+    kernel = kernel_of(request)
+    call = await svc.prepare_call(kernel, ident, params)  # bad params, unknown tool: an error, nothing run
+    await svc.start_call(kernel, ident, session_id, req_id, call)
+    if call.progress_token is None or "text/event-stream" not in request.headers.get("Accept", "text/event-stream"):
+        result = await svc.wait_call(kernel, call, progress=None, gone=lambda: _gone(request))
+        if result is None:
+            raise McpError(svc.REQUEST_CANCELLED, "Request cancelled")
+        return _answer({"jsonrpc": "2.0", "id": req_id, "result": result})
+    resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
+    await resp.prepare(request)
+    broken = False
+
+    async def progress(step: float, message: str | None) -> None:
+        nonlocal broken
+        note = {"jsonrpc": "2.0", "method": "notifications/progress",
+                "params": {"progressToken": call.progress_token, "progress": step, "message": message}}
+        try:
+            await resp.write(_sse(note))
+        except (ConnectionResetError, ConnectionError):
+            broken = True
+
+    try:
+        result = await svc.wait_call(kernel, call, progress=progress, gone=lambda: broken or _gone(request))
+    except asyncio.CancelledError:  # the server cancelled the handler: the client is gone
+        await asyncio.shield(svc.runs.stop_local(kernel, call.run_id))
+        raise
+    if result is not None and not broken:
+        try:
+            await resp.write(_sse({"jsonrpc": "2.0", "id": req_id, "result": result}))
+            await resp.write_eof()
+        except (ConnectionResetError, ConnectionError):
+            pass
+    return resp
+
+
+@routes.get("/mcp")
+@public
+@api_doc(summary="MCP Streamable HTTP: the server's stream for a session (notifications/tools/list_changed)",
+         tags=["mcp"])
+async def mcp_get(request: web.Request) -> web.StreamResponse:
+    kernel = kernel_of(request)
+    try:
+        check_origin(request)
+        ident = caller(request)
+        if "text/event-stream" not in request.headers.get("Accept", ""):
+            raise McpError(INVALID_REQUEST, "Not Acceptable: the server stream is text/event-stream", http_status=406)
+        check_version(request)
+        session_id = session_id_of(request)
+        await svc.load_session(kernel, ident, session_id)
+    except McpError as exc:
+        return _error(exc)
+    except _Unauthenticated as exc:
+        return _unauthorized(request, exc)
+    hub = svc.streams(kernel)
+    queue = await hub.open(session_id)
+    resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
+    await resp.prepare(request)
+    try:
+        while True:
+            try:
+                note = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+            except asyncio.TimeoutError:
+                try:
+                    await svc.load_session(kernel, ident, session_id)  # ended by DELETE on another process?
+                except McpError:
+                    break
+                await resp.write(b": keepalive\n\n")
+                continue
+            if note is None:
+                break
+            await resp.write(_sse(note))
+    except (ConnectionResetError, ConnectionError):
+        pass
+    finally:
+        hub.drop(session_id, queue)
+    return resp
+
+
+@routes.delete("/mcp")
+@public
+@api_doc(summary="MCP Streamable HTTP: end a session", status=204, tags=["mcp"])
+async def mcp_delete(request: web.Request) -> web.StreamResponse:
+    kernel = kernel_of(request)
+    try:
+        check_origin(request)
+        ident = caller(request)
+        check_version(request)
+        await svc.end_session(kernel, ident, session_id_of(request))
+    except McpError as exc:
+        return _error(exc)
+    except _Unauthenticated as exc:
+        return _unauthorized(request, exc)
+    return web.Response(status=204)

@@ -1,0 +1,165 @@
+"""Gofannon as an MCP server: the official MCP SDK client over Streamable HTTP against the real app at /mcp."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import anyio
+import httpx2
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from conftest import Client, free_port
+from mcp import types
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from test_agents_crud import create
+
+ECHO = "async def run(input_dict, tools):\n    return {'outputText': 'echo: ' + input_dict['inputText']}\n"
+FAILING = "async def run(input_dict, tools):\n    raise ValueError('the agent gave up')\n"
+WRONG_SHAPE = "async def run(input_dict, tools):\n    return {'outputText': 42}\n"
+SLOW_TALKER = """
+import asyncio
+async def run(input_dict, tools):
+    for i in range(3):
+        print(f'step {i}')
+        await asyncio.sleep(0.6)
+    return {'outputText': 'finished'}
+"""
+
+
+async def deploy(client: Client, **agent: Any) -> dict[str, Any]:
+    doc = await create(client, **agent)
+    async with client.post(f"/agents/{doc['_id']}/deploy") as r:
+        assert r.status == 201, await r.text()
+    return doc
+
+
+async def new_token(client: Client, **scope: Any) -> str:
+    async with client.post("/users/me/tokens", json={"name": "mcp", **scope}) as r:
+        assert r.status == 201, await r.text()
+        return (await r.json())["token"]  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def mcp_session(url: str, token: str | None, *, message_handler: Any = None,
+                      transport: Any = None) -> AsyncIterator[ClientSession]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    kw: dict[str, Any] = {"headers": headers, "timeout": httpx2.Timeout(30, read=120)}
+    if transport is not None:
+        kw["transport"] = transport
+    async with httpx2.AsyncClient(**kw) as http:
+        async with streamable_http_client(url, http_client=http) as (read, write):
+            async with ClientSession(read, write, message_handler=message_handler) as session:
+                yield session
+
+
+@pytest.fixture
+async def alice(serve: Any) -> Client:
+    client = await serve()
+    await client.login("alice")
+    return client
+
+
+async def test_a_client_initializes_and_lists_deployed_agents_as_tools(alice: Client) -> None:
+    await deploy(alice, name="Echo", friendlyName="echo", description="Repeats what you say", code=ECHO,
+                 inputSchema={"inputText": "string"}, outputSchema={"outputText": "string"})
+    await create(alice, name="Draft", friendlyName="draft", code=ECHO)  # not deployed: not a tool
+    token = await new_token(alice)
+    async with mcp_session(alice.url("/mcp"), token) as session:
+        init = session.initialize_result or await session.initialize()
+        assert init.server_info.name == "gofannon"
+        assert init.capabilities.tools is not None and init.capabilities.tools.list_changed is True
+        assert init.protocol_version in ("2025-06-18", "2025-11-25")
+        tools = (await session.list_tools()).tools
+    assert [t.name for t in tools] == ["echo"]
+    echo = tools[0]
+    assert echo.description == "Repeats what you say"
+    assert echo.input_schema == {"type": "object", "properties": {"inputText": {"type": "string",
+                                 "description": "inputText"}}, "required": ["inputText"]}
+    assert echo.output_schema == {"type": "object", "properties": {"outputText": {"type": "string",
+                                  "description": "outputText"}}, "required": ["outputText"]}
+
+
+async def test_calling_a_tool_runs_the_agent_and_answers_text_and_structured_content(alice: Client) -> None:
+    await deploy(alice, name="Echo", friendlyName="echo", code=ECHO, inputSchema={"inputText": "string"},
+                 outputSchema={"outputText": "string"})
+    token = await new_token(alice)
+    async with mcp_session(alice.url("/mcp"), token) as session:
+        await session.initialize()
+        await session.list_tools()
+        result = await session.call_tool("echo", {"inputText": "hello"})
+    assert not result.is_error
+    assert result.structured_content == {"outputText": "echo: hello"}
+    assert json.loads(result.content[0].text) == {"outputText": "echo: hello"}
+    async with alice.get("/runs") as r:  # recorded like any run of the caller
+        runs = (await r.json())["runs"]
+    assert [(x["agentName"], x["status"], x["inputDict"]) for x in runs] == [("echo", "success", {"inputText": "hello"})]
+
+
+async def test_an_agent_error_is_a_tool_result_with_is_error(alice: Client) -> None:
+    await deploy(alice, name="Failing", friendlyName="failing", code=FAILING)
+    await deploy(alice, name="Shape", friendlyName="shape", code=WRONG_SHAPE, outputSchema={"outputText": "string"})
+    token = await new_token(alice)
+    async with mcp_session(alice.url("/mcp"), token) as session:
+        await session.initialize()
+        failed = await session.call_tool("failing", {"inputText": "x"})
+        misshapen = await session.call_tool("shape", {"inputText": "x"})
+    assert failed.is_error and "the agent gave up" in failed.content[0].text
+    assert failed.structured_content is None
+    assert misshapen.is_error and "does not match its outputSchema" in misshapen.content[0].text
+
+
+async def test_unknown_tools_and_bad_arguments_are_json_rpc_errors_and_nothing_runs(alice: Client) -> None:
+    await deploy(alice, name="Strict", friendlyName="strict", code=ECHO, inputSchema={"inputText": "string"},
+                 validateInput=True)
+    token = await new_token(alice)
+    async with mcp_session(alice.url("/mcp"), token) as session:
+        await session.initialize()
+        with pytest.raises(MCPError) as unknown:
+            await session.call_tool("nope", {})
+        with pytest.raises(MCPError) as bad:
+            await session.call_tool("strict", {"inputText": 3})
+    assert unknown.value.error.code == -32602 and "Unknown tool: nope" in unknown.value.error.message
+    assert bad.value.error.code == -32602 and "inputText" in bad.value.error.message
+    async with alice.get("/runs") as r:
+        assert (await r.json())["runs"] == []
+
+
+async def test_a_progress_token_brings_progress_notifications_while_the_run_lasts(alice: Client) -> None:
+    await deploy(alice, name="Talker", friendlyName="talker", code=SLOW_TALKER)
+    token = await new_token(alice)
+    seen: list[tuple[float, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, message))
+
+    async with mcp_session(alice.url("/mcp"), token) as session:
+        await session.initialize()
+        result = await session.call_tool("talker", {"inputText": "x"}, progress_callback=on_progress)
+    assert not result.is_error and result.structured_content == {"outputText": "finished"}
+    assert len(seen) >= 1
+    assert [p for p, _ in seen] == sorted(p for p, _ in seen)
+    assert any(m and m.startswith("step") for _, m in seen)
+
+
+async def test_a_session_from_a_cookie_login_works_and_delete_ends_it(alice: Client) -> None:
+    async with alice.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "curl", "version": "1"}}},
+            headers={"Accept": "application/json, text/event-stream"}) as r:
+        assert r.status == 200
+        body = await r.json()
+        session_id = r.headers["Mcp-Session-Id"]
+    assert body["result"]["protocolVersion"] == "2025-06-18"
+    headers = {"Mcp-Session-Id": session_id, "MCP-Protocol-Version": "2025-06-18"}
+    async with alice.post("/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "ping"}, headers=headers) as r:
+        assert await r.json() == {"jsonrpc": "2.0", "id": 2, "result": {}}
+    async with alice.delete("/mcp", headers=headers) as r:
+        assert r.status == 204
+    async with alice.post("/mcp", json={"jsonrpc": "2.0", "id": 3, "method": "ping"}, headers=headers) as r:
+        assert r.status == 404
+        assert (await r.json())["error"]["code"] == -32600
