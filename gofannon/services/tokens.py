@@ -95,6 +95,11 @@ async def create(kernel: "Kernel", ident: Identity, name: str, scope: dict[str, 
     if await kernel.store.count(COLLECTION, {"ownerId": ident.uid}) >= MAX_TOKENS_PER_USER:
         raise Conflict(f"At most {MAX_TOKENS_PER_USER} tokens per user; revoke one first")
     scope = {k: v for k, v in (scope or {}).items() if k in SCOPE_FIELDS and v is not None}
+    if scope.get("workspaceId") is not None:
+        from gofannon.services import workspaces
+
+        # Only a workspace the caller may act in (404 as for a non-member otherwise).
+        await workspaces.effective_role(kernel, ident, str(scope["workspaceId"]))
     token_id = uuid.uuid4().hex
     secret = secrets.token_urlsafe(32)
     doc = {

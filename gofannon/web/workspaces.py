@@ -35,6 +35,14 @@ async def list_workspaces(request: web.Request) -> web.Response:
     return json_response({"workspaces": await workspaces.memberships(kernel_of(request), identity(request))})
 
 
+@routes.get("/workspaces/active")
+@api_doc(summary="The workspace this request acts in (header X-Gofannon-Workspace, query `workspace`, the "
+                 "token's bound workspace, else the personal one) and the caller's role there", tags=TAGS)
+async def get_active(request: web.Request) -> web.Response:
+    workspace_id, _role = await workspaces.active_workspace(request)
+    return json_response(await workspaces.get(kernel_of(request), identity(request), workspace_id))
+
+
 @routes.get("/workspaces/{workspace_id}")
 @api_doc(summary="One workspace as the caller sees it", tags=TAGS)
 async def get_workspace(request: web.Request) -> web.Response:
