@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gofannon.services import deployments
+from gofannon.services import deployments, scopes
 from gofannon.web.common import api_doc, identity, json_response, kernel_of, no_content, read_json
 
 routes = web.RouteTableDef()
@@ -44,6 +44,9 @@ async def list_deployments(request: web.Request) -> web.Response:
 async def rest(request: web.Request) -> web.Response:
     ident = identity(request)
     kernel = kernel_of(request)
-    agent = await deployments.load_deployed(kernel, request.match_info["friendly_name"])  # 404 before 422
+    name = request.match_info["friendly_name"]
+    agent = await deployments.load_deployed(kernel, name)  # 404 before 422
+    await scopes.admit(kernel, ident, f"agent/{name}")  # a scoped token: expiry, models, rpm
+    await scopes.check_budget(kernel, ident)
     body = await read_json(request)
     return json_response(await deployments.run_agent(kernel, ident, agent, body))

@@ -48,7 +48,12 @@ async def _stamp_request_id(request: web.Request, response: web.StreamResponse) 
         response.headers["X-Request-Id"] = ctx.request_id
 
 
-def _error(status: int, detail: Any, headers: dict[str, str] | None = None) -> web.Response:
+def _error(status: int, detail: Any, headers: dict[str, str] | None = None, path: str = "",
+           exc: BaseException | None = None) -> web.Response:
+    if path.startswith("/v1/"):  # the OpenAI-compatible API answers errors in OpenAI's shape
+        from gofannon.web.v1 import openai_error
+
+        return openai_error(status, detail, headers, exc)
     return web.Response(
         status=status, text=dumps({"detail": detail}), content_type="application/json", headers=headers
     )
@@ -94,7 +99,7 @@ def build_middleware(app: web.Application) -> Any:
                 if not isinstance(resolved.route, SystemRoute):
                     location = str(request.rel_url.with_path(trimmed))
                     raise web.HTTPTemporaryRedirect(location)
-            return _error(status, _HTTP_DETAILS.get(status, exc.reason if exc else "Not Found"))
+            return _error(status, _HTTP_DETAILS.get(status, exc.reason if exc else "Not Found"), path=request.path)
         resource = route.resource
         ctx.route = resource.canonical if resource is not None else None
         headers = request.headers
@@ -144,21 +149,23 @@ def build_middleware(app: web.Application) -> Any:
                 raise web.HTTPRequestEntityTooLarge(max_size=settings.max_body_bytes, actual_size=length)
             response = await handle(request, handler, ctx)
         except GofannonError as exc:
-            response = _error(exc.status, exc.detail, exc.headers or None)
+            response = _error(exc.status, exc.detail, exc.headers or None, request.path, exc)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             if exc.status == 413:
-                response = _error(413, f"Request body too large (limit {settings.max_body_bytes} bytes)")
+                response = _error(413, f"Request body too large (limit {settings.max_body_bytes} bytes)",
+                                  path=request.path)
             else:
-                response = _error(exc.status, _HTTP_DETAILS.get(exc.status, exc.reason), None)
+                response = _error(exc.status, _HTTP_DETAILS.get(exc.status, exc.reason), None, request.path)
         except Exception as exc:  # noqa: BLE001 - the generic 500 is the contract
             log.error("uncaught exception on %s %s", request.method, request.path, exc_info=exc)
             kernel.record(
                 "uncaught_api_exception", f"{type(exc).__name__} on {request.method} {request.path}",
                 level="ERROR", metadata={"traceback": traceback.format_exc(limit=20)},
             )
-            response = _error(500, f"An internal server error occurred. (request id: {ctx.request_id})")
+            response = _error(500, f"An internal server error occurred. (request id: {ctx.request_id})",
+                              path=request.path)
         if origin is not None and origin == allowed_origin and not response.prepared:
             response.headers.update(cors_headers(origin))
         return response

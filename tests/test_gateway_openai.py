@@ -1,0 +1,114 @@
+"""``/v1``: the OpenAI-compatible API, driven by the official ``openai`` SDK (sync and async) against the
+real kernel, whose providers talk to the fake vendor server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from conftest import Client
+from fakes import FakeLLMServer, Reply
+
+MODEL = "fake/chat-1"  # an openai_compat provider of the test's catalog, priced
+PRICE_IN, PRICE_OUT = 0.001, 0.002
+
+
+def fake_catalog(tmp_path: Path, fake: FakeLLMServer) -> str:
+    """A config dir whose catalog adds the provider ``fake`` (OpenAI-compatible, at the fake server)."""
+    conf = tmp_path / "conf"
+    (conf / "catalog").mkdir(parents=True, exist_ok=True)
+    (conf / "catalog" / "fake.json").write_text(json.dumps({
+        "slug": "fake", "plugin": "openai_compat", "base_url": fake.openai_base_url,
+        "api_key_env_var": "FAKE_API_KEY",
+        "models": {
+            "chat-1": {"max_output_tokens": 100,
+                       "pricing": {"input_cost_per_token": PRICE_IN, "output_cost_per_token": PRICE_OUT}},
+            "free": {},
+        },
+    }))
+    return str(conf)
+
+
+async def make_token(client: Client, **scope: Any) -> str:
+    async with client.post("/users/me/tokens", json={"name": "sdk", **scope}) as r:
+        assert r.status == 201, await r.text()
+        return (await r.json())["token"]  # type: ignore[no-any-return]
+
+
+class Gateway:
+    def __init__(self, client: Client, token: str, fake: FakeLLMServer) -> None:
+        self.client, self.token, self.fake = client, token, fake
+
+    @property
+    def base_url(self) -> str:
+        return self.client.url("/v1")
+
+    def sdk(self, token: str | None = None, **kw: Any) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=self.base_url, api_key=token or self.token, max_retries=0, **kw)
+
+    def sync_sdk(self, token: str | None = None) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.base_url, api_key=token or self.token, max_retries=0)
+
+    async def user(self) -> dict[str, Any]:
+        async with self.client.get("/users/me") as r:
+            assert r.status == 200
+            return await r.json()  # type: ignore[no-any-return]
+
+    async def usage(self) -> list[dict[str, Any]]:
+        """The caller's full usage history."""
+        async with self.client.get("/users/me/usage?limit=1000") as r:
+            assert r.status == 200
+            return (await r.json())["usage"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def gw(serve: Any, fake_llm: FakeLLMServer, tmp_path: Path) -> Gateway:
+    client = await serve(**fake_llm.env, FAKE_API_KEY="sk-fake-test-key",
+                         GOFANNON_CONFIG_DIR=fake_catalog(tmp_path, fake_llm), GOFANNON_STORAGE="memory")
+    await client.login("alice")
+    return Gateway(client, await make_token(client), fake_llm)
+
+
+async def test_models_lists_catalog_models_with_a_key_and_answers_one(gw: Gateway) -> None:
+    sdk = gw.sdk()
+    ids = [m.id async for m in sdk.models.list()]
+    assert MODEL in ids and "openai/gpt-4o" in ids
+    one = await sdk.models.retrieve(MODEL)
+    assert (one.id, one.object, one.owned_by) == (MODEL, "model", "fake")
+    with pytest.raises(openai.NotFoundError) as err:
+        await sdk.models.retrieve("fake/no-such-model")
+    assert err.value.code == "model_not_found"
+
+
+async def test_models_hides_providers_without_a_key(serve: Any, fake_llm: FakeLLMServer, tmp_path: Path) -> None:
+    client = await serve(GOFANNON_CONFIG_DIR=fake_catalog(tmp_path, fake_llm), GOFANNON_STORAGE="memory")
+    await client.login("alice")
+    sdk = openai.AsyncOpenAI(base_url=client.url("/v1"), api_key=await make_token(client), max_retries=0)
+    ids = [m.id async for m in sdk.models.list()]
+    assert not any(i.startswith(("fake/", "openai/")) for i in ids)
+    assert "ollama/llama2" in ids  # needs no key
+
+
+async def test_chat_completion_through_the_async_sdk_is_charged_and_recorded(gw: Gateway) -> None:
+    gw.fake.script(Reply("Hi there", input_tokens=12, output_tokens=3))
+    before = (await gw.user())["usageInfo"]["spendRemaining"]
+    got = await gw.sdk().chat.completions.create(
+        model=MODEL, messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}],
+        temperature=0.2, max_completion_tokens=50, seed=7, stop=["END"], user="u-1", logit_bias={"1": 1})
+    assert got.object == "chat.completion" and got.id.startswith("chatcmpl-") and got.model == MODEL
+    assert got.choices[0].message.content == "Hi there" and got.choices[0].finish_reason == "stop"
+    assert (got.usage.prompt_tokens, got.usage.completion_tokens, got.usage.total_tokens) == (12, 3, 15)
+    sent = gw.fake.requests[-1].json
+    assert sent["model"] == "chat-1" and sent["messages"][0] == {"role": "system", "content": "be brief"}
+    assert (sent["temperature"], sent["max_tokens"], sent["seed"], sent["stop"], sent["user"]) == (0.2, 50, 7, ["END"], "u-1")
+    assert "logit_bias" not in sent  # unknown to the gateway: ignored
+    cost = 12 * PRICE_IN + 3 * PRICE_OUT
+    after = (await gw.user())["usageInfo"]["spendRemaining"]
+    assert after == pytest.approx(before - cost)
+    entry = (await gw.usage())[-1]
+    assert entry["responseCost"] == pytest.approx(cost)
+    assert entry["metadata"]["provider"] == "fake" and entry["metadata"]["model"] == "chat-1"
