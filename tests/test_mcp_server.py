@@ -163,3 +163,99 @@ async def test_a_session_from_a_cookie_login_works_and_delete_ends_it(alice: Cli
     async with alice.post("/mcp", json={"jsonrpc": "2.0", "id": 3, "method": "ping"}, headers=headers) as r:
         assert r.status == 404
         assert (await r.json())["error"]["code"] == -32600
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[tuple[str, list[float]]]:
+    """A small web service the looping agent calls; its hit log shows whether the agent still runs."""
+    hits: list[float] = []
+
+    async def tick(request: web.Request) -> web.Response:
+        hits.append(asyncio.get_running_loop().time())
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_get("/tick", tick)
+    server = TestServer(app, host="127.0.0.1", port=free_port())
+    await server.start_server()
+    try:
+        yield str(server.make_url("/tick")), hits
+    finally:
+        await server.close()
+
+
+LOOPER = """
+import asyncio
+import httpx
+async def run(input_dict, tools):
+    async with httpx.AsyncClient() as http:
+        while True:
+            await http.get(input_dict['url'])
+            await asyncio.sleep(0.05)
+"""
+
+
+async def test_cancelling_a_call_stops_the_run_and_its_sandbox_child(alice: Client,
+                                                                     site: tuple[str, list[float]]) -> None:
+    url, hits = site
+    await deploy(alice, name="Looper", friendlyName="looper", code=LOOPER, inputSchema={"url": "string"})
+    token = await new_token(alice)
+    async with mcp_session(alice.url("/mcp"), token) as session:
+        await session.initialize()
+        async with anyio.create_task_group() as tg:
+            async def call() -> None:
+                await session.call_tool("looper", {"url": url})
+
+            tg.start_soon(call)
+            while len(hits) < 3:  # the agent is running
+                await asyncio.sleep(0.05)
+            tg.cancel_scope.cancel()  # the client gives up: notifications/cancelled
+        for _ in range(100):
+            async with alice.get("/runs") as r:
+                run = (await r.json())["runs"][0]
+            if run["status"] != "running":
+                break
+            await asyncio.sleep(0.1)
+        await session.send_ping()  # the session itself carries on
+    assert run["agentName"] == "looper" and run["status"] == "stopped"
+    await asyncio.sleep(0.3)
+    count = len(hits)
+    await asyncio.sleep(0.5)
+    assert len(hits) == count  # no more calls: the sandbox child is gone
+
+
+async def test_connected_sessions_hear_when_a_deployment_appears_or_goes(alice: Client) -> None:
+    token = await new_token(alice)
+    changed = asyncio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    async with mcp_session(alice.url("/mcp"), token, message_handler=on_message) as session:
+        await session.initialize()
+        assert (await session.list_tools()).tools == []
+        await asyncio.sleep(0.3)  # let the client open its GET stream
+        doc = await deploy(alice, name="Late", friendlyName="late", code=ECHO)
+        await asyncio.wait_for(changed.wait(), 20)
+        assert [t.name for t in (await session.list_tools()).tools] == ["late"]
+        changed.clear()
+        async with alice.delete(f"/agents/{doc['_id']}/undeploy") as r:
+            assert r.status == 204
+        await asyncio.wait_for(changed.wait(), 20)
+        assert (await session.list_tools()).tools == []
+
+
+async def test_a_scoped_token_sees_and_calls_only_the_agents_it_names(alice: Client) -> None:
+    await deploy(alice, name="Echo", friendlyName="echo", code=ECHO)
+    await deploy(alice, name="Other", friendlyName="other", code=ECHO)
+    token = await new_token(alice, models=["agent/echo"])
+    async with mcp_session(alice.url("/mcp"), token) as session:
+        await session.initialize()
+        assert [t.name for t in (await session.list_tools()).tools] == ["echo"]
+        with pytest.raises(MCPError) as refused:
+            await session.call_tool("other", {"inputText": "x"})
+        ok = await session.call_tool("echo", {"inputText": "x"})
+    assert refused.value.error.code == -32602 and not ok.is_error
+    async with alice.get("/runs") as r:
+        assert [x["agentName"] for x in (await r.json())["runs"]] == ["echo"]

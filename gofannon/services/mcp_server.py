@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from gofannon.errors import GofannonError, RevisionConflict
 from gofannon.models.run import RUNS
-from gofannon.services import deployments, runs
+from gofannon.services import deployments, runs, scopes
 from gofannon.services.agents import LIST_VERSION, META
 from gofannon.services.ownership import OWNER_FIELD
 from gofannon.timeutil import now_iso
@@ -61,17 +61,21 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 UNSUPPORTED_PROTOCOL_VERSION = -32022
 REQUEST_CANCELLED = -32800
+#: Implementation-defined (-32000..-32019): the caller's token or budget refuses the call (HTTP 429/401).
+REFUSED = -32005
 
 
 class McpError(Exception):
     """A JSON-RPC error, with the HTTP status it travels with when it answers a whole POST."""
 
-    def __init__(self, code: int, message: str, *, http_status: int = 200, data: Any = None) -> None:
+    def __init__(self, code: int, message: str, *, http_status: int = 200, data: Any = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.http_status = http_status
         self.data = data
+        self.headers = headers or {}
         self.req_id: Any = None  # set when the request's id is known before its envelope was accepted
 
     def payload(self, req_id: Any = None) -> dict[str, Any]:
@@ -194,21 +198,17 @@ async def sweep_expired(kernel: "Kernel") -> int:
 
 # -- token scopes --------------------------------------------------------------------------------------
 def tool_allowed(ident: "Identity", name: str) -> bool:
-    """Whether the caller's token may use the agent ``name`` (model id ``agent/<name>``).
+    """Whether the caller's token may use the agent ``name``: its ``models`` admit ``agent/<name>`` (as on /v1)."""
+    return scopes.may_use(ident, f"agent/{name}")
 
-    HOOK: the ``models`` patterns of a scoped token are matched here (exact id, or a trailing ``*`` for a
-    prefix) until ``gofannon.services.scopes`` offers one check shared with ``/v1`` and ``/rest``.
-    """
-    scope = ident.token or {}
-    patterns = scope.get("models")
-    if not patterns:
-        return True
-    model_id = f"agent/{name}"
-    for pattern in patterns:
-        pattern = str(pattern)
-        if pattern == model_id or (pattern.endswith("*") and model_id.startswith(pattern[:-1])):
-            return True
-    return False
+
+async def admit(kernel: "Kernel", ident: "Identity", name: str) -> None:
+    """The token checks of ``POST /rest/{name}`` (expiry, rpm, spend left), before anything runs."""
+    try:
+        await scopes.admit(kernel, ident, f"agent/{name}")
+        await scopes.check_budget(kernel, ident)
+    except GofannonError as exc:
+        raise McpError(REFUSED, str(exc.detail), http_status=exc.status, headers=exc.headers) from None
 
 
 # -- tools ---------------------------------------------------------------------------------------------
@@ -325,6 +325,7 @@ async def prepare_call(kernel: "Kernel", ident: "Identity", params: dict[str, An
         agent = await deployments.load_deployed(kernel, call.name)
     except GofannonError:
         raise McpError(INVALID_PARAMS, f"Unknown tool: {call.name}") from None
+    await admit(kernel, ident, call.name)
     arguments = dict(call.arguments or {})
     try:
         deployments.check_input(agent, arguments)

@@ -35,7 +35,7 @@ def _answer(payload: Any, status: int = 200, headers: dict[str, str] | None = No
 
 
 def _error(exc: McpError, req_id: Any = None, headers: dict[str, str] | None = None) -> web.Response:
-    return _answer(exc.payload(req_id), exc.http_status, headers)
+    return _answer(exc.payload(req_id), exc.http_status, {**exc.headers, **(headers or {})} or None)
 
 
 def base_url(request: web.Request) -> str:
@@ -184,6 +184,8 @@ async def mcp_post(request: web.Request) -> web.StreamResponse:
             raise McpError(INVALID_REQUEST, "initialize must be sent as a request")
         raise McpError(svc.METHOD_NOT_FOUND, f"Method not found: {method}")
     except McpError as exc:
+        if exc.http_status == 401:  # the token expired since it was resolved
+            return _unauthorized(request, _Unauthenticated(exc.message, "invalid_token"))
         return _error(exc, exc.req_id if exc.req_id is not None else req_id)
     except _Unauthenticated as exc:
         return _unauthorized(request, exc)
