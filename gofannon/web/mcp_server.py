@@ -139,9 +139,6 @@ async def _parse(request: web.Request) -> dict[str, Any]:
                          http_status=400)
         error.req_id = message.get("id") if isinstance(message.get("id"), (str, int)) else None
         raise error from None
-    params = message.get("params")
-    if params is not None and not isinstance(params, dict):
-        raise McpError(svc.INVALID_PARAMS, "Invalid params: params must be an object", http_status=400)
     return message
 
 

@@ -1,0 +1,180 @@
+"""/mcp refuses what breaks the transport's rules with a clear HTTP or JSON-RPC error, and runs nothing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import Client
+from test_mcp_server import ECHO, deploy, new_token
+
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+ACCEPT = "application/json, text/event-stream"
+
+
+class Raw:
+    """Plain HTTP against /mcp with a bearer token (no cookie jar), as a script would."""
+
+    def __init__(self, client: Client, token: str | None) -> None:
+        self.client = client
+        self.token = token
+        self.session = aiohttp.ClientSession()
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        out = {"Accept": ACCEPT}
+        if self.token:
+            out["Authorization"] = f"Bearer {self.token}"
+        out.update({k.replace("_", "-"): v for k, v in extra.items()})
+        return out
+
+    async def post(self, body: Any, *, raw: bytes | None = None, **headers: str) -> tuple[int, Any, Any]:
+        data = raw if raw is not None else json.dumps(body).encode()
+        hdrs = {"Content-Type": "application/json", **self.headers(**headers)}
+        async with self.session.post(self.client.url("/mcp"), data=data, headers=hdrs) as r:
+            text = await r.text()
+            return r.status, (json.loads(text) if text else None), r.headers
+
+    async def initialize(self) -> str:
+        status, body, headers = await self.post(INIT)
+        assert status == 200, body
+        return headers["Mcp-Session-Id"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def setup(serve: Any) -> Any:
+    client = await serve()
+    await client.login("alice")
+    await deploy(client, name="Echo", friendlyName="echo", code=ECHO)
+    raw = Raw(client, await new_token(client))
+    try:
+        yield client, raw
+    finally:
+        await raw.session.close()
+
+
+async def runs_of(client: Client) -> list[dict[str, Any]]:
+    async with client.get("/runs") as r:
+        return (await r.json())["runs"]  # type: ignore[no-any-return]
+
+
+async def test_malformed_json_and_batches_are_parse_and_invalid_request_errors(setup: Any) -> None:
+    client, raw = setup
+    sid = await raw.initialize()
+    status, body, _ = await raw.post(None, raw=b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call",',
+                                     Mcp_Session_Id=sid)
+    assert status == 400 and body["error"]["code"] == -32700 and body["id"] is None
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {}}}
+    status, body, _ = await raw.post([call, call], Mcp_Session_Id=sid)
+    assert status == 400 and body["error"]["code"] == -32600 and "batches" in body["error"]["message"]
+    status, body, _ = await raw.post({"id": 3, "method": "tools/call"}, Mcp_Session_Id=sid)  # no "jsonrpc"
+    assert status == 400 and body["error"]["code"] == -32600 and body["id"] == 3
+    status, body, _ = await raw.post({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": [1]},
+                                     Mcp_Session_Id=sid)
+    assert status == 400 and body["error"]["code"] == -32600 and body["id"] == 4  # MCP params are an object
+    status, body, _ = await raw.post({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"arguments": {}}},
+                                     Mcp_Session_Id=sid)  # no tool name
+    assert status == 200 and body["error"]["code"] == -32602 and "name" in body["error"]["message"]
+    assert await runs_of(client) == []
+
+
+async def test_an_unknown_method_is_method_not_found(setup: Any) -> None:
+    client, raw = setup
+    sid = await raw.initialize()
+    status, body, _ = await raw.post({"jsonrpc": "2.0", "id": 7, "method": "resources/list"}, Mcp_Session_Id=sid)
+    assert status == 200
+    assert body == {"jsonrpc": "2.0", "id": 7, "error": {"code": -32601, "message": "Method not found: resources/list"}}
+
+
+async def test_an_unsupported_protocol_version_header_is_a_400_naming_the_supported_ones(setup: Any) -> None:
+    client, raw = setup
+    sid = await raw.initialize()
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo",
+                                                                          "arguments": {"inputText": "x"}}}
+    status, body, _ = await raw.post(call, Mcp_Session_Id=sid, MCP_Protocol_Version="1999-01-01")
+    assert status == 400 and body["error"]["code"] == -32022
+    assert body["error"]["data"] == {"supported": ["2025-06-18", "2025-11-25"], "requested": "1999-01-01"}
+    assert await runs_of(client) == []
+
+
+async def test_initialize_with_an_older_or_newer_version_gets_one_the_server_speaks(setup: Any) -> None:
+    client, raw = setup
+    for asked, answered in (("2025-06-18", "2025-06-18"), ("2024-11-05", "2025-11-25"), ("2099-01-01", "2025-11-25")):
+        init = {**INIT, "params": {**INIT["params"], "protocolVersion": asked}}
+        status, body, _ = await raw.post(init)
+        assert status == 200 and body["result"]["protocolVersion"] == answered
+
+
+async def test_a_foreign_origin_is_refused_and_local_ones_are_not(setup: Any) -> None:
+    client, raw = setup
+    status, body, _ = await raw.post(INIT, Origin="https://evil.example")
+    assert status == 403 and "Origin" in body["error"]["message"]
+    for origin in (client.url("/").rstrip("/"), "http://localhost:6274", "http://localhost:3000"):
+        status, body, _ = await raw.post(INIT, Origin=origin)
+        assert status == 200, (origin, body)
+
+
+async def test_a_missing_or_unknown_session_id_is_refused(setup: Any) -> None:
+    client, raw = setup
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo",
+                                                                          "arguments": {"inputText": "x"}}}
+    status, body, _ = await raw.post(call)
+    assert status == 400 and "Mcp-Session-Id" in body["error"]["message"]
+    status, body, _ = await raw.post(call, Mcp_Session_Id="0" * 32)
+    assert status == 404 and body["error"]["code"] == -32600
+    # bob cannot use alice's session
+    sid = await raw.initialize()
+    bob = Client(client.server, aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)))
+    try:
+        await bob.login("bob")
+        other = Raw(client, await new_token(bob))
+        try:
+            status, body, _ = await other.post(call, Mcp_Session_Id=sid)
+            assert status == 404
+        finally:
+            await other.session.close()
+    finally:
+        await bob.session.close()
+    assert await runs_of(client) == []
+
+
+async def test_no_credentials_is_a_401_pointing_at_the_resource_metadata(setup: Any) -> None:
+    client, raw = setup
+    anonymous = Raw(client, None)
+    try:
+        status, body, headers = await anonymous.post(INIT)
+        assert status == 401 and body["error"]["message"].startswith("Authentication required")
+        base = client.url("/").rstrip("/")
+        assert headers["WWW-Authenticate"] == (
+            f'Bearer resource_metadata="{base}/.well-known/oauth-protected-resource"')
+        async with anonymous.session.get(client.url("/mcp"), headers={"Accept": "text/event-stream"}) as r:
+            assert r.status == 401 and "resource_metadata=" in r.headers["WWW-Authenticate"]
+        wrong = Raw(client, "gft_" + "0" * 32 + "_" + "x" * 40)
+        try:
+            status, body, headers = await wrong.post(INIT)
+            assert status == 401 and 'error="invalid_token"' in headers["WWW-Authenticate"]
+        finally:
+            await wrong.session.close()
+    finally:
+        await anonymous.session.close()
+
+
+async def test_get_without_event_stream_accept_is_406_and_notifications_are_accepted(setup: Any) -> None:
+    client, raw = setup
+    sid = await raw.initialize()
+    async with raw.session.get(client.url("/mcp"), headers={**raw.headers(Mcp_Session_Id=sid),
+                                                              "Accept": "application/json"}) as r:
+        assert r.status == 406
+    status, body, _ = await raw.post({"jsonrpc": "2.0", "method": "notifications/initialized"}, Mcp_Session_Id=sid)
+    assert status == 202 and body is None
+    status, body, _ = await raw.post({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                      "params": {"requestId": 99}}, Mcp_Session_Id=sid)
+    assert status == 202
+
+
+async def test_the_remote_tools_route_still_answers_beside_mcp(setup: Any) -> None:
+    client, raw = setup
+    async with client.post("/mcp/tools", json={}) as r:  # the reference's route: its own 422, not JSON-RPC
+        assert r.status == 422 and "detail" in await r.json()
