@@ -1,0 +1,52 @@
+"""Two API processes on Redis behind a round-robin balancer: an MCP session begun on one continues on the other."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import httpx2
+from test_mcp_server import ECHO, SLOW_TALKER, deploy, mcp_session, new_token
+
+
+class RoundRobin(httpx2.AsyncHTTPTransport):
+    """A load balancer in the client: each request goes to the next API process in turn."""
+
+    def __init__(self, ports: list[int]) -> None:
+        super().__init__()
+        self.ports = ports
+        self.served: list[tuple[int, str]] = []
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        port = self.ports[len(self.served) % len(self.ports)]
+        request.url = request.url.copy_with(port=port)
+        self.served.append((port, request.method))
+        return await super().handle_async_request(request)
+
+
+async def test_a_session_started_on_one_process_continues_on_another(serve: Any, rq_worker: Any) -> None:
+    env = rq_worker(GOFANNON_STORAGE="redis", GOFANNON_REDIS_PREFIX=f"mcp{os.getpid()}{time.monotonic_ns()}:",
+                    GOFANNON_QUEUE=f"mcp-{os.getpid()}-{time.monotonic_ns()}")
+    one = await serve(**env)
+    two = await serve(**env)
+    await one.login("alice")
+    await deploy(one, name="Echo", friendlyName="echo", code=ECHO, outputSchema={"outputText": "string"})
+    await deploy(one, name="Talker", friendlyName="talker", code=SLOW_TALKER)
+    token = await new_token(one)
+    balancer = RoundRobin([one.server.port, two.server.port])
+    progress: list[float] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    async with mcp_session(one.url("/mcp"), token, transport=balancer) as session:
+        await session.initialize()
+        tools = (await session.list_tools()).tools
+        echoed = await session.call_tool("echo", {"inputText": "across"})
+        talked = await session.call_tool("talker", {"inputText": "x"}, progress_callback=on_progress)
+    assert sorted(t.name for t in tools) == ["echo", "talker"]
+    assert echoed.structured_content == {"outputText": "echo: across"}
+    assert talked.structured_content == {"outputText": "finished"} and progress
+    posts = [port for port, method in balancer.served if method == "POST"]
+    assert set(posts) == {one.server.port, two.server.port}  # both processes answered the one session
