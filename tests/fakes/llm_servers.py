@@ -1,7 +1,8 @@
-"""Fake LLM vendor servers: real HTTP on 127.0.0.1 speaking OpenAI, Anthropic and Gemini protocols.
+"""Fake LLM vendor servers: real HTTP on 127.0.0.1 speaking OpenAI, Anthropic, Gemini and Bedrock protocols.
 
-One ``FakeLLMServer`` answers all three protocols (and the OpenAI Responses API, including background
-polling); tests script the answers and read back the requests it received:
+One ``FakeLLMServer`` answers all of them (and the OpenAI Responses API, including background polling and
+streaming, and Bedrock's ConverseStream in AWS's binary event-stream framing); tests script the answers and
+read back the requests it received:
 
     fake_openai.script(Reply("hello", input_tokens=12, output_tokens=3))   # next answers, in order
     fake_openai.respond(lambda req: Reply(req.last_user_text.upper()))    # otherwise, computed
@@ -17,6 +18,8 @@ import asyncio
 import itertools
 import json
 import socket
+import struct
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -40,6 +43,14 @@ class Reply:
     delay: float = 0.0  # seconds before answering
     polls: int = 0  # Responses API background mode: answers "in_progress" this many times first
     citations: list[str] = field(default_factory=list)  # OpenAI-compatible (perplexity) "citations"
+    #: Why the answer ended, in OpenAI's words (stop | length | tool_calls | content_filter), sent in each
+    #: vendor's own word (Anthropic max_tokens, Gemini MAX_TOKENS, ...); any other value is sent as given.
+    #: None: tool_calls when there are tool calls, else stop.
+    finish: str | None = None
+    signature: str | None = None  # Gemini: the thoughtSignature of the first function call
+    #: Streams pause after their first piece of text until this is set: a test proves the first piece reached
+    #: it while the vendor was still answering (real streaming, no timing involved).
+    hold: asyncio.Event | None = None
 
 
 @dataclass
@@ -79,11 +90,41 @@ class Recorded:
 
 Responder = Callable[[Recorded], "Reply | str"]
 
+#: Reply.finish (OpenAI's words) in each vendor's words.
+_FINISH_WORDS = {
+    "anthropic": {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"},
+    "gemini": {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "content_filter": "SAFETY"},
+    "bedrock": {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
+                "content_filter": "content_filtered"},
+}
+
+
+def finish_word(reply: Reply, vendor: str | None = None) -> str:
+    """The stop reason a vendor sends for ``reply``."""
+    finish = reply.finish or ("tool_calls" if reply.tool_calls else "stop")
+    return _FINISH_WORDS.get(vendor or "", {}).get(finish, finish)
+
+
+def eventstream_message(event_type: str, payload: dict[str, Any], message_type: str = "event") -> bytes:
+    """One AWS event-stream message (what Bedrock's ConverseStream sends): prelude with its CRC32, string
+    headers, the JSON payload, and the CRC32 of the whole message."""
+    headers = b""
+    kind_header = ":exception-type" if message_type == "exception" else ":event-type"
+    for name, value in ((kind_header, event_type), (":content-type", "application/json"),
+                        (":message-type", message_type)):
+        raw = value.encode()
+        headers += bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(raw)) + raw
+    body = json.dumps(payload).encode()
+    total = 12 + len(headers) + len(body) + 4
+    prelude = struct.pack(">II", total, len(headers))
+    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + headers + body
+    return message + struct.pack(">I", zlib.crc32(message))
+
 
 class FakeLLMServer:
     """Serves ``/v1/chat/completions``, ``/v1/responses`` (+ ``GET /v1/responses/{id}``, cancel), ``/v1/messages``
     (Anthropic), ``/v1beta/models/{model}:generateContent|streamGenerateContent`` (Gemini) and
-    ``/model/{model}/converse`` (Amazon Bedrock)."""
+    ``/model/{model}/converse`` and ``/model/{model}/converse-stream`` (Amazon Bedrock)."""
 
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
@@ -143,6 +184,7 @@ class FakeLLMServer:
         app.router.add_post("/v1/messages", self._anthropic)
         app.router.add_post("/v1beta/models/{target}", self._gemini)
         app.router.add_post("/model/{model}/converse", self._converse)
+        app.router.add_post("/model/{model}/converse-stream", self._converse_stream)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         with socket.socket() as s:
@@ -224,7 +266,7 @@ class FakeLLMServer:
             out: dict[str, Any] = {
                 "id": cid, "object": "chat.completion", "created": 0, "model": model,
                 "choices": [{"index": 0, "message": message,
-                             "finish_reason": "tool_calls" if tool_calls else "stop"}],
+                             "finish_reason": finish_word(reply)}],
                 "usage": usage,
             }
             if reply.citations:
@@ -243,11 +285,15 @@ class FakeLLMServer:
         await send({"role": "assistant", "content": ""})
         if reply.thoughts:
             await send({"reasoning_content": reply.thoughts})
-        for piece in _pieces(reply.content):
+        for n, piece in enumerate(_pieces(reply.content)):
             await send({"content": piece})
-        for i, tc in enumerate(tool_calls):
-            await send({"tool_calls": [{"index": i, **tc}]})
-        await send({}, "tool_calls" if tool_calls else "stop")
+            await _held(reply, n)
+        for i, tc in enumerate(tool_calls):  # as OpenAI does: id and name first, then the arguments in pieces
+            await send({"tool_calls": [{"index": i, "id": tc["id"], "type": "function",
+                                        "function": {"name": tc["function"]["name"], "arguments": ""}}]})
+            for piece in _pieces(tc["function"]["arguments"]):
+                await send({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+        await send({}, finish_word(reply))
         if (body.get("stream_options") or {}).get("include_usage"):
             await send({}, None, usage)
         await resp.write(b"data: [DONE]\n\n")
@@ -266,9 +312,12 @@ class FakeLLMServer:
                                "name": tc["name"], "arguments": json.dumps(tc.get("arguments", {}))})
             output.append({"type": "message", "id": self._id("msg"), "role": "assistant", "status": "completed",
                            "content": [{"type": "output_text", "text": reply.content, "annotations": []}]})
+        incomplete = status == "completed" and reply.finish in ("length", "content_filter")
         return {
-            "id": rid, "object": "response", "created_at": 0, "status": status, "model": model,
-            "output": output,
+            "id": rid, "object": "response", "created_at": 0, "status": "incomplete" if incomplete else status,
+            "model": model, "output": output,
+            "incomplete_details": {"reason": "max_output_tokens" if reply.finish == "length" else "content_filter"}
+            if incomplete else None,
             "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens,
                       "total_tokens": reply.input_tokens + reply.output_tokens} if status == "completed" else None,
         }
@@ -281,10 +330,41 @@ class FakeLLMServer:
         body = rec.json or {}
         rid = self._id("resp")
         model = body.get("model", "fake-model")
+        if body.get("stream"):
+            return await self._responses_stream(request, rid, model, reply)
         if body.get("background"):
             self._background[rid] = (reply, reply.polls)
             return web.json_response(self._response_body(rid, model, reply, "queued"))
         return web.json_response(self._response_body(rid, model, reply, "completed"))
+
+    async def _responses_stream(self, request: web.Request, rid: str, model: str, reply: Reply) -> web.StreamResponse:
+        """The Responses API's ``stream: true``: typed server-sent events, the whole response last."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+
+        async def event(data: dict[str, Any]) -> None:
+            await resp.write(f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode())
+
+        await event({"type": "response.created", "response": self._response_body(rid, model, reply, "in_progress")})
+        whole = self._response_body(rid, model, reply, "completed")
+        for index, item in enumerate(whole["output"]):
+            if item["type"] == "reasoning":
+                await event({"type": "response.reasoning_summary_text.delta", "output_index": index,
+                             "summary_index": 0, "delta": item["summary"][0]["text"]})
+            elif item["type"] == "function_call":
+                await event({"type": "response.output_item.added", "output_index": index,
+                             "item": dict(item, arguments="", status="in_progress")})
+                for piece in _pieces(item["arguments"]):
+                    await event({"type": "response.function_call_arguments.delta", "output_index": index,
+                                 "item_id": item["id"], "delta": piece})
+            else:
+                for n, piece in enumerate(_pieces(reply.content)):
+                    await event({"type": "response.output_text.delta", "output_index": index, "content_index": 0,
+                                 "delta": piece})
+                    await _held(reply, n)
+        await event({"type": "response.completed", "response": whole})
+        await resp.write_eof()
+        return resp
 
     async def _responses_poll(self, request: web.Request) -> web.StreamResponse:
         rid = request.match_info["rid"]
@@ -322,7 +402,7 @@ class FakeLLMServer:
             content.append({"type": "tool_use", "id": tc.get("id") or f"toolu_{i}", "name": tc["name"],
                             "input": tc.get("arguments", {})})
         msg = {"id": self._id("msg"), "type": "message", "role": "assistant", "model": body.get("model"),
-               "content": content, "stop_reason": "tool_use" if reply.tool_calls else "end_turn",
+               "content": content, "stop_reason": finish_word(reply, "anthropic"),
                "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens}}
         if not body.get("stream"):
             return web.json_response(msg)
@@ -341,12 +421,14 @@ class FakeLLMServer:
                                                                          "thinking": block["thinking"]}})
             elif block["type"] == "text":
                 await event("content_block_start", {"index": i, "content_block": {"type": "text", "text": ""}})
-                for piece in _pieces(block["text"]):
+                for n, piece in enumerate(_pieces(block["text"])):
                     await event("content_block_delta", {"index": i, "delta": {"type": "text_delta", "text": piece}})
+                    await _held(reply, n)
             else:
                 await event("content_block_start", {"index": i, "content_block": dict(block, input={})})
-                await event("content_block_delta", {"index": i, "delta": {
-                    "type": "input_json_delta", "partial_json": json.dumps(block["input"])}})
+                for piece in _pieces(json.dumps(block["input"])):
+                    await event("content_block_delta", {"index": i, "delta": {
+                        "type": "input_json_delta", "partial_json": piece}})
             await event("content_block_stop", {"index": i})
         await event("message_delta", {"delta": {"stop_reason": msg["stop_reason"]},
                                       "usage": {"output_tokens": reply.output_tokens}})
@@ -355,11 +437,8 @@ class FakeLLMServer:
         return resp
 
     # -- Amazon Bedrock Converse ---------------------------------------------------------------------
-    async def _converse(self, request: web.Request) -> web.StreamResponse:
-        rec = await self._record(request)
-        reply = await self._next(rec)
-        if reply.status >= 400:
-            return web.json_response({"message": reply.error or "error"}, status=reply.status)
+    @staticmethod
+    def _converse_content(reply: Reply) -> list[dict[str, Any]]:
         content: list[dict[str, Any]] = []
         if reply.thoughts:
             content.append({"reasoningContent": {"reasoningText": {"text": reply.thoughts, "signature": "sig"}}})
@@ -368,12 +447,60 @@ class FakeLLMServer:
         for i, tc in enumerate(reply.tool_calls):
             content.append({"toolUse": {"toolUseId": tc.get("id") or f"tooluse_{i}", "name": tc["name"],
                                         "input": tc.get("arguments", {})}})
+        return content
+
+    async def _converse(self, request: web.Request) -> web.StreamResponse:
+        rec = await self._record(request)
+        reply = await self._next(rec)
+        if reply.status >= 400:
+            return web.json_response({"message": reply.error or "error"}, status=reply.status)
+        content = self._converse_content(reply)
         return web.json_response({
             "output": {"message": {"role": "assistant", "content": content}},
-            "stopReason": "tool_use" if reply.tool_calls else "end_turn",
+            "stopReason": finish_word(reply, "bedrock"),
             "usage": {"inputTokens": reply.input_tokens, "outputTokens": reply.output_tokens,
                       "totalTokens": reply.input_tokens + reply.output_tokens},
         })
+
+    async def _converse_stream(self, request: web.Request) -> web.StreamResponse:
+        """ConverseStream: the answer as AWS event-stream messages, text and tool input in pieces, usage last.
+        ``Reply.error`` with ``status`` 200 and ``error_code`` set sends an exception message mid-stream."""
+        rec = await self._record(request)
+        reply = await self._next(rec)
+        if reply.status >= 400:
+            return web.json_response({"message": reply.error or "error"}, status=reply.status)
+        resp = web.StreamResponse(headers={"Content-Type": "application/vnd.amazon.eventstream"})
+        await resp.prepare(request)
+
+        async def send(event_type: str, payload: dict[str, Any], message_type: str = "event") -> None:
+            await resp.write(eventstream_message(event_type, payload, message_type))
+
+        await send("messageStart", {"role": "assistant"})
+        for i, block in enumerate(self._converse_content(reply)):
+            if "reasoningContent" in block:
+                await send("contentBlockDelta", {"contentBlockIndex": i, "delta": {"reasoningContent": {
+                    "text": block["reasoningContent"]["reasoningText"]["text"]}}})
+            elif "text" in block:
+                for n, piece in enumerate(_pieces(block["text"])):
+                    await send("contentBlockDelta", {"contentBlockIndex": i, "delta": {"text": piece}})
+                    await _held(reply, n)
+            else:
+                use = block["toolUse"]
+                await send("contentBlockStart", {"contentBlockIndex": i, "start": {"toolUse": {
+                    "toolUseId": use["toolUseId"], "name": use["name"]}}})
+                for piece in _pieces(json.dumps(use["input"])):
+                    await send("contentBlockDelta", {"contentBlockIndex": i, "delta": {"toolUse": {"input": piece}}})
+            await send("contentBlockStop", {"contentBlockIndex": i})
+            if reply.error and reply.error_code:
+                await send(reply.error_code, {"message": reply.error}, "exception")
+                await resp.write_eof()
+                return resp
+        await send("messageStop", {"stopReason": finish_word(reply, "bedrock")})
+        await send("metadata", {"usage": {"inputTokens": reply.input_tokens, "outputTokens": reply.output_tokens,
+                                          "totalTokens": reply.input_tokens + reply.output_tokens},
+                                "metrics": {"latencyMs": 1}})
+        await resp.write_eof()
+        return resp
 
     # -- Gemini generateContent ---------------------------------------------------------------------
     async def _gemini(self, request: web.Request) -> web.StreamResponse:
@@ -390,24 +517,36 @@ class FakeLLMServer:
             parts.append({"text": reply.thoughts, "thought": True})
         if reply.content:
             parts.append({"text": reply.content})
-        for tc in reply.tool_calls:
+        for i, tc in enumerate(reply.tool_calls):
             parts.append({"functionCall": {"name": tc["name"], "args": tc.get("arguments", {})}})
+            if i == 0 and reply.signature:
+                parts[-1]["thoughtSignature"] = reply.signature
         usage = {"promptTokenCount": reply.input_tokens, "candidatesTokenCount": reply.output_tokens,
                  "totalTokenCount": reply.input_tokens + reply.output_tokens}
-        out = {"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}],
+        finish = finish_word(reply, "gemini")
+        out = {"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": 0}],
                "usageMetadata": usage, "modelVersion": model}
         if method != "streamGenerateContent":
             return web.json_response(out)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        for part in parts:
+        streamed = [dict(part, text=piece) for part in parts if "text" in part for piece in _pieces(part["text"])]
+        streamed += [part for part in parts if "text" not in part]  # function calls come whole, as Gemini sends them
+        for n, part in enumerate(streamed):
             chunk = {"candidates": [{"content": {"role": "model", "parts": [part]}, "index": 0}], "modelVersion": model}
             await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        final = {"candidates": [{"content": {"role": "model", "parts": []}, "finishReason": "STOP", "index": 0}],
+            await _held(reply, n)
+        final = {"candidates": [{"content": {"role": "model", "parts": []}, "finishReason": finish, "index": 0}],
                  "usageMetadata": usage, "modelVersion": model}
         await resp.write(f"data: {json.dumps(final)}\n\n".encode())
         await resp.write_eof()
         return resp
+
+
+async def _held(reply: Reply, n: int) -> None:
+    """After the first piece of a stream, wait for the test's ``hold`` event (if any)."""
+    if n == 0 and reply.hold is not None:
+        await asyncio.wait_for(reply.hold.wait(), 10)
 
 
 def _pieces(text: str, size: int = 8) -> list[str]:

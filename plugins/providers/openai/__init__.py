@@ -35,11 +35,10 @@ class OpenAIProvider:
         return await wire.complete_chat(call, f"{self.base(call)}/chat/completions")
 
     async def stream(self, call: LlmCall) -> AsyncIterator[StreamEvent]:
-        if self.responses_path(call) and wire.responses_body(call) is not None:
-            completion = await self.complete(call)  # background responses are polled, not streamed
-            if completion.content:
-                yield StreamEvent("content", completion.content)
-            yield StreamEvent("done", completion=completion)
+        body = wire.responses_body(call) if self.responses_path(call) else None
+        if body is not None:
+            async for event in wire.stream_responses(call, self.base(call), body):
+                yield event
             return
         async for event in wire.stream_chat(call, f"{self.base(call)}/chat/completions"):
             yield event

@@ -123,12 +123,19 @@ async def stream_chat(call: LlmCall, url: str, *, passthrough: bool = False) -> 
                     content.append(delta["content"])
                     yield StreamEvent("content", delta["content"])
                 for tc in delta.get("tool_calls") or []:
-                    slot = calls.setdefault(int(tc.get("index", len(calls))),
-                                            {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+                    index = int(tc.get("index", len(calls)))
+                    slot = calls.setdefault(index, {"id": None, "type": "function",
+                                                    "function": {"name": "", "arguments": ""}})
                     slot["id"] = tc.get("id") or slot["id"]
                     fn = tc.get("function") or {}
                     slot["function"]["name"] += fn.get("name") or ""
                     slot["function"]["arguments"] += fn.get("arguments") or ""
+                    piece: dict[str, Any] = {"index": index, "function": {"arguments": fn.get("arguments") or ""}}
+                    if tc.get("id"):
+                        piece["id"], piece["type"] = tc["id"], "function"
+                    if fn.get("name"):
+                        piece["function"]["name"] = fn["name"]
+                    yield StreamEvent("tool_call", tool_call=piece)
     tool_calls = [calls[i] for i in sorted(calls)] or None
     yield StreamEvent("done", completion=Completion("".join(content), _thoughts("".join(reasoning), tool_calls),
                                                     usage, finish))
@@ -146,12 +153,51 @@ def responses_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] 
     return out or None
 
 
+def responses_input(call: LlmCall) -> list[dict[str, Any]]:
+    """OpenAI chat messages as Responses input items: text and image parts, assistant tool calls as
+    ``function_call`` items and tool results as ``function_call_output`` (system messages go to ``instructions``)."""
+    items: list[dict[str, Any]] = []
+    for m in call.messages:
+        role, content = m.get("role"), m.get("content")
+        if role == "tool":
+            items.append({"type": "function_call_output", "call_id": m.get("tool_call_id"),
+                          "output": message_text(content)})
+        elif role == "assistant":
+            if message_text(content):
+                items.append({"role": "assistant", "content": message_text(content)})
+            for tc in m.get("tool_calls") or []:
+                fn = tc.get("function") or {}
+                items.append({"type": "function_call", "call_id": tc.get("id"), "name": fn.get("name"),
+                              "arguments": fn.get("arguments") or "{}"})
+        elif role in ("user", "developer"):
+            if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "image_url" for p in content):
+                parts: list[dict[str, Any]] = []
+                for part in content:
+                    if isinstance(part, dict) and part.get("type") == "image_url":
+                        ref = part.get("image_url")
+                        url = ref.get("url") if isinstance(ref, dict) else ref
+                        parts.append({"type": "input_image", "image_url": url,
+                                      **({"detail": ref["detail"]} if isinstance(ref, dict) and ref.get("detail") else {})})
+                    elif isinstance(part, dict) and part.get("text"):
+                        parts.append({"type": "input_text", "text": part["text"]})
+                items.append({"role": role, "content": parts})
+            elif message_text(content):
+                items.append({"role": role, "content": message_text(content)})
+    return items
+
+
+#: Chat options the Responses API has no equivalent for: a call using them goes to chat completions.
+CHAT_ONLY = ("stop", "seed", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "logit_bias", "n")
+
+
 def responses_body(call: LlmCall) -> dict[str, Any] | None:
-    """The Responses request, or None when there is no user text (the chat path is used then)."""
+    """The Responses request, or None when the chat path must be used: no user text, or an option only chat
+    completions has."""
+    if any(call.parameters.get(name) is not None for name in CHAT_ONLY):
+        return None
     instructions = "\n\n".join(message_text(m.get("content")) for m in call.messages if m.get("role") == "system")
-    items = [{"role": m.get("role"), "content": message_text(m.get("content"))}
-             for m in call.messages if m.get("role") in ("user", "assistant") and message_text(m.get("content"))]
-    if not any(i["role"] == "user" for i in items):
+    items = responses_input(call)
+    if not any(i.get("role") == "user" for i in items):
         return None
     body: dict[str, Any] = {"model": call.model, "input": items, "background": True, "store": True}
     if instructions:
@@ -164,10 +210,32 @@ def responses_body(call: LlmCall) -> dict[str, Any] | None:
     params = call.parameters
     if params.get("max_tokens") is not None or params.get("max_output_tokens") is not None:
         body["max_output_tokens"] = params.get("max_output_tokens", params.get("max_tokens"))
-    for name in ("temperature", "top_p", "tool_choice", "parallel_tool_calls", "user", "service_tier"):
+    for name in ("temperature", "top_p", "parallel_tool_calls", "user", "service_tier"):
         if name in params and not (call.reasoning_effort and name in ("temperature", "top_p")):
             body[name] = params[name]
+    choice = params.get("tool_choice")
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        choice = {"type": "function", "name": choice["function"].get("name")}  # the Responses API's flat shape
+    if choice is not None:
+        body["tool_choice"] = choice
+    fmt = params.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and isinstance(fmt.get("json_schema"), dict):
+        body["text"] = {"format": {"type": "json_schema", **fmt["json_schema"]}}
+    elif isinstance(fmt, dict) and fmt.get("type") in ("json_object", "text"):
+        body["text"] = {"format": {"type": fmt["type"]}}
     return body
+
+
+def responses_finish(data: dict[str, Any], called: bool) -> str | None:
+    """A response's status in OpenAI chat's words: completed → stop (tool_calls when it called a function);
+    incomplete → length or content_filter, by its reason."""
+    status = data.get("status")
+    if status == "completed":
+        return "tool_calls" if called else "stop"
+    if status == "incomplete":
+        reason = (data.get("incomplete_details") or {}).get("reason")
+        return "content_filter" if reason == "content_filter" else "length"
+    return None
 
 
 def parse_response(data: dict[str, Any]) -> Completion:
@@ -196,7 +264,7 @@ def parse_response(data: dict[str, Any]) -> Completion:
         thoughts["summary"] = summary
     if tool_calls:
         thoughts["tool_calls"] = tool_calls
-    return Completion("".join(texts), thoughts or None, usage, data.get("status"))
+    return Completion("".join(texts), thoughts or None, usage, responses_finish(data, bool(tool_calls)))
 
 
 async def complete_responses(call: LlmCall, base: str, body: dict[str, Any]) -> Completion:
@@ -220,6 +288,45 @@ async def complete_responses(call: LlmCall, base: str, body: dict[str, Any]) -> 
         err = data.get("error") or {}
         raise VendorError(502, str(err.get("message") or f"the response ended {status}"), code=err.get("code"))
     return parse_response(data)
+
+
+async def stream_responses(call: LlmCall, base: str, body: dict[str, Any]) -> AsyncIterator[StreamEvent]:
+    """The Responses API streamed (``stream: true`` instead of background polling): text, reasoning summaries
+    and function calls as they arrive; the final response object gives the whole answer and its usage."""
+    body = {**body, "stream": True}
+    body.pop("background", None)
+    call_index: dict[int, int] = {}  # output_index → tool-call index
+    final: dict[str, Any] | None = None
+    async with call.http.open("POST", f"{base}/responses", headers=auth_headers(call), body=body,
+                              timeout=call.timeout) as resp:
+        async for _event, data in sse_events(resp):
+            try:
+                event = json.loads(data)
+            except ValueError:
+                continue
+            kind = event.get("type")
+            if kind == "response.output_text.delta" and event.get("delta"):
+                yield StreamEvent("content", event["delta"])
+            elif kind == "response.reasoning_summary_text.delta" and event.get("delta"):
+                yield StreamEvent("thoughts", event["delta"])
+            elif kind == "response.output_item.added" and (event.get("item") or {}).get("type") == "function_call":
+                item = event["item"]
+                index = call_index[int(event.get("output_index") or 0)] = len(call_index)
+                yield StreamEvent("tool_call", tool_call={
+                    "index": index, "id": item.get("call_id") or item.get("id"), "type": "function",
+                    "function": {"name": item.get("name"), "arguments": item.get("arguments") or ""}})
+            elif kind == "response.function_call_arguments.delta" and event.get("delta"):
+                index = call_index.get(int(event.get("output_index") or 0))
+                if index is not None:
+                    yield StreamEvent("tool_call", tool_call={"index": index, "function": {"arguments": event["delta"]}})
+            elif kind in ("response.completed", "response.incomplete"):
+                final = event.get("response") or {}
+            elif kind in ("response.failed", "error"):
+                err = (event.get("response") or {}).get("error") or event.get("error") or event
+                raise VendorError(502, str(err.get("message") or "the response failed"), code=err.get("code"))
+    if final is None:
+        raise VendorError(502, "the response stream ended before the response was complete")
+    yield StreamEvent("done", completion=parse_response(final))
 
 
 async def _cancel(call: LlmCall, url: str, headers: dict[str, str]) -> None:
