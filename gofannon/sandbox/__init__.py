@@ -47,7 +47,6 @@ import functools
 import json
 import os
 import signal
-import struct
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -55,6 +54,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gofannon.errors import GofannonError
 from gofannon.observability import redact
+from gofannon.sandbox.child.channel import EXIT_CPU as _EXIT_CPU
+from gofannon.sandbox.child.channel import EXIT_OUTPUT as _EXIT_OUTPUT
+from gofannon.sandbox.child.channel import HEADER as _HEADER
+from gofannon.sandbox.child.channel import MAX_EVENTS, MAX_MESSAGE
 
 if TYPE_CHECKING:  # pragma: no cover
     from gofannon.kernel import Kernel
@@ -62,12 +65,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["MAX_EVENTS", "MAX_MESSAGE", "Broker", "SandboxOutcome", "SandboxRequest", "run_code"]
 
-MAX_EVENTS = 2000
-MAX_MESSAGE = 4096
 MAX_FRAME = 48 * 1024 * 1024
 MAX_CONCURRENT_OPS = 32  # ops of one run the host works on at once; more wait their turn
-_HEADER = struct.Struct(">I")
-_EXIT_OUTPUT, _EXIT_CPU = 3, 5
 _USE_SETTING = -1.0
 
 

@@ -1,7 +1,8 @@
 """The warm pool of sandbox children and the confinement tiers.
 
-A child runs ``child.py``. Starting an interpreter costs tens of milliseconds, so children are forked by a
-*zygote* (one pre-imported ``child.py`` per pool, inside the tier's confinement; it never runs agent code), or,
+A child runs the ``child`` package (``child/__main__.py``). Starting an interpreter costs tens of milliseconds,
+so children are forked by a *zygote* (one pre-imported child per pool, inside the tier's confinement; it never
+runs agent code), or,
 as a fallback, started as fresh interpreters. The pool keeps ``GOFANNON_SANDBOX_POOL_SIZE`` of them ready and
 waiting for their one request. Children are single-use: after a run the host kills the child and the pool
 starts a replacement in the background.
@@ -45,8 +46,10 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("gofannon.sandbox")
 
 TIERS: tuple[str, ...] = ("bwrap", "landlock", "rlimit")
-CHILD_SCRIPT = Path(__file__).with_name("child.py")
-_SANDBOX_CHILD_PATH = "/opt/gofannon/child.py"
+CHILD_DIR = Path(__file__).with_name("child")  # the child's code: a standard-library-only package
+CHILD_SCRIPT = CHILD_DIR / "__main__.py"
+_SANDBOX_CHILD_DIR = "/opt/gofannon/child"  # where bwrap shows CHILD_DIR
+_SANDBOX_CHILD_SCRIPT = f"{_SANDBOX_CHILD_DIR}/__main__.py"
 _COMPONENT = "sandbox.pool"
 
 
@@ -73,10 +76,20 @@ def _child_pipes() -> tuple[tuple[int, ...], tuple[int, ...]]:
     return (to_r, from_w, sreq_w, srep_r, out_w), (to_w, from_r, sreq_r, srep_w, out_r)
 
 
-def _landlock_rules(prefix: str, script: str, workdir: str) -> dict[str, list[str]]:
-    """What a child may read (the Python install, its script, the system's libraries) and write (its workdir)."""
+def _landlock_rules(prefix: str, code: str, workdir: str) -> dict[str, list[str]]:
+    """What a child may read (the Python install, its code, the system's libraries) and write (its workdir)."""
     readable = ["/usr", "/lib", "/lib64", "/etc/ld.so.cache", "/etc/localtime", "/dev/urandom"]
-    return {"read": [prefix, script, *readable], "write": [workdir, "/dev/null"]}
+    return {"read": [prefix, code, *readable], "write": [workdir, "/dev/null"]}
+
+
+def _clean_env(home: str) -> dict[str, str]:
+    """The whole environment of a child started outside bubblewrap: nothing of the service's."""
+    return {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8"}
+
+
+def _direct_argv() -> list[str]:
+    """A child outside bubblewrap: isolated mode, no site-packages, no bytecode writes."""
+    return [_python()[0], "-I", "-S", "-B", str(CHILD_SCRIPT)]
 
 
 # -- tiers --------------------------------------------------------------------------------------------------------
@@ -103,12 +116,12 @@ def bwrap_argv(tmp_size_bytes: int) -> list[str]:
             argv += ["--ro-bind", path, path]
     if not prefix.startswith("/usr/"):
         argv += ["--ro-bind", prefix, prefix]
-    argv += ["--ro-bind", str(CHILD_SCRIPT), _SANDBOX_CHILD_PATH,
+    argv += ["--ro-bind", str(CHILD_DIR), _SANDBOX_CHILD_DIR,
              "--proc", "/proc", "--dev", "/dev",
              "--size", str(tmp_size_bytes), "--perms", "1777", "--tmpfs", "/tmp", "--chdir", "/tmp",
              "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp",
              "--setenv", "TMPDIR", "/tmp", "--setenv", "LANG", "C.UTF-8", "--"]
-    return argv + [exe, "-I", "-S", "-B", _SANDBOX_CHILD_PATH]
+    return argv + [exe, "-I", "-S", "-B", _SANDBOX_CHILD_SCRIPT]
 
 
 def _bwrap_problem() -> str | None:
@@ -338,6 +351,9 @@ class SandboxPool:
         self.mode = mode
         self.zygote: Zygote | None = None
         self._serial = 0
+        #: Children that became ready, and their summed start time (spawn to ``ready``): metrics read them.
+        self.children_started = 0
+        self.child_start_seconds = 0.0
         self.size = max(0, int(settings.sandbox_pool_size))
         self.parallel = max(2, os.cpu_count() or 2)
         self.limits = {"memory_mb": settings.sandbox_memory_mb, "file_mb": settings.sandbox_file_mb,
@@ -466,6 +482,8 @@ class SandboxPool:
                         if json.loads(bytes(buf[4:])).get("t") == "ready":
                             with self._lock:
                                 del self._starting[fd]
+                                self.children_started += 1
+                                self.child_start_seconds += time.monotonic() - (deadline - 30)
                             self._deliver(child)
                             failures = 0
                             continue
@@ -536,11 +554,8 @@ class SandboxPool:
         if self.tier == "bwrap":
             tmp = max(8 * self.limits["file_mb"], 64) * 1024 * 1024
             return Zygote(bwrap_argv(tmp), base, cwd="/", env={"PATH": "/usr/bin:/bin"}, new_session=False)
-        exe, _ = _python()
         home = tempfile.gettempdir()
-        return Zygote([exe, "-I", "-S", "-B", str(CHILD_SCRIPT)], base, cwd=home,
-                      env={"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8"},
-                      new_session=True)
+        return Zygote(_direct_argv(), base, cwd=home, env=_clean_env(home), new_session=True)
 
     def _fork_child(self) -> Child:
         if self.zygote is None or not self.zygote.alive:
@@ -556,12 +571,12 @@ class SandboxPool:
         if self.tier == "bwrap":
             workdir = f"/tmp/run-{self._serial}"
             cfg.update(workdir=workdir, workdir_create=True,
-                       landlock=_landlock_rules(prefix, _SANDBOX_CHILD_PATH, workdir))
+                       landlock=_landlock_rules(prefix, _SANDBOX_CHILD_DIR, workdir))
         else:
             tmpdir = tempfile.mkdtemp(prefix="gofannon-sandbox-")
             cfg["workdir"] = tmpdir
             if self.tier == "landlock":
-                cfg["landlock"] = _landlock_rules(prefix, str(CHILD_SCRIPT), tmpdir)
+                cfg["landlock"] = _landlock_rules(prefix, str(CHILD_DIR), tmpdir)
         child_ends, host_ends = _child_pipes()
         try:
             proc = self.zygote.fork(child_ends, cfg)
@@ -589,13 +604,12 @@ class SandboxPool:
                 env = {"PATH": "/usr/bin:/bin"}
             else:
                 tmpdir = tempfile.mkdtemp(prefix="gofannon-sandbox-")
-                exe, _ = _python()
-                argv = [exe, "-I", "-S", "-B", str(CHILD_SCRIPT)]
+                argv = _direct_argv()
                 cwd = tmpdir
-                env = {"PATH": "/usr/bin:/bin", "HOME": tmpdir, "TMPDIR": tmpdir, "LANG": "C.UTF-8"}
+                env = _clean_env(tmpdir)
                 cfg["workdir"] = tmpdir
                 if self.tier == "landlock":
-                    cfg["landlock"] = _landlock_rules(_python()[1], str(CHILD_SCRIPT), tmpdir)
+                    cfg["landlock"] = _landlock_rules(_python()[1], str(CHILD_DIR), tmpdir)
             proc = subprocess.Popen(argv + [json.dumps(cfg)], stdin=to_r, stdout=out_w, stderr=out_w,
                                     pass_fds=(from_w, sreq_w, srep_r), cwd=cwd, env=env, close_fds=True,
                                     start_new_session=self.tier != "bwrap")
