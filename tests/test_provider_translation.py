@@ -225,11 +225,10 @@ async def test_malformed_openai_options_are_a_400_naming_the_problem(kernel: Ker
 
 # -- Gemini --------------------------------------------------------------------------------------------
 async def test_gemini_request_translates_openai_messages_tools_and_options(kernel: Kernel, fake_llm: FakeLLMServer) -> None:
-    fake_llm.script(Reply('{"city": "Oslo"}'))
-    fmt = {"type": "json_schema", "json_schema": {"name": "place", "schema": SCHEMA, "strict": True}}
+    fake_llm.script(Reply("", tool_calls=[{"name": "clock", "arguments": {}}]))
     result = await call_llm(kernel, "alice", "gemini", "gemini-2.5-flash", INLINE_ONLY,
                             {"tool_choice": {"type": "function", "function": {"name": "clock"}}, "stop": ["END", "FIN"],
-                             "seed": 3, "response_format": fmt, "user": "u-1"}, tools=[LOOKUP, CLOCK])
+                             "seed": 3, "user": "u-1"}, tools=[LOOKUP, CLOCK])
     sent = fake_llm.requests[-1].json
     assert sent["systemInstruction"] == {"parts": [{"text": "You are terse.\n\nPrefer metric units."}]}
     assert [c["role"] for c in sent["contents"]] == ["user", "model", "user"]
@@ -243,19 +242,29 @@ async def test_gemini_request_translates_openai_messages_tools_and_options(kerne
     assert sent["tools"] == [{"functionDeclarations": [LOOKUP["function"], CLOCK["function"]]}]
     assert sent["toolConfig"] == {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["clock"]}}
     config = sent["generationConfig"]
-    assert config["stopSequences"] == ["END", "FIN"] and config["seed"] == 3
-    assert config["responseMimeType"] == "application/json" and config["responseJsonSchema"] == SCHEMA
-    assert "user" not in json.dumps(config)
+    assert config == {"stopSequences": ["END", "FIN"], "seed": 3}
+    assert result.finish_reason == "tool_calls" and result.thoughts["tool_calls"][0]["function"]["name"] == "clock"
+
+
+@pytest.mark.parametrize("fmt,config", [
+    ({"type": "json_object"}, {"responseMimeType": "application/json"}),
+    ({"type": "json_schema", "json_schema": {"name": "place", "schema": SCHEMA, "strict": True}},
+     {"responseMimeType": "application/json", "responseJsonSchema": SCHEMA}),
+    ({"type": "text"}, None)])
+async def test_gemini_response_format_is_its_json_mode(kernel: Kernel, fake_llm: FakeLLMServer,
+                                                       fmt: dict[str, Any], config: dict[str, Any] | None) -> None:
+    fake_llm.script(Reply('{"city": "Oslo"}'))
+    result = await call_llm(kernel, "alice", "gemini", "gemini-2.5-flash", [{"role": "user", "content": "where?"}],
+                            {"response_format": fmt})
+    assert fake_llm.requests[-1].json.get("generationConfig") == config
     assert json.loads(result.content) == {"city": "Oslo"} and result.finish_reason == "stop"
 
 
 @pytest.mark.parametrize("choice,mode", [("auto", "AUTO"), ("none", "NONE"), ("required", "ANY")])
 async def test_gemini_tool_choice_modes(kernel: Kernel, fake_llm: FakeLLMServer, choice: str, mode: str) -> None:
     await call_llm(kernel, "alice", "gemini", "gemini-2.5-flash", [{"role": "user", "content": "hi"}],
-                   {"tool_choice": choice, "response_format": {"type": "json_object"}}, tools=[LOOKUP])
-    sent = fake_llm.requests[-1].json
-    assert sent["toolConfig"] == {"functionCallingConfig": {"mode": mode}}
-    assert sent["generationConfig"] == {"responseMimeType": "application/json"}
+                   {"tool_choice": choice}, tools=[LOOKUP])
+    assert fake_llm.requests[-1].json["toolConfig"] == {"functionCallingConfig": {"mode": mode}}
 
 
 @pytest.mark.parametrize("finish,expected", [("length", "length"), ("SAFETY", "content_filter"),
@@ -301,6 +310,14 @@ async def test_gemini_refuses_what_it_cannot_do(kernel: Kernel, fake_llm: FakeLL
     detail = await refused(kernel, fake_llm, "gemini", "gemini-2.5-flash", [{"role": "user", "content": "hi"}],
                            {"parallel_tool_calls": False}, [LOOKUP])
     assert detail.startswith("gemini does not support parallel_tool_calls: false")
+    detail = await refused(kernel, fake_llm, "gemini", "gemini-2.5-flash", [{"role": "user", "content": "hi"}],
+                           {"response_format": {"type": "json_object"}}, [LOOKUP])
+    assert detail == ("gemini does not support response_format json_object together with tools on gemini-2.5-flash "
+                      "(Gemini 3 models take both)")
+    await call_llm(kernel, "alice", "gemini", "gemini-3-pro-preview", [{"role": "user", "content": "hi"}],
+                   {"response_format": {"type": "json_object"}}, tools=[LOOKUP])
+    sent = fake_llm.requests[-1].json
+    assert sent["generationConfig"]["responseMimeType"] == "application/json" and "functionDeclarations" in sent["tools"][0]
 
 
 # -- Amazon Bedrock ------------------------------------------------------------------------------------
@@ -409,6 +426,14 @@ async def test_bedrock_refuses_what_converse_cannot_do(kernel: Kernel, fake_llm:
         "bedrock does not support images of type image/tiff (png, jpeg, gif and webp only)"
     assert await refused(kernel, fake_llm, "bedrock", BEDROCK, [{"role": "user", "content": "hi"}],
                          {"presence_penalty": 1}) == "bedrock does not support presence_penalty"
+    llama = "us.meta.llama3-3-70b-instruct-v1:0"
+    assert await refused(kernel, fake_llm, "bedrock", llama, [{"role": "user", "content": "hi"}],
+                         {"tool_choice": "required"}, [LOOKUP]) == (
+        f"bedrock does not support tool_choice 'required' on {llama} (Converse forces a tool only for Anthropic, "
+        "Mistral and Amazon Nova models)")
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": SCHEMA}}
+    detail = await refused(kernel, fake_llm, "bedrock", llama, [{"role": "user", "content": "hi"}], {"response_format": fmt})
+    assert detail.startswith(f"bedrock does not support response_format json_schema on {llama}")
 
 
 def frame(event_type: str, payload: dict[str, Any]) -> bytes:

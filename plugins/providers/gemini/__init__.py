@@ -131,6 +131,9 @@ def request_body(call: LlmCall) -> dict[str, Any]:
             tools.append(tool)
     if declarations:
         tools.insert(0, {"functionDeclarations": declarations})
+        if fmt is not None and not call.model.startswith("gemini-3"):
+            raise UnsupportedFeature(call.provider, f"response_format {fmt.kind} together with tools on "
+                                                    f"{call.model} (Gemini 3 models take both)")
     if tools:
         body["tools"] = tools
     choice = translate.tool_choice(p.get("tool_choice"), call.tools)
