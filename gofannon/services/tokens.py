@@ -47,6 +47,9 @@ def public_view(doc: dict[str, Any]) -> dict[str, Any]:
     if scope:
         view.update(scope)
         view["spend"] = float(doc.get("spend") or 0.0)
+    if doc.get("kind") == "oauth":  # a grant of the /mcp OAuth server (gofannon/services/oauth_server.py)
+        view.update(kind="oauth", clientId=doc.get("clientId"), clientName=doc.get("clientName"),
+                    resource=doc.get("resource"), expiresAt=doc.get("refreshExpiresAt") or doc.get("accessExpiresAt"))
     return view
 
 

@@ -47,15 +47,20 @@ def _redirect_uri(request: web.Request, provider_type: str) -> str:
     return f"{request.scheme}://{request.host}/auth/callback/{provider_type}"
 
 
-def safe_return_to(frontend_url: str, value: str | None) -> str:
-    """Where to send the browser after login: a relative path or a URL on FRONTEND_URL's origin."""
+def safe_return_to(frontend_url: str, value: str | None, own_origin: str | None = None) -> str:
+    """Where to send the browser after login: a relative path or a URL on FRONTEND_URL's origin, or on the
+    kernel's own origin (``own_origin``: the OAuth authorization step of /mcp returns to the kernel)."""
     base = frontend_url.rstrip("/")
     front = urlsplit(base)
     if not value:
         return base + "/"
     parts = urlsplit(value)
     if parts.scheme or parts.netloc or value.startswith("//") or "\\" in value:
-        if parts.scheme in ("http", "https") and (parts.scheme, parts.netloc) == (front.scheme, front.netloc):
+        origins = {(front.scheme, front.netloc)}
+        if own_origin:
+            own = urlsplit(own_origin)
+            origins.add((own.scheme, own.netloc))
+        if parts.scheme in ("http", "https") and (parts.scheme, parts.netloc) in origins:
             return value
         return base + "/"
     path = value if value.startswith("/") else "/" + value
@@ -165,7 +170,8 @@ async def callback(request: web.Request) -> web.StreamResponse:
     if not is_admin and not ext.workspaces and not await workspaces.has_manual_membership(kernel, ext.uid):
         return _denied("No active workspace memberships grant access to this platform.")
     sid, _doc = await sessions.create(kernel, ext, ttl_hours=config.session_ttl_hours, is_site_admin=is_admin)
-    target = safe_return_to(kernel.settings.frontend_url, request.cookies.get(RETURN_COOKIE))
+    target = safe_return_to(kernel.settings.frontend_url, request.cookies.get(RETURN_COOKIE),
+                            own_origin=f"{request.scheme}://{request.host}")
     response = web.HTTPFound(target)
     flags = _cookie_flags(request)
     response.set_cookie(SESSION_COOKIE, sid, max_age=int(config.session_ttl_hours * 3600), **flags)

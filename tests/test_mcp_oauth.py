@@ -1,0 +1,526 @@
+"""The OAuth 2.1 authorization server of /mcp (plugin ``mcp_oauth``): metadata, registration, the browser step
+(dev_stub login + consent form), tokens with PKCE, refresh rotation, revocation; with the official MCP SDK's
+OAuth client and over plain HTTP."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import re
+import secrets
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
+
+import aiohttp
+import httpx2
+import pytest
+from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
+from conftest import Client
+from mcp.client.auth import OAuthClientProvider
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import (
+    AuthorizationCodeResult,
+    OAuthClientInformationFull,
+    OAuthClientMetadata,
+    OAuthMetadata,
+    OAuthToken,
+    ProtectedResourceMetadata,
+)
+from test_mcp_server import ECHO, deploy
+
+LOOPBACK_CB = "http://127.0.0.1:8765/callback"
+
+
+# -- helpers: PKCE, a browser, the flow over plain HTTP ----------------------------------------------
+def pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    return verifier, challenge
+
+
+class Browser:
+    """A user agent with its own cookie jar that signs in with dev_stub and answers the consent form."""
+
+    def __init__(self, origin: str, uid: str = "alice") -> None:
+        self.origin, self.uid = origin, uid
+        self.session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self.last_page = ""
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def open(self, url: str) -> tuple[str | None, str]:
+        """Follow the kernel's redirects (and pick the dev user on the login page) until a page is shown or
+        the browser is sent away from the kernel: ``(location outside the kernel, page html)``."""
+        url = urljoin(self.origin, url)
+        for _ in range(12):
+            async with self.session.get(url, allow_redirects=False) as r:
+                if r.status in (301, 302, 303, 307):
+                    url = urljoin(url, r.headers["Location"])
+                    if not url.startswith(self.origin):
+                        return url, ""
+                    continue
+                page = await r.text()
+                self.last_page = page
+                if "<h1>Sign in as</h1>" in page:
+                    links = [html.unescape(h) for h in re.findall(r'href="([^"]+)"', page)]
+                    url = urljoin(url, next(h for h in links if f"code={self.uid}&" in h))
+                    continue
+                return None, page
+        raise AssertionError("too many redirects")
+
+    async def consent(self, page: str, decision: str = "allow", **override: str) -> tuple[int, str, str]:
+        """Submit the consent form shown on ``page``: (status, Location, body)."""
+        action = html.unescape(re.search(r'<form method="post" action="([^"]+)"', page).group(1))  # type: ignore[union-attr]
+        fields = {html.unescape(k): html.unescape(v)
+                  for k, v in re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', page)}
+        fields.update(override)
+        fields["decision"] = decision
+        async with self.session.post(urljoin(self.origin, action), data=fields, allow_redirects=False) as r:
+            return r.status, r.headers.get("Location", ""), await r.text()
+
+
+async def register(client: Client, **metadata: Any) -> tuple[int, dict[str, Any]]:
+    body = {"client_name": "Test client", "redirect_uris": [LOOPBACK_CB], "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"], **metadata}
+    async with client.post("/oauth/register", json=body) as r:
+        return r.status, await r.json()
+
+
+def authorize_url(client: Client, client_id: str, challenge: str, **params: str) -> str:
+    query = {"response_type": "code", "client_id": client_id, "redirect_uri": LOOPBACK_CB, "state": "st-123",
+             "code_challenge": challenge, "code_challenge_method": "S256", "resource": client.url("/mcp"), **params}
+    return "/oauth/authorize?" + urlencode({k: v for k, v in query.items() if v is not None})
+
+
+def redirect_params(location: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+async def token_request(client: Client, auth: aiohttp.BasicAuth | None = None, **form: str) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as plain:  # the client application: no cookies
+        async with plain.post(client.url("/oauth/token"), data=form, auth=auth) as r:
+            assert r.headers["Content-Type"].startswith("application/json")
+            assert r.headers.get("Cache-Control") == "no-store"
+            return r.status, await r.json()
+
+
+async def sign_in(client: Client, uid: str = "alice", **reg: Any) -> dict[str, Any]:
+    """Register a public client, approve it in a browser as ``uid``, exchange the code: the token answer."""
+    status, registered = await register(client, **reg)
+    assert status == 201, registered
+    verifier, challenge = pkce()
+    browser = Browser(client.url("/"), uid)
+    try:
+        away, page = await browser.open(authorize_url(client, registered["client_id"], challenge))
+        assert away is None, away
+        status, location, _ = await browser.consent(page)
+    finally:
+        await browser.close()
+    assert status == 302
+    got = redirect_params(location)
+    status, tokens = await token_request(client, grant_type="authorization_code", code=got["code"],
+                                         redirect_uri=LOOPBACK_CB, client_id=registered["client_id"],
+                                         code_verifier=verifier, resource=client.url("/mcp"))
+    assert status == 200, tokens
+    return {**tokens, "client_id": registered["client_id"]}
+
+
+async def mcp_status(client: Client, access_token: str) -> tuple[int, str]:
+    """POST an MCP initialize with the token: the HTTP status and the WWW-Authenticate challenge."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "test", "version": "1"}}}
+    headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json, text/event-stream"}
+    async with aiohttp.ClientSession() as plain:
+        async with plain.post(client.url("/mcp"), json=body, headers=headers) as r:
+            return r.status, r.headers.get("WWW-Authenticate", "")
+
+
+# -- metadata ---------------------------------------------------------------------------------------
+async def test_metadata_names_the_mcp_resource_and_this_server_as_its_authorization_server(client: Client) -> None:
+    base = client.url("/").rstrip("/")
+    for path in ("/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"):
+        async with client.get(path) as r:
+            assert r.status == 200
+            prm = await r.json()
+        assert prm["resource"] == base + "/mcp"
+        assert prm["authorization_servers"] == [base]
+        assert prm["bearer_methods_supported"] == ["header"] and prm["scopes_supported"]
+        ProtectedResourceMetadata.model_validate(prm)
+    async with client.get("/.well-known/oauth-authorization-server") as r:
+        assert r.status == 200
+        meta = await r.json()
+    AuthorizationServerMetadata(meta).validate()  # authlib's RFC 8414 checks
+    OAuthMetadata.model_validate(meta)  # what the MCP SDK parses
+    assert meta["issuer"] == base
+    assert meta["authorization_endpoint"] == base + "/oauth/authorize"
+    assert meta["token_endpoint"] == base + "/oauth/token"
+    assert meta["registration_endpoint"] == base + "/oauth/register"
+    assert meta["revocation_endpoint"] == base + "/oauth/revoke"
+    assert meta["response_types_supported"] == ["code"]
+    assert meta["grant_types_supported"] == ["authorization_code", "refresh_token"]
+    assert meta["code_challenge_methods_supported"] == ["S256"]
+    assert set(meta["token_endpoint_auth_methods_supported"]) == {"none", "client_secret_post", "client_secret_basic"}
+
+
+# -- the official MCP SDK's OAuth client -------------------------------------------------------------
+class MemoryStorage:
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client_info: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client_info
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client_info = client_info
+
+
+async def test_the_mcp_sdk_signs_in_through_login_and_consent_then_lists_tools(serve: Any) -> None:
+    alice = await serve()
+    await alice.login("alice")
+    await deploy(alice, name="Echo", friendlyName="echo", description="Repeats", code=ECHO,
+                 inputSchema={"inputText": "string"}, outputSchema={"outputText": "string"})
+    browser = Browser(alice.url("/"), "alice")  # a different cookie jar: the browser signs in on its own
+    seen: dict[str, str] = {}
+
+    async def redirect_handler(url: str) -> None:
+        seen["authorize"] = url
+
+    async def callback_handler() -> AuthorizationCodeResult:
+        away, page = await browser.open(seen["authorize"])
+        assert away is None and 'name="decision" value="allow"' in page
+        assert "Claude-ish &lt;desktop&gt;" in page  # the client's name, escaped
+        status, location, _ = await browser.consent(page)
+        assert status == 302 and location.startswith(LOOPBACK_CB)
+        got = redirect_params(location)
+        return AuthorizationCodeResult(code=got["code"], state=got.get("state"))
+
+    storage = MemoryStorage()
+    auth = OAuthClientProvider(
+        server_url=alice.url("/mcp"),
+        client_metadata=OAuthClientMetadata(client_name="Claude-ish <desktop>", redirect_uris=[LOOPBACK_CB],
+                                            grant_types=["authorization_code", "refresh_token"]),
+        storage=storage, redirect_handler=redirect_handler, callback_handler=callback_handler,
+    )
+    try:
+        async with httpx2.AsyncClient(auth=auth, timeout=httpx2.Timeout(30)) as http:
+            async with streamable_http_client(alice.url("/mcp"), http_client=http) as (read, write):
+                async with ClientSession(read, write) as session:
+                    if session.initialize_result is None:
+                        await session.initialize()
+                    tools = (await session.list_tools()).tools
+    finally:
+        await browser.close()
+    assert [t.name for t in tools] == ["echo"]
+    assert storage.tokens is not None and storage.tokens.access_token.startswith("gfo_")
+    assert storage.tokens.refresh_token and storage.tokens.refresh_token.startswith("gfr_")
+    assert "resource=" in seen["authorize"] and "code_challenge_method=S256" in seen["authorize"]
+
+    # The grant is one of alice's tokens, with the client's name; revoking it there ends access and refresh.
+    async with alice.get("/users/me/tokens") as r:
+        listed = [t for t in (await r.json())["tokens"] if t.get("kind") == "oauth"]
+    assert len(listed) == 1 and listed[0]["clientName"] == "Claude-ish <desktop>"
+    assert listed[0]["resource"] == alice.url("/mcp") and "token" not in listed[0]
+    assert (await mcp_status(alice, storage.tokens.access_token))[0] == 200
+    async with alice.delete(f"/users/me/tokens/{listed[0]['id']}") as r:
+        assert r.status == 204
+    status, challenge = await mcp_status(alice, storage.tokens.access_token)
+    assert status == 401 and "resource_metadata=" in challenge
+    info = storage.client_info
+    assert info is not None and info.token_endpoint_auth_method == "client_secret_basic" and info.client_secret
+    status, body = await token_request(alice, auth=aiohttp.BasicAuth(info.client_id, info.client_secret),
+                                       grant_type="refresh_token", refresh_token=storage.tokens.refresh_token)
+    assert status == 400 and body["error"] == "invalid_grant"
+
+
+# -- the flow over plain HTTP -----------------------------------------------------------------------
+async def test_without_a_session_authorize_sends_the_browser_to_login_and_back_to_consent(client: Client) -> None:
+    status, registered = await register(client)
+    assert status == 201 and registered["client_id"] and "client_secret" not in registered
+    assert registered["token_endpoint_auth_method"] == "none"
+    _verifier, challenge = pkce()
+    url = authorize_url(client, registered["client_id"], challenge)
+    async with client.get(url) as r:  # no session yet
+        assert r.status == 302
+        login = r.headers["Location"]
+    assert login.startswith("/auth/login/dev_stub?")
+    assert redirect_params(login)["return_to"] == client.url(url)
+    browser = Browser(client.url("/"), "bob")
+    try:
+        away, page = await browser.open(url)
+        assert away is None
+        assert '<button name="decision" value="allow">' in page and 'value="deny"' in page
+        assert "Bob" in page or "bob" in page
+        hidden = dict(re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', page))
+        assert {"client_id", "redirect_uri", "state", "code_challenge", "code_challenge_method", "resource",
+                "csrf_token"} <= set(hidden)
+        status, location, _ = await browser.consent(page, decision="deny")
+    finally:
+        await browser.close()
+    assert status == 302
+    got = redirect_params(location)
+    assert location.startswith(LOOPBACK_CB + "?") and got["error"] == "access_denied" and got["state"] == "st-123"
+    assert "code" not in got
+
+
+async def test_code_exchange_issues_tokens_bound_to_mcp_and_refresh_rotates(client: Client) -> None:
+    tokens = await sign_in(client)
+    assert tokens["token_type"] == "Bearer" and tokens["expires_in"] == 3600 and tokens["scope"] == "mcp"
+    access, refresh = tokens["access_token"], tokens["refresh_token"]
+    assert access.startswith("gfo_") and refresh.startswith("gfr_")
+    assert (await mcp_status(client, access))[0] == 200
+    async with aiohttp.ClientSession() as plain:  # bound to /mcp: not a key to the rest of the API
+        async with plain.get(client.url("/users/me/tokens"), headers={"Authorization": f"Bearer {access}"}) as r:
+            assert r.status == 401
+            assert 'error="invalid_token"' in r.headers["WWW-Authenticate"]
+            assert "valid only for" in (await r.json())["detail"]
+        async with plain.get(client.url("/users/me/tokens"), headers={"Authorization": f"Bearer {refresh}"}) as r:
+            assert r.status == 401  # a refresh token is not an access token
+
+    status, second = await token_request(client, grant_type="refresh_token", refresh_token=refresh,
+                                         client_id=tokens["client_id"], resource=client.url("/mcp"))
+    assert status == 200, second
+    assert second["access_token"] != access and second["refresh_token"] != refresh
+    assert (await mcp_status(client, second["access_token"]))[0] == 200
+    assert (await mcp_status(client, access))[0] == 401  # the old access token went with the rotation
+
+    # The rotated-out refresh token is refused, and its reuse ends the whole grant (replay detection).
+    status, body = await token_request(client, grant_type="refresh_token", refresh_token=refresh,
+                                       client_id=tokens["client_id"])
+    assert status == 400 and body["error"] == "invalid_grant"
+    assert (await mcp_status(client, second["access_token"]))[0] == 401
+    status, body = await token_request(client, grant_type="refresh_token", refresh_token=second["refresh_token"],
+                                       client_id=tokens["client_id"])
+    assert status == 400 and body["error"] == "invalid_grant"
+
+
+async def test_revocation_ends_an_access_token_or_the_whole_grant(client: Client) -> None:
+    await client.login("alice")
+    tokens = await sign_in(client)
+    async with aiohttp.ClientSession() as plain:
+        async with plain.post(client.url("/oauth/revoke"), data={"token": tokens["access_token"],
+                                                                  "client_id": tokens["client_id"]}) as r:
+            assert r.status == 200
+    assert (await mcp_status(client, tokens["access_token"]))[0] == 401
+    status, fresh = await token_request(client, grant_type="refresh_token", refresh_token=tokens["refresh_token"],
+                                        client_id=tokens["client_id"])
+    assert status == 200, fresh  # revoking the access token left the refresh token
+
+    async with aiohttp.ClientSession() as plain:
+        form = {"token": fresh["refresh_token"], "token_type_hint": "refresh_token", "client_id": tokens["client_id"]}
+        async with plain.post(client.url("/oauth/revoke"), data=form) as r:
+            assert r.status == 200
+        async with plain.post(client.url("/oauth/revoke"), data=form) as r:
+            assert r.status == 200  # RFC 7009: an unknown token is not an error
+    assert (await mcp_status(client, fresh["access_token"]))[0] == 401
+    async with client.get("/users/me/tokens") as r:
+        assert [t for t in (await r.json())["tokens"] if t.get("kind") == "oauth"] == []
+
+
+async def test_a_confidential_client_authenticates_with_its_secret(client: Client) -> None:
+    status, registered = await register(client, token_endpoint_auth_method="client_secret_basic")
+    assert status == 201 and registered["client_secret"]
+    verifier, challenge = pkce()
+    browser = Browser(client.url("/"))
+    try:
+        _, page = await browser.open(authorize_url(client, registered["client_id"], challenge))
+        _, location, _ = await browser.consent(page)
+    finally:
+        await browser.close()
+    code = redirect_params(location)["code"]
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": LOOPBACK_CB,
+            "code_verifier": verifier}
+    async with aiohttp.ClientSession() as plain:
+        wrong = aiohttp.BasicAuth(registered["client_id"], "not-the-secret")
+        async with plain.post(client.url("/oauth/token"), data=form, auth=wrong) as r:
+            assert r.status == 401 and (await r.json())["error"] == "invalid_client"
+        right = aiohttp.BasicAuth(registered["client_id"], registered["client_secret"])
+        async with plain.post(client.url("/oauth/token"), data=form, auth=right) as r:
+            assert r.status == 200, await r.text()
+
+
+# -- bad input --------------------------------------------------------------------------------------
+async def test_registration_refuses_unsafe_redirect_uris_and_bad_metadata(serve: Any) -> None:
+    prod = await serve(APP_ENV="production")
+    for uris in (["http://evil.example/cb"], ["javascript:alert(1)"], ["https://app.example/cb#frag"], [], None,
+                 ["https://user@app.example/cb"]):
+        status, body = await register(prod, redirect_uris=uris)
+        assert status == 400 and body["error"] in ("invalid_redirect_uri", "invalid_client_metadata"), (uris, body)
+        assert body["error_description"]
+    for uri in ("https://app.example/cb", "http://127.0.0.1/cb", "http://localhost:3000/cb", "http://[::1]:9/cb"):
+        status, body = await register(prod, redirect_uris=[uri])
+        assert status == 201, (uri, body)
+    status, body = await register(prod, token_endpoint_auth_method="private_key_jwt")
+    assert status == 400 and body["error"] == "invalid_client_metadata"
+    status, body = await register(prod, grant_types=["client_credentials"])
+    assert status == 400 and body["error"] == "invalid_client_metadata"
+    async with prod.post("/oauth/register", data="not json", headers={"Content-Type": "application/json"}) as r:
+        assert r.status == 400 and (await r.json())["error"] == "invalid_client_metadata"
+
+
+async def test_authorize_errors_redirect_only_to_a_checked_redirect_uri(client: Client) -> None:
+    await client.login("alice")
+    _, registered = await register(client, redirect_uris=["https://app.example/cb", LOOPBACK_CB])
+    cid = registered["client_id"]
+    _verifier, challenge = pkce()
+
+    async def get(url: str) -> tuple[int, str, str]:
+        async with client.get(url) as r:
+            return r.status, r.headers.get("Location", ""), await r.text()
+
+    # Not trusted: an unknown client, an unregistered redirect URI -> an error page, never a redirect.
+    for url in (authorize_url(client, "mcp_nobody", challenge),
+                authorize_url(client, cid, challenge, redirect_uri="https://evil.example/cb"),
+                authorize_url(client, cid, challenge, redirect_uri="https://app.example/cb/other")):
+        status, location, page = await get(url)
+        assert status == 400 and location == "" and "cannot be completed" in page, url
+    # Missing redirect_uri with two registered: a page too.
+    status, _, page = await get(authorize_url(client, cid, challenge, redirect_uri=None))
+    assert status == 400 and "redirect_uri" in page
+
+    # Trusted redirect URI: the error goes back to the client with its state.
+    cases = {
+        "plain PKCE": ({"code_challenge_method": "plain"}, "invalid_request"),
+        "no PKCE": ({"code_challenge": None, "code_challenge_method": None}, "invalid_request"),
+        "another server's resource": ({"resource": "https://other.example/mcp"}, "invalid_target"),
+        "unsupported response type": ({"response_type": "token"}, "unsupported_response_type"),
+        "unknown scope": ({"scope": "admin"}, "invalid_scope"),
+    }
+    for name, (params, error) in cases.items():
+        status, location, _ = await get(authorize_url(client, cid, challenge, **params))  # type: ignore[arg-type]
+        assert status == 302 and location.startswith(LOOPBACK_CB), name
+        got = redirect_params(location)
+        assert got["error"] == error and got["state"] == "st-123" and "code" not in got, (name, got)
+        assert got.get("error_description"), name
+
+
+async def test_a_loopback_redirect_may_use_another_port_but_must_match_at_the_token_endpoint(client: Client) -> None:
+    await client.login("alice")
+    _, registered = await register(client, redirect_uris=["http://127.0.0.1/callback"])
+    verifier, challenge = pkce()
+    other_port = "http://127.0.0.1:49152/callback"
+    async with client.get(authorize_url(client, registered["client_id"], challenge, redirect_uri=other_port)) as r:
+        assert r.status == 200, await r.text()
+        page = await r.text()
+    browser = Browser(client.url("/"))
+    browser.session = client.session  # the signed-in cookie jar
+    status, location, _ = await browser.consent(page)
+    assert status == 302 and location.startswith(other_port + "?")
+    code = redirect_params(location)["code"]
+    base = {"grant_type": "authorization_code", "code": code, "client_id": registered["client_id"],
+            "code_verifier": verifier}
+    status, body = await token_request(client, **base, redirect_uri="http://127.0.0.1:1/callback")
+    assert status == 400 and body["error"] == "invalid_grant"
+    status, body = await token_request(client, **base, redirect_uri=other_port)
+    assert status == 200, body
+    # Only loopback http gets that freedom: an https redirect must match exactly.
+    _, registered = await register(client, redirect_uris=["https://app.example/cb"])
+    async with client.get(authorize_url(client, registered["client_id"], challenge,
+                                        redirect_uri="https://app.example:8443/cb")) as r:
+        assert r.status == 400
+
+
+async def test_the_token_endpoint_refuses_wrong_verifier_reuse_and_mismatches(client: Client) -> None:
+    await client.login("alice")
+    _, registered = await register(client)
+    cid = registered["client_id"]
+
+    async def code_for(challenge: str) -> str:
+        async with client.get(authorize_url(client, cid, challenge)) as r:
+            page = await r.text()
+        browser = Browser(client.url("/"))
+        browser.session = client.session
+        _, location, _ = await browser.consent(page)
+        return redirect_params(location)["code"]
+
+    verifier, challenge = pkce()
+    code = await code_for(challenge)
+    base = {"grant_type": "authorization_code", "code": code, "redirect_uri": LOOPBACK_CB, "client_id": cid}
+    for form, error in [
+        ({**base, "code_verifier": pkce()[0]}, "invalid_grant"),  # wrong verifier
+        ({k: v for k, v in base.items()}, "invalid_request"),  # no verifier
+        ({**base, "code_verifier": verifier, "resource": "https://other.example/mcp"}, "invalid_target"),
+        ({**base, "code_verifier": verifier, "client_id": "mcp_nobody"}, "invalid_client"),
+        ({**base, "code_verifier": verifier, "code": "not-a-code"}, "invalid_grant"),
+        ({**base, "code_verifier": verifier, "grant_type": "password"}, "unsupported_grant_type"),
+    ]:
+        status, body = await token_request(client, **form)
+        assert status in (400, 401) and body["error"] == error, (form, body)
+        assert body.get("error_description") or error == "unsupported_grant_type"
+    # The failures above did not use the code up.
+    status, tokens = await token_request(client, **base, code_verifier=verifier)
+    assert status == 200, tokens
+    # A second use of the code is refused, and ends the grant the first use produced.
+    status, body = await token_request(client, **base, code_verifier=verifier)
+    assert status == 400 and body["error"] == "invalid_grant"
+    assert (await mcp_status(client, tokens["access_token"]))[0] == 401
+
+    # Another client cannot redeem this client's code.
+    _, other = await register(client)
+    verifier, challenge = pkce()
+    code = await code_for(challenge)
+    status, body = await token_request(client, grant_type="authorization_code", code=code, redirect_uri=LOOPBACK_CB,
+                                       client_id=other["client_id"], code_verifier=verifier)
+    assert status == 400 and body["error"] == "invalid_grant"
+
+    async with aiohttp.ClientSession() as plain:
+        async with plain.post(client.url("/oauth/token"), json={"grant_type": "authorization_code"}) as r:
+            assert r.status == 400 and (await r.json())["error"] == "invalid_request"
+
+
+async def test_the_consent_form_needs_this_sessions_csrf_token_and_escapes_what_it_echoes(serve: Any) -> None:
+    alice = await serve()
+    await alice.login("alice")
+    _, registered = await register(alice, client_name='<script>alert("x")</script>')
+    _verifier, challenge = pkce()
+    async with alice.get(authorize_url(alice, registered["client_id"], challenge, state='"><img src=x>')) as r:
+        assert r.status == 200
+        assert r.headers["X-Frame-Options"] == "DENY"
+        page = await r.text()
+    assert "<script>alert" not in page and "&lt;script&gt;" in page
+    assert '"><img' not in page
+
+    browser = Browser(alice.url("/"))
+    browser.session = alice.session
+    status, location, body = await browser.consent(page, csrf_token="forged")
+    assert status == 403 and location == "" and "session" in body
+    status, location, body = await browser.consent(page, decision="maybe")
+    assert status == 400 and location == ""
+
+    # Bob's session cannot submit the form made for alice's.
+    bob = await serve()
+    await bob.login("bob")
+    other = Browser(alice.url("/"))
+    other.session = bob.session
+    status, location, _ = await other.consent(page)
+    assert status == 403 and location == ""
+
+    status, location, _ = await browser.consent(page)
+    assert status == 302 and redirect_params(location)["state"] == '"><img src=x>'
+
+
+async def test_an_unknown_oauth_token_is_a_401_with_invalid_token(client: Client) -> None:
+    bogus = "gfo_" + "0" * 32 + "_" + "x" * 43
+    status, challenge = await mcp_status(client, bogus)
+    assert status == 401 and "resource_metadata=" in challenge
+    async with aiohttp.ClientSession() as plain:
+        async with plain.get(client.url("/agents"), headers={"Authorization": f"Bearer {bogus}"}) as r:
+            assert r.status == 401
+            assert 'error="invalid_token"' in r.headers["WWW-Authenticate"]
+            assert (await r.json())["detail"]
+
+
+@pytest.mark.parametrize("path", ["/oauth/token", "/oauth/revoke"])
+async def test_form_endpoints_want_a_form(client: Client, path: str) -> None:
+    async with client.post(path, data="x", headers={"Content-Type": "text/plain"}) as r:
+        assert r.status == 400 and (await r.json())["error"] == "invalid_request"
