@@ -193,7 +193,7 @@ async def _run_agent(kernel: "Kernel", ident: "Identity", req: dict[str, Any]) -
     llm_settings = {_LLM_SETTING_KEYS[k]: v for k, v in params.items() if k in _LLM_SETTING_KEYS} or None
     input_dict = {**params, "inputText": user_texts[-1]}
     try:
-        await deployments.load_deployed(kernel, name)
+        await deployments.load_deployed(kernel, name, ident)
     except NotFound:
         raise ValueError(f"Could not find a deployed agent with name '{name}'") from None
     result = await deployments.run_deployed_agent(kernel, ident, name, input_dict, llm_settings=llm_settings)

@@ -1,7 +1,9 @@
 """Deployments: publishing an agent under its ``friendlyName`` and running it through ``/rest``.
 
 Deploying is publishing (DECISIONS.md): only the owner deploys or undeploys, but any authenticated user
-may call a deployed agent, billed to the caller. ``deployments/<friendlyName>`` is created with
+may call a deployed agent, billed to the caller. An agent of a shared workspace (docs/workspaces.md) is
+deployed and undeployed by the workspace's admins and may be called, listed and seen only by its members
+(and tokens bound to it); it does not appear in the public lists. ``deployments/<friendlyName>`` is created with
 "create only" semantics, so two agents can never hold the same public name.
 """
 
@@ -16,8 +18,8 @@ from gofannon.errors import (
 from gofannon.models.agent import FRIENDLY_NAME_PATTERN, FRIENDLY_NAME_RE
 from gofannon.models.deployment import DEPLOYMENTS, deploy_answer, deployed_api
 from gofannon.services import runs
-from gofannon.services.agents import AGENTS, get_agent
-from gofannon.services.ownership import OWNER_FIELD
+from gofannon.services.agents import AGENTS, deployment_doc, get_agent
+from gofannon.services.ownership import DEPLOY, RUN, authorize, shared_workspace
 from gofannon.timeutil import now_iso
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,7 +48,7 @@ async def _changed(kernel: "Kernel") -> None:
 
 
 async def deploy(kernel: "Kernel", ident: "Identity", agent_id: str) -> dict[str, str]:
-    agent = await get_agent(kernel, ident, agent_id)
+    agent = await get_agent(kernel, ident, agent_id, DEPLOY)
     name = agent.get("friendlyName")
     if not name:
         raise BadRequest("Agent must have a friendly_name to be deployed.")
@@ -61,7 +63,7 @@ async def deploy(kernel: "Kernel", ident: "Identity", agent_id: str) -> dict[str
             raise Conflict(taken_message)
         await kernel.store.delete(DEPLOYMENTS, name)  # an orphan (its agent is gone) frees the name
     try:
-        await kernel.store.put(DEPLOYMENTS, name, {"agentId": agent_id, OWNER_FIELD: agent.get(OWNER_FIELD)}, rev=None)
+        await kernel.store.put(DEPLOYMENTS, name, deployment_doc(agent), rev=None)
     except RevisionConflict:
         current = await kernel.store.get(DEPLOYMENTS, name)
         if current is not None and current.get("agentId") == agent_id:
@@ -72,7 +74,7 @@ async def deploy(kernel: "Kernel", ident: "Identity", agent_id: str) -> dict[str
 
 
 async def undeploy(kernel: "Kernel", ident: "Identity", agent_id: str) -> None:
-    await get_agent(kernel, ident, agent_id)  # 404 for unknown and for another user's agent alike
+    await get_agent(kernel, ident, agent_id, DEPLOY)  # 404 for unknown and for another user's agent alike
     deps = await kernel.store.find(DEPLOYMENTS, {"agentId": agent_id})
     await kernel.store.delete_many(DEPLOYMENTS, [d["_id"] for d in deps])
     if deps:
@@ -89,8 +91,9 @@ async def status(kernel: "Kernel", ident: "Identity", agent_id: str) -> dict[str
     return {"is_deployed": False}
 
 
-async def _resolved(kernel: "Kernel") -> list[tuple[str, dict[str, Any]]]:
-    """Every live deployment with its agent; orphans are removed on the way."""
+async def _resolved(kernel: "Kernel", workspace_id: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """Every live public deployment (of a personal workspace) with its agent, plus those of the shared
+    workspace ``workspace_id`` when given; orphans are removed on the way."""
     deps = await kernel.store.list(DEPLOYMENTS)
     agents = await kernel.store.get_many(AGENTS, list({d.get("agentId") or "" for d in deps}))
     out: list[tuple[str, dict[str, Any]]] = []
@@ -99,20 +102,22 @@ async def _resolved(kernel: "Kernel") -> list[tuple[str, dict[str, Any]]]:
         agent = agents.get(dep.get("agentId") or "")
         if agent is None:
             orphans.append(dep["_id"])
-        elif agent.get("friendlyName") == dep["_id"]:
+        elif agent.get("friendlyName") == dep["_id"] and shared_workspace(agent) in (None, workspace_id):
             out.append((dep["_id"], agent))
     if orphans:
         await kernel.store.delete_many(DEPLOYMENTS, orphans)
     return out
 
 
-async def deployed_agents(kernel: "Kernel") -> list[tuple[str, dict[str, Any]]]:
-    """Every live deployment as ``(friendlyName, agent document)``."""
-    return await _resolved(kernel)
+async def deployed_agents(kernel: "Kernel", workspace_id: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """Every live public deployment (and those of the shared workspace ``workspace_id``, which the caller
+    must have checked) as ``(friendlyName, agent document)``."""
+    return await _resolved(kernel, workspace_id)
 
 
-async def list_deployments(kernel: "Kernel") -> list[dict[str, Any]]:
-    return [deployed_api(name, agent) for name, agent in await _resolved(kernel)]
+async def list_deployments(kernel: "Kernel", workspace_id: str | None = None) -> list[dict[str, Any]]:
+    """``GET /deployments``: the public ones, and those of the active workspace when it is a shared one."""
+    return [deployed_api(name, agent) for name, agent in await _resolved(kernel, workspace_id)]
 
 
 async def gofannon_provider_models(kernel: "Kernel") -> dict[str, Any]:
@@ -128,13 +133,20 @@ async def gofannon_provider_models(kernel: "Kernel") -> dict[str, Any]:
     return {"models": models}
 
 
-async def load_deployed(kernel: "Kernel", friendly_name: str) -> dict[str, Any]:
+async def load_deployed(kernel: "Kernel", friendly_name: str, ident: "Identity | None" = None) -> dict[str, Any]:
+    """The deployed agent ``ident`` may call: anyone signed in for a public one; for one of a shared workspace
+    its members and tokens bound to it — only when ``ident`` is given, so a caller that does not pass the
+    identity never reaches a shared workspace's agents. Everybody else gets the same 404 as an unknown name."""
     dep = await kernel.store.get(DEPLOYMENTS, friendly_name)
     if dep is None:
         raise NotFound(NO_DEPLOYMENT)
     agent = await kernel.store.get(AGENTS, dep.get("agentId") or "")
     if agent is None or agent.get("friendlyName") != friendly_name:
         raise NotFound(NO_DEPLOYMENT)
+    if shared_workspace(agent) is not None:
+        if ident is None:
+            raise NotFound(NO_DEPLOYMENT)
+        await authorize(kernel, ident, agent, RUN, not_found=NotFound(NO_DEPLOYMENT))
     return agent  # type: ignore[no-any-return]
 
 
@@ -176,7 +188,7 @@ async def run_deployed_agent(kernel: "Kernel", ident: "Identity", friendly_name:
     the wall-clock limit is a 504; other limits and the agent's own failures are 500 ``Error executing
     agent: ...``.
     """
-    agent = await load_deployed(kernel, friendly_name)
+    agent = await load_deployed(kernel, friendly_name, ident)
     return await run_agent(kernel, ident, agent, input_dict, llm_settings=llm_settings)
 
 

@@ -7,6 +7,7 @@ from aiohttp import web
 from gofannon.models.agent import CreateAgentRequest, RunCodeRequest, UpdateAgentRequest
 from gofannon.models.run import nullable
 from gofannon.services import agents, runs
+from gofannon.services.workspaces import active_workspace
 from gofannon.web.common import api_doc, identity, json_response, kernel_of, no_content, parse_body
 from gofannon.web.runs import frame, open_stream, pump
 
@@ -17,14 +18,17 @@ routes = web.RouteTableDef()
 @api_doc(summary="Create an agent (owned by the caller)", body=CreateAgentRequest, status=201, tags=["agents"])
 async def create_agent(request: web.Request) -> web.Response:
     req = await parse_body(request, CreateAgentRequest)
-    doc = await agents.create_agent(kernel_of(request), identity(request), req)
+    workspace_id, _role = await active_workspace(request)
+    doc = await agents.create_agent(kernel_of(request), identity(request), req, workspace_id=workspace_id)
     return json_response(doc, status=201)
 
 
 @routes.get("/agents")
-@api_doc(summary="The caller's agents (all agents for a site admin)", tags=["agents"])
+@api_doc(summary="The active workspace's agents (the caller's own without a workspace; all for a site admin)",
+         tags=["agents"])
 async def list_agents(request: web.Request) -> web.Response:
-    body = await agents.list_agents_json(kernel_of(request), identity(request))
+    workspace_id, _role = await active_workspace(request)
+    body = await agents.list_agents_json(kernel_of(request), identity(request), workspace_id)
     return web.Response(body=body, content_type="application/json")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gofannon.services import deployments, scopes
+from gofannon.services.workspaces import active_workspace
 from gofannon.web.common import api_doc, identity, json_response, kernel_of, no_content, read_json
 
 routes = web.RouteTableDef()
@@ -34,8 +35,9 @@ async def deployment_status(request: web.Request) -> web.Response:
 @routes.get("/deployments")
 @api_doc(summary="Every deployed agent (deploying is publishing)", tags=["deployments"])
 async def list_deployments(request: web.Request) -> web.Response:
-    identity(request)
-    return json_response(await deployments.list_deployments(kernel_of(request)))
+    workspace_id, _role = await active_workspace(request)
+    shared = None if workspace_id.startswith("personal:") else workspace_id
+    return json_response(await deployments.list_deployments(kernel_of(request), shared))
 
 
 @routes.post("/rest/{friendly_name}")
@@ -45,7 +47,7 @@ async def rest(request: web.Request) -> web.Response:
     ident = identity(request)
     kernel = kernel_of(request)
     name = request.match_info["friendly_name"]
-    agent = await deployments.load_deployed(kernel, name)  # 404 before 422
+    agent = await deployments.load_deployed(kernel, name, ident)  # 404 before 422
     await scopes.admit(kernel, ident, f"agent/{name}")  # a scoped token: expiry, models, rpm
     await scopes.check_budget(kernel, ident)
     body = await read_json(request)

@@ -1,0 +1,195 @@
+"""The isolation matrix: agents and deployments × every verb × {workspace admin, member, non-member, site
+admin, a token bound elsewhere} — the expected status for each — and nothing of another workspace in any list,
+count or error message. Without a workspace header everything behaves as before workspaces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gofannon.services.auth_config import DEV_CONFIG
+from workspaces_helpers import call, make_workspace, people  # noqa: F401 - people is a fixture
+
+H = "X-Gofannon-Workspace"
+CODE = "async def run(input_dict, tools):\n    return {'outputText': input_dict.get('inputText', '').upper()}\n"
+
+
+def body(name: str) -> dict[str, Any]:
+    return {"name": name, "description": "d", "code": CODE, "friendlyName": name,
+            "inputSchema": {"inputText": "string"}, "outputSchema": {"outputText": "string"}}
+
+
+@pytest.fixture
+def dev_config(tmp_path: Path) -> str:
+    """The built-in dev users plus carol, who belongs to nothing but her own project."""
+    entry = DEV_CONFIG["providers"][0]
+    users = [*entry["config"]["users"], {"uid": "carol", "display_name": "Carol",
+                                          "workspaces": [{"id": "project:other", "role": "admin"}]}]
+    path = tmp_path / "auth.yaml"
+    path.write_text(yaml.safe_dump({"auth": {**DEV_CONFIG, "providers": [{**entry, "config": {
+        **entry["config"], "users": users}}]}}))
+    return str(path)
+
+
+class World:
+    """A shared workspace W (alice admin, bob member), an agent of each in it, and the outsiders."""
+
+    def __init__(self, clients: list[Any], ws: str, token: str) -> None:
+        self.alice, self.bob, self.carol, self.admin, self.nobody = clients
+        self.ws, self.token = ws, token
+        self.agents: dict[str, dict[str, Any]] = {}
+
+    def actor(self, who: str) -> tuple[Any, dict[str, str]]:
+        """The client and headers acting in W as ``who``."""
+        if who == "token":  # alice's own token, bound to project:demo
+            return self.nobody, {H: self.ws, "Authorization": f"Bearer {self.token}"}
+        return getattr(self, who), {H: self.ws}
+
+
+@pytest.fixture
+async def world(people: Any, dev_config: str) -> World:
+    clients = await people("alice", "bob", "carol", "admin", "nobody?", AUTH_CONFIG_PATH=dev_config)
+    alice, bob = clients[0], clients[1]
+    ws = await make_workspace(alice, "Team")
+    assert (await call(alice, "PUT", f"/workspaces/{ws}/members/dev_stub:bob", {"role": "member"}))[0] == 200
+    status, token = await call(alice, "POST", "/users/me/tokens", {"name": "ci", "workspaceId": "project:demo"})
+    assert status == 201
+    w = World(clients, ws, token["token"])
+    for owner, name in ((alice, "alices_tool"), (bob, "bobs_tool")):
+        status, doc = await call(owner, "POST", "/agents", body(name), headers={H: ws})
+        assert status == 201 and doc["workspaceId"] == ws and doc["ownerId"] == owner_uid(name)
+        w.agents[name] = doc
+    return w
+
+
+def owner_uid(name: str) -> str:
+    return "dev_stub:alice" if name.startswith("alice") else "dev_stub:bob"
+
+
+ACTORS = ("alice", "bob", "carol", "admin", "token")
+
+
+async def test_reading_and_listing_agents_of_a_workspace(world: World) -> None:
+    expected_get = {"alice": 200, "bob": 200, "carol": 404, "admin": 200, "token": 404}
+    expected_list = {"alice": 200, "bob": 200, "carol": 404, "admin": 200, "token": 404}
+    for who in ACTORS:
+        client, headers = world.actor(who)
+        for name, doc in world.agents.items():
+            status, answer = await call(client, "GET", f"/agents/{doc['_id']}", headers=headers)
+            assert status == expected_get[who], (who, name, answer)
+            if status == 404:  # word for word the answer for an id that does not exist
+                _, unknown = await call(client, "GET", "/agents/no-such-agent", headers=headers)
+                assert answer["detail"] == unknown["detail"].replace("no-such-agent", doc["_id"])
+        status, listed = await call(client, "GET", "/agents", headers=headers)
+        assert status == expected_list[who], who
+        if status == 200:
+            assert sorted(a["name"] for a in listed) == ["alices_tool", "bobs_tool"]
+        else:
+            assert listed == {"detail": "Workspace not found"}
+
+
+async def test_without_a_header_nothing_of_the_workspace_shows_in_personal_lists(world: World) -> None:
+    for who in ("alice", "bob", "carol"):
+        client = getattr(world, who)
+        status, listed = await call(client, "GET", "/agents")
+        assert status == 200 and listed == [], who  # their agents live in W, not in the personal workspace
+    status, everything = await call(world.admin, "GET", "/agents")
+    assert sorted(a["name"] for a in everything) == ["alices_tool", "bobs_tool"]  # site admins: as before
+    status, mine = await call(world.bob, "POST", "/agents", body("bobs_private"))
+    assert status == 201 and "workspaceId" not in mine  # the reference's shape in a personal workspace
+    _, in_w = await call(world.bob, "GET", "/agents", headers={H: world.ws})
+    assert "bobs_private" not in [a["name"] for a in in_w]
+    _, personal = await call(world.bob, "GET", "/agents")
+    assert [a["name"] for a in personal] == ["bobs_private"]
+    assert (await call(world.alice, "GET", f"/agents/{mine['_id']}", headers={H: world.ws}))[0] == 404
+
+
+async def test_changing_agents_follows_the_roles(world: World) -> None:
+    alices, bobs = world.agents["alices_tool"]["_id"], world.agents["bobs_tool"]["_id"]
+    # PUT: a member edits their own; another member's is a 403; outsiders 404.
+    expected = {
+        ("alice", alices): 200, ("alice", bobs): 200, ("bob", alices): 403, ("bob", bobs): 200,
+        ("carol", alices): 404, ("carol", bobs): 404, ("admin", alices): 200, ("admin", bobs): 200,
+        ("token", alices): 404, ("token", bobs): 404,
+    }
+    for (who, agent_id), want in expected.items():
+        client, headers = world.actor(who)
+        status, answer = await call(client, "PUT", f"/agents/{agent_id}", {"description": f"by {who}"},
+                                    headers=headers)
+        assert status == want, (who, agent_id, answer)
+        if status == 200:
+            assert answer["workspaceId"] == world.ws  # an edit keeps the workspace
+    # DELETE: same rule; the successful deletes come last.
+    for who, agent_id, want in (("bob", alices, 403), ("carol", bobs, 404), ("token", bobs, 404),
+                                ("bob", bobs, 204), ("alice", alices, 204)):
+        client, headers = world.actor(who)
+        assert (await call(client, "DELETE", f"/agents/{agent_id}", headers=headers))[0] == want, (who, agent_id)
+
+
+async def test_deploying_is_for_workspace_admins_and_calling_for_members(world: World) -> None:
+    alices, bobs = world.agents["alices_tool"], world.agents["bobs_tool"]
+    deploy = {"alice": 201, "bob": 403, "carol": 404, "admin": 201, "token": 404}
+    for who in ("carol", "token", "bob", "alice", "admin"):
+        client, headers = world.actor(who)
+        status, answer = await call(client, "POST", f"/agents/{alices['_id']}/deploy", headers=headers)
+        assert status == deploy[who], (who, answer)
+    status, answer = await call(world.bob, "POST", f"/agents/{bobs['_id']}/deploy", headers={H: world.ws})
+    assert status == 403 and "admin" in answer["detail"]  # a member cannot publish even their own
+    # Status: whoever may read it.
+    for who, want in {"alice": 200, "bob": 200, "carol": 404, "admin": 200, "token": 404}.items():
+        client, headers = world.actor(who)
+        status, answer = await call(client, "GET", f"/agents/{alices['_id']}/deployment", headers=headers)
+        assert status == want, who
+        if status == 200:
+            assert answer == {"is_deployed": True, "friendly_name": "alices_tool"}
+    # /rest: the workspace's members (and tokens bound to it); everybody else the 404 of an unknown name.
+    calls = {"alice": 200, "bob": 200, "carol": 404, "admin": 200, "token": 404}
+    for who, want in calls.items():
+        client, headers = world.actor(who)
+        status, answer = await call(client, "POST", "/rest/alices_tool", {"inputText": "hi"}, headers=headers)
+        assert status == want, (who, answer)
+        if status == 200:
+            assert answer == {"outputText": "HI"}
+        else:
+            _, unknown = await call(client, "POST", "/rest/no_such_tool", {"inputText": "hi"}, headers=headers)
+            assert answer == unknown
+    # Without the header too: membership, not the active workspace, decides who may call it.
+    assert (await call(world.bob, "POST", "/rest/alices_tool", {"inputText": "x"}))[0] == 200
+    assert (await call(world.carol, "POST", "/rest/alices_tool", {"inputText": "x"}))[0] == 404
+    # A token bound to W calls it; a token bound to W cannot reach anything outside W.
+    status, bound = await call(world.alice, "POST", "/users/me/tokens", {"name": "w", "workspaceId": world.ws})
+    as_w = {"Authorization": f"Bearer {bound['token']}"}
+    assert (await call(world.nobody, "POST", "/rest/alices_tool", {"inputText": "x"}, headers=as_w))[0] == 200
+    status, listed = await call(world.nobody, "GET", "/agents", headers=as_w)
+    assert status == 200 and sorted(a["name"] for a in listed) == ["alices_tool", "bobs_tool"]
+    assert (await call(world.nobody, "GET", "/agents", headers={**as_w, H: "project:demo"}))[0] == 404
+    # Undeploy: admins only.
+    for who, want in (("bob", 403), ("carol", 404), ("token", 404), ("alice", 204)):
+        client, headers = world.actor(who)
+        assert (await call(client, "DELETE", f"/agents/{alices['_id']}/undeploy", headers=headers))[0] == want, who
+
+
+async def test_deployments_of_a_workspace_stay_out_of_every_public_list(world: World) -> None:
+    alices = world.agents["alices_tool"]
+    assert (await call(world.alice, "POST", f"/agents/{alices['_id']}/deploy", headers={H: world.ws}))[0] == 201
+    status, public = await call(world.carol, "POST", "/agents", body("carols_public"))
+    assert (await call(world.carol, "POST", f"/agents/{public['_id']}/deploy"))[0] == 201
+    for who in ("carol", "bob", "alice"):  # the public list, without a workspace
+        _, listed = await call(getattr(world, who), "GET", "/deployments")
+        assert [d["friendlyName"] for d in listed] == ["carols_public"], who
+    for who in ("alice", "bob"):  # the workspace's own list adds its deployments
+        _, listed = await call(getattr(world, who), "GET", "/deployments", headers={H: world.ws})
+        assert sorted(d["friendlyName"] for d in listed) == ["alices_tool", "carols_public"], who
+    assert (await call(world.carol, "GET", "/deployments", headers={H: world.ws}))[0] == 404
+    # The catalog's synthetic gofannon provider is public: only public deployments.
+    _, providers = await call(world.carol, "GET", "/providers/gofannon")
+    assert "alices_tool" not in str(providers) and "carols_public" in str(providers)
+    # The reference's "deploying is publishing" still holds for personal deployments: anyone may call.
+    assert (await call(world.bob, "POST", "/rest/carols_public", {"inputText": "x"}))[0] == 200
+    # The deployment name stays globally unique (a 409 names no workspace).
+    status, clash = await call(world.carol, "POST", "/agents", body("alices_tool"))
+    status, answer = await call(world.carol, "POST", f"/agents/{clash['_id']}/deploy")
+    assert status == 409 and world.ws not in answer["detail"]
