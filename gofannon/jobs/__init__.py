@@ -45,21 +45,37 @@ async def run_job(kernel: "Kernel", job: str, payload: dict[str, Any], timeout: 
     upstream) stays the job's own failure.
     """
     import asyncio
+    import time
 
     try:
         fn = resolve(job)
     except KeyError as exc:
         raise JobFailed(exc.args[0]) from None
-    if not timeout:
-        return await fn(kernel, **payload)
-    scope = asyncio.timeout(timeout)
+    started, outcome = time.monotonic(), "error"
     try:
-        async with scope:
-            return await fn(kernel, **payload)
-    except TimeoutError:
-        if scope.expired():
-            raise JobTimeout(f"job {job} exceeded {timeout:g} s") from None
+        if not timeout:
+            value = await fn(kernel, **payload)
+        else:
+            scope = asyncio.timeout(timeout)
+            try:
+                async with scope:
+                    value = await fn(kernel, **payload)
+            except TimeoutError:
+                if scope.expired():
+                    outcome = "timeout"
+                    raise JobTimeout(f"job {job} exceeded {timeout:g} s") from None
+                raise
+        # A job that reports its own status (a chat ticket: completed/failed/skipped) is counted by it.
+        status = value.get("status") if isinstance(value, dict) else None
+        outcome = status if isinstance(status, str) else "success"
+        return value
+    except asyncio.CancelledError:
+        outcome = "cancelled"
         raise
+    finally:
+        # DEBUG: no log line per job at the default level; record_event sinks (metrics) still see it.
+        kernel.record("job_finished", f"{job} {outcome}", level="DEBUG", metadata={
+            "job": job, "outcome": outcome, "durationMs": round((time.monotonic() - started) * 1000, 2)})
 
 
 class JobQueue(Protocol):

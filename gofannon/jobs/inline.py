@@ -21,6 +21,11 @@ class InlineJobQueue:
         self._futures: dict[str, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
+    def depth(self) -> int:
+        """Jobs submitted and still waiting for a free slot (metrics read it)."""
+        running = max(1, self.kernel.settings.job_concurrency) - self._sem._value
+        return max(0, len(self._tasks) - max(0, running))
+
     async def start(self) -> None:
         return None
 

@@ -258,6 +258,7 @@ async def execute(kernel: "Kernel", ident: "Identity", spec: dict[str, Any], *, 
 async def run_job(kernel: "Kernel", ident: "Identity", spec: dict[str, Any], *, run_id: str | None,
                   record: bool, capture_trace: bool) -> dict[str, Any]:
     """The body of the ``agent_run`` job: execute, stream events, honour stop, complete the record."""
+    started = time.monotonic()
     ch = channel(kernel, run_id) if run_id else None
     runs = local(kernel)
     seen: list[dict[str, Any]] = []  # what was published, kept for a stopped run's record
@@ -297,6 +298,9 @@ async def run_job(kernel: "Kernel", ident: "Identity", spec: dict[str, Any], *, 
             runs.stopping.discard(run_id)
     if run_id:
         await _finish(kernel, run_id, record, ch, outcome)
+    # DEBUG: not a log line per run at the default level, but every record_event sink (metrics) sees it.
+    kernel.record("agent_run_finished", outcome["outcome"], level="DEBUG", user_id=ident.uid,
+                  metadata={"outcome": outcome["outcome"], "durationMs": round((time.monotonic() - started) * 1000, 2)})
     if outcome["outcome"] != "success":
         kernel.record("agent_run_failed", str(outcome.get("error") or ""), level="WARNING", user_id=ident.uid,
                       metadata={"runId": run_id, "agentId": spec.get("agentId"), "outcome": outcome["outcome"],

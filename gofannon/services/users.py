@@ -203,6 +203,7 @@ async def require_allowance(kernel: "Kernel", uid: str, *, key_for: str | None =
         doc = await _mutate(kernel, uid, None)
     remaining = doc["usageInfo"].get("spendRemaining")
     if not isinstance(remaining, (int, float)) or remaining <= MIN_SPEND:
+        kernel.record("budget_refused", "spend allowance exhausted", user_id=uid)
         raise PaymentRequired("Insufficient spend allowance to complete request")
     return _stored_key(kernel, doc, key_for) if key_for else None
 

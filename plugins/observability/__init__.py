@@ -1,0 +1,1 @@
+"""Bundled observability plugins: Prometheus metrics (``metrics``) and OpenTelemetry traces (``otel``)."""

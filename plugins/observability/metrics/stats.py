@@ -1,0 +1,254 @@
+"""The counting side of the metrics plugin: what exists, and two sinks that count it.
+
+``LocalSink`` keeps plain dicts (no prometheus_client import until a scrape renders them);
+``MultiprocessSink`` writes prometheus_client metrics into ``PROMETHEUS_MULTIPROC_DIR`` so that the
+processes of ``gofannon serve --workers N`` add up. Both have the same small interface.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+import time
+from typing import Any
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+LONG_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+#: Past this many label sets a metric folds new ones into ``other``: a label can never grow without bound.
+MAX_SERIES = 500
+OTHER = "other"
+
+#: name -> (kind, help, label names, buckets). Counter names carry no ``_total`` (the exposition adds it).
+METRICS: dict[str, tuple[str, str, tuple[str, ...], tuple[float, ...]]] = {
+    "gofannon_http_requests": ("counter", "HTTP requests answered, by route template, method and status.",
+                               ("route", "method", "status"), ()),
+    "gofannon_http_request_duration_seconds": ("histogram", "Time to answer an HTTP request (streams: until the end).",
+                                               ("route", "method"), LATENCY_BUCKETS),
+    "gofannon_http_requests_in_flight": ("gauge", "HTTP requests being answered now.", (), ()),
+    "gofannon_jobs": ("counter", "Jobs finished (chat tickets, agent runs), by job and outcome.", ("job", "outcome"), ()),
+    "gofannon_job_duration_seconds": ("histogram", "Time a job ran, by job.", ("job",), LONG_BUCKETS),
+    "gofannon_chat_tickets": ("counter", "Chat tickets finished, by outcome (completed, failed, ...).", ("outcome",), ()),
+    "gofannon_chat_ticket_duration_seconds": ("histogram", "Time a chat ticket ran, by outcome.", ("outcome",),
+                                              LONG_BUCKETS),
+    "gofannon_agent_runs": ("counter", "Agent runs finished, by outcome (success, error, timeout, stopped).",
+                            ("outcome",), ()),
+    "gofannon_agent_run_duration_seconds": ("histogram", "Time an agent run took, by outcome.", ("outcome",),
+                                            LONG_BUCKETS),
+    "gofannon_llm_calls": ("counter", "LLM calls, by provider, model and outcome.", ("provider", "model", "outcome"), ()),
+    "gofannon_llm_tokens": ("counter", "LLM tokens, by provider, model and type (input, output).",
+                            ("provider", "model", "type"), ()),
+    "gofannon_llm_cost_usd": ("counter", "What LLM calls cost (USD, catalog prices), by provider and model.",
+                              ("provider", "model"), ()),
+    "gofannon_llm_call_duration_seconds": ("histogram", "Time an LLM call took, by provider.", ("provider",),
+                                           LONG_BUCKETS),
+    "gofannon_budget_refusals": ("counter", "Calls refused because the user's spend allowance is exhausted.", (), ()),
+    "gofannon_login_failures": ("counter", "Failed logins and refused credentials, by reason "
+                                "(unauthorized, login_callback, admin_password).", ("reason",), ()),
+    "gofannon_store_operation_duration_seconds": ("histogram", "Time of one document-store operation, by backend "
+                                                  "and operation.", ("backend", "operation"), STORE_BUCKETS),
+}
+
+_LLM_FAILURES = {"llm_request_failed": "error", "invalid_api_key": "invalid_api_key",
+                 "context_window_exceeded": "context_window_exceeded"}
+
+
+def _label(value: Any, limit: int = 100) -> str:
+    return str(value if value not in (None, "") else "unknown")[:limit]
+
+
+class LocalSink:
+    """Counts in dicts. Requests are counted on the event loop; events may come from threads: one lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.series: dict[str, dict[tuple[str, ...], Any]] = {name: {} for name in METRICS}
+        self.in_flight = 0
+
+    def _key(self, name: str, labels: tuple[str, ...]) -> tuple[str, ...]:
+        known = self.series[name]
+        if labels in known or len(known) < MAX_SERIES:
+            return labels
+        return tuple(OTHER for _ in labels)
+
+    def inc(self, name: str, labels: tuple[str, ...] = (), amount: float = 1.0) -> None:
+        with self.lock:
+            series = self.series[name]
+            key = self._key(name, labels)
+            series[key] = series.get(key, 0.0) + amount
+
+    def observe(self, name: str, labels: tuple[str, ...], value: float) -> None:
+        buckets = METRICS[name][3]
+        with self.lock:
+            series = self.series[name]
+            key = self._key(name, labels)
+            entry = series.get(key)
+            if entry is None:
+                entry = series[key] = [[0] * (len(buckets) + 1), 0.0]
+            entry[0][bisect.bisect_left(buckets, value)] += 1
+            entry[1] += value
+
+    # -- the request observer (see gofannon.web.middleware.RequestObserver) -----------------------------
+    def started(self) -> None:
+        self.in_flight += 1
+
+    def finished(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.in_flight -= 1
+        self.count_request(route, method, status, seconds)
+
+    def count_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.inc("gofannon_http_requests", (route, method, str(status)))
+        self.observe("gofannon_http_request_duration_seconds", (route, method), seconds)
+        if status == 401:
+            self.inc("gofannon_login_failures", ("unauthorized",))
+        elif status >= 400 and route.startswith("/auth/callback/"):
+            self.inc("gofannon_login_failures", ("login_callback",))
+
+    def snapshot(self) -> tuple[dict[str, dict[tuple[str, ...], Any]], int]:
+        with self.lock:
+            copy = {name: {k: (v if not isinstance(v, list) else [list(v[0]), v[1]]) for k, v in series.items()}
+                    for name, series in self.series.items()}
+            return copy, self.in_flight
+
+
+class MultiprocessSink(LocalSink):
+    """prometheus_client metrics in multiprocess mode: every process writes its own files in
+    ``PROMETHEUS_MULTIPROC_DIR`` and a scrape of any one of them sums all (``livesum`` for in-flight)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.metrics: dict[str, Any] = {}
+        for name, (kind, doc, labels, buckets) in METRICS.items():
+            if kind == "counter":
+                self.metrics[name] = Counter(name, doc, labels, registry=None)
+            elif kind == "histogram":
+                self.metrics[name] = Histogram(name, doc, labels, buckets=buckets, registry=None)
+            else:
+                self.metrics[name] = Gauge(name, doc, labels, registry=None, multiprocess_mode="livesum")
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+    def _child(self, name: str, labels: tuple[str, ...]) -> Any:
+        child = self._children.get((name, labels))
+        if child is None:
+            with self.lock:
+                known = self.series[name]
+                if labels not in known and len(known) >= MAX_SERIES:
+                    labels = tuple(OTHER for _ in labels)
+                known[labels] = True
+            metric = self.metrics[name]
+            child = self._children[(name, labels)] = metric.labels(*labels) if labels else metric
+        return child
+
+    def inc(self, name: str, labels: tuple[str, ...] = (), amount: float = 1.0) -> None:
+        self._child(name, labels).inc(amount)
+
+    def observe(self, name: str, labels: tuple[str, ...], value: float) -> None:
+        self._child(name, labels).observe(value)
+
+    def started(self) -> None:
+        self.metrics["gofannon_http_requests_in_flight"].inc()
+
+    def finished(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.metrics["gofannon_http_requests_in_flight"].dec()
+        self.count_request(route, method, status, seconds)
+
+
+class Stats:
+    """The process's metrics: inactive (events ignored) until ``activate`` picks a sink."""
+
+    def __init__(self) -> None:
+        self.sink: LocalSink | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def multiprocess(self) -> bool:
+        return isinstance(self.sink, MultiprocessSink)
+
+    def activate(self) -> LocalSink:
+        with self._lock:
+            if self.sink is None:
+                self.sink = MultiprocessSink() if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else LocalSink()
+            return self.sink
+
+    def event(self, event: dict[str, Any]) -> None:
+        sink = self.sink
+        if sink is None:
+            return
+        kind = event.get("eventType")
+        md = event.get("metadata") or {}
+        if kind == "llm_request":
+            provider, model = _label(md.get("provider")), _label(md.get("model"))
+            sink.inc("gofannon_llm_calls", (provider, model, "success"))
+            for field, label in (("inputTokens", "input"), ("outputTokens", "output")):
+                if isinstance(md.get(field), (int, float)):
+                    sink.inc("gofannon_llm_tokens", (provider, model, label), float(md[field]))
+            if isinstance(md.get("cost"), (int, float)):
+                sink.inc("gofannon_llm_cost_usd", (provider, model), float(md["cost"]))
+            if isinstance(md.get("durationMs"), (int, float)):
+                sink.observe("gofannon_llm_call_duration_seconds", (provider,), md["durationMs"] / 1000)
+        elif kind in _LLM_FAILURES:
+            sink.inc("gofannon_llm_calls", (_label(md.get("provider")), _label(md.get("model")), _LLM_FAILURES[kind]))
+        elif kind == "job_finished":
+            job, outcome = _label(md.get("job"), 40), _label(md.get("outcome"), 40)
+            seconds = float(md.get("durationMs") or 0) / 1000
+            sink.inc("gofannon_jobs", (job, outcome))
+            sink.observe("gofannon_job_duration_seconds", (job,), seconds)
+            if job == "chat":
+                sink.inc("gofannon_chat_tickets", (outcome,))
+                sink.observe("gofannon_chat_ticket_duration_seconds", (outcome,), seconds)
+        elif kind == "agent_run_finished":
+            outcome = _label(md.get("outcome"), 40)
+            sink.inc("gofannon_agent_runs", (outcome,))
+            sink.observe("gofannon_agent_run_duration_seconds", (outcome,), float(md.get("durationMs") or 0) / 1000)
+        elif kind == "budget_refused":
+            sink.inc("gofannon_budget_refusals")
+        elif kind == "admin_password_rejected":
+            sink.inc("gofannon_login_failures", ("admin_password",))
+
+
+STATS = Stats()
+
+#: Document-store methods that are timed (the DocumentStore protocol's data operations).
+_TIMED = ("get", "get_many", "put", "put_many", "delete", "delete_many", "list", "find", "count", "update",
+          "collections")
+
+
+class StoreTimer:
+    """Wraps the kernel's document store and times each operation; everything else passes through."""
+
+    def __init__(self, store: Any, backend: str) -> None:
+        self._store = store
+        self._backend = _label(backend, 40)
+        for op in _TIMED:
+            method = getattr(store, op, None)
+            if method is not None:
+                setattr(self, op, self._timed(op, method))
+
+    def _timed(self, op: str, method: Any) -> Any:
+        labels = (self._backend, op)
+
+        async def timed(*args: Any, **kw: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await method(*args, **kw)
+            finally:
+                sink = STATS.sink
+                if sink is not None:
+                    sink.observe("gofannon_store_operation_duration_seconds", labels, time.perf_counter() - started)
+
+        timed.__name__ = op
+        return timed
+
+    async def require(self, collection: str, doc_id: str) -> Any:
+        from gofannon.errors import DocumentNotFound
+
+        doc = await self.get(collection, doc_id)  # type: ignore[attr-defined]
+        if doc is None:
+            raise DocumentNotFound(collection, doc_id)
+        return doc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)

@@ -1,0 +1,167 @@
+"""``GET /metrics``: Prometheus text read back through prometheus_client's parser after real traffic —
+values, labels, bounded cardinality — and who may read it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from fakes import FakeLLMServer, Reply
+from test_chat_tickets import post_chat, wait_ticket
+
+METRICS_TOKEN = "metrics-scraper-token-0123456789"
+
+
+def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample as {(name, sorted labels): value}."""
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+async def scrape(client: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}) as r:
+        assert r.status == 200, await r.text()
+        assert r.headers["Content-Type"].startswith("text/plain")
+        return parse(await r.text())
+
+
+def value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def series(samples: dict[Any, float], name: str) -> list[dict[str, str]]:
+    return [dict(labels) for (n, labels) in samples if n == name]
+
+
+async def test_requests_are_counted_by_route_template_method_and_status(serve: Any) -> None:
+    client = await serve(GOFANNON_METRICS_TOKEN=METRICS_TOKEN)
+    await client.login("alice")
+    before = await scrape(client)
+    for _ in range(3):
+        async with client.get("/health") as r:
+            assert r.status == 200
+    for i in range(100):  # 100 distinct paths, one route template
+        async with client.get(f"/agents/no-such-agent-{i}") as r:
+            assert r.status == 404
+    async with client.get("/no/such/route/at/all") as r:
+        assert r.status == 404
+    after = await scrape(client)
+    total = "gofannon_http_requests_total"
+    assert value(after, total, route="/health", method="GET", status="200") - \
+        value(before, total, route="/health", method="GET", status="200") == 3
+    assert value(after, total, route="/agents/{agent_id}", method="GET", status="404") - \
+        value(before, total, route="/agents/{agent_id}", method="GET", status="404") == 100
+    assert value(after, total, route="other", method="GET", status="404") >= 1
+    routes = {labels["route"] for labels in series(after, total)}
+    assert not any("no-such-agent" in route or "no/such" in route for route in routes)  # never a raw path
+    assert all(not labels.get("user") for labels in series(after, total))
+    count = "gofannon_http_request_duration_seconds_count"
+    assert value(after, count, route="/health", method="GET") - value(before, count, route="/health", method="GET") == 3
+    inf_bucket = value(after, "gofannon_http_request_duration_seconds_bucket", route="/health", method="GET", le="+Inf")
+    assert inf_bucket == value(after, count, route="/health", method="GET")
+    assert value(after, "gofannon_http_requests_in_flight") >= 1  # the scrape itself
+    # the store was timed, by backend and operation
+    assert value(after, "gofannon_store_operation_duration_seconds_count", backend="sqlite", operation="get") > \
+        value(before, "gofannon_store_operation_duration_seconds_count", backend="sqlite", operation="get")
+    assert value(after, "gofannon_job_queue_depth", queue="inline") == 0
+    assert value(after, "gofannon_sandbox_pool_size") == 1
+
+
+async def test_llm_calls_tokens_cost_tickets_and_budget_refusals(serve: Any, fake_openai: FakeLLMServer) -> None:
+    client = await serve(GOFANNON_METRICS_TOKEN=METRICS_TOKEN, **fake_openai.env)
+    await client.login("alice")
+    before = await scrape(client)
+    # 100M input tokens of gpt-4o cost $250: more than the $100 allowance, so the next call is refused
+    fake_openai.script(Reply("expensive", input_tokens=100_000_000, output_tokens=20))
+    assert (await wait_ticket(client, (await post_chat(client))["ticket_id"]))["status"] == "completed"
+    refused = await wait_ticket(client, (await post_chat(client))["ticket_id"])
+    assert refused["status"] == "failed" and "allowance" in refused["error"]
+    after = await scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("gofannon_llm_calls_total", provider="openai", model="gpt-4o", outcome="success") == 1
+    assert delta("gofannon_llm_tokens_total", provider="openai", model="gpt-4o", type="input") == 100_000_000
+    assert delta("gofannon_llm_tokens_total", provider="openai", model="gpt-4o", type="output") == 20
+    assert abs(delta("gofannon_llm_cost_usd_total", provider="openai", model="gpt-4o") - 250.0002) < 1e-6
+    assert delta("gofannon_llm_call_duration_seconds_count", provider="openai") == 1
+    assert delta("gofannon_budget_refusals_total") == 1
+    assert delta("gofannon_chat_tickets_total", outcome="completed") == 1
+    assert delta("gofannon_chat_tickets_total", outcome="failed") == 1
+    assert delta("gofannon_chat_ticket_duration_seconds_count", outcome="completed") == 1
+
+
+async def test_agent_runs_are_counted_by_outcome(serve: Any) -> None:
+    client = await serve(GOFANNON_METRICS_TOKEN=METRICS_TOKEN)
+    await client.login("alice")
+    before = await scrape(client)
+    ok = {"code": "async def run(input_dict, tools):\n    return {'outputText': 'ok'}\n",
+          "inputDict": {}, "tools": {}, "gofannonAgents": []}
+    bad = {**ok, "code": "async def run(input_dict, tools):\n    raise ValueError('no')\n"}
+    for body in (ok, ok, bad):
+        async with client.post("/agents/run-code", json=body) as r:
+            assert r.status == 200, await r.text()
+    after = await scrape(client)
+    runs = "gofannon_agent_runs_total"
+    assert value(after, runs, outcome="success") - value(before, runs, outcome="success") == 2
+    assert value(after, runs, outcome="error") - value(before, runs, outcome="error") == 1
+    started = "gofannon_sandbox_children_started_total"
+    assert value(after, started) >= 3 and value(after, "gofannon_sandbox_child_start_seconds_total") > 0
+
+
+async def test_login_failures_are_counted(serve: Any) -> None:
+    client = await serve(GOFANNON_METRICS_TOKEN=METRICS_TOKEN)
+    before = await scrape(client)
+    async with client.get("/users/me") as r:
+        assert r.status == 401
+    async with client.get("/agents", headers={"Authorization": "Bearer gft_" + "0" * 32 + "_" + "x" * 30}) as r:
+        assert r.status == 401
+    after = await scrape(client)
+    name = "gofannon_login_failures_total"
+    assert value(after, name, reason="unauthorized") - value(before, name, reason="unauthorized") == 2
+
+
+async def test_only_admins_and_the_metrics_token_may_read(serve: Any) -> None:
+    client = await serve(GOFANNON_METRICS_TOKEN=METRICS_TOKEN)
+    async with client.get("/metrics") as r:
+        assert r.status == 401 and "detail" in await r.json()
+    async with client.get("/metrics", headers={"Authorization": "Bearer wrong-token-of-the-same-length!"}) as r:
+        assert r.status == 401
+    await client.login("alice")
+    async with client.get("/metrics") as r:
+        assert r.status == 403
+    async with client.post("/users/me/tokens", json={"name": "alice's"}) as r:
+        alice_token = (await r.json())["token"]
+    await client.login("admin")
+    async with client.get("/metrics") as r:
+        assert r.status == 200 and "gofannon_http_requests_total" in await r.text()
+    async with client.post("/users/me/tokens", json={"name": "scraper"}) as r:
+        admin_token = (await r.json())["token"]
+    client.session.cookie_jar.clear()
+    async with client.get("/metrics", headers={"Authorization": f"Bearer {admin_token}"}) as r:
+        assert r.status == 200
+    async with client.get("/metrics", headers={"Authorization": f"Bearer {alice_token}"}) as r:
+        assert r.status == 403
+
+
+async def test_metrics_off_serves_no_route_and_counts_nothing(serve: Any) -> None:
+    client = await serve(GOFANNON_METRICS="off", GOFANNON_METRICS_TOKEN=METRICS_TOKEN)
+    async with client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}) as r:
+        assert r.status == 404
+
+
+async def test_a_scrape_while_requests_run_concurrently_stays_parseable(serve: Any) -> None:
+    client = await serve(GOFANNON_METRICS_TOKEN=METRICS_TOKEN)
+
+    async def hit() -> None:
+        async with client.get("/health") as r:
+            assert r.status == 200
+
+    results = await asyncio.gather(*(hit() for _ in range(50)), scrape(client), scrape(client))
+    assert value(results[-1], "gofannon_http_requests_total", route="/health", method="GET", status="200") >= 1
