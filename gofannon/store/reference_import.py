@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gofannon.store.cli import SpecError, make_kernel, spec_env
+from gofannon.store.specs import SpecError, make_kernel, spec_env
 
 OWNED = ("agents", "deployments", "demos", "tickets", "sessions", "gofannon_runs")
 KEPT = ("users", "agent_data_store", *OWNED)
