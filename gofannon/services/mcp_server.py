@@ -103,12 +103,22 @@ def sdk() -> Any:
     return _SDK
 
 
-def supported_versions() -> tuple[str, ...]:
-    """The handshake revisions both this server and the installed SDK speak, oldest first."""
-    from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, KNOWN_PROTOCOL_VERSIONS
+_VERSIONS: tuple[str, ...] = ()
 
-    floor = KNOWN_PROTOCOL_VERSIONS.index(MIN_VERSION)
-    return tuple(v for v in HANDSHAKE_PROTOCOL_VERSIONS if KNOWN_PROTOCOL_VERSIONS.index(v) >= floor)
+
+def supported_versions() -> tuple[str, ...]:
+    """The handshake revisions both this server and the installed SDK speak, oldest first.
+
+    The SDK's 2026-07-28 revision (stateless per-request envelope, ``server/discover``) is not served: a
+    client probing it gets -32022 naming these, and the SDK's ``auto`` mode then falls back to ``initialize``.
+    """
+    global _VERSIONS
+    if not _VERSIONS:
+        from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, KNOWN_PROTOCOL_VERSIONS
+
+        floor = KNOWN_PROTOCOL_VERSIONS.index(MIN_VERSION)
+        _VERSIONS = tuple(v for v in HANDSHAKE_PROTOCOL_VERSIONS if KNOWN_PROTOCOL_VERSIONS.index(v) >= floor)
+    return _VERSIONS
 
 
 def unsupported_version(requested: str) -> McpError:

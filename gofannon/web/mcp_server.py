@@ -164,13 +164,13 @@ async def mcp_post(request: web.Request) -> web.StreamResponse:
             return _answer({"jsonrpc": "2.0", "id": req_id, "result": result}, headers={SESSION_HEADER: session_id})
         check_version(request)
         session_id = session_id_of(request)
+        if method == "tools/call" and is_request:
+            return await _call_tool(request, ident, session_id, req_id, params)
         await svc.load_session(kernel, ident, session_id)
         if not is_request:
             if method == "notifications/cancelled":
                 await svc.cancel(kernel, ident, session_id, params)
             return web.Response(status=202)
-        if method == "tools/call":
-            return await _call_tool(request, ident, session_id, req_id, params)
         if method == "tools/list":
             text = await svc.list_tools_json(kernel, ident)
             return web.Response(text=f'{{"jsonrpc":"2.0","id":{json.dumps(req_id)},"result":{text}}}',
@@ -192,7 +192,13 @@ async def _call_tool(request: web.Request, ident: Any, session_id: str, req_id: 
                      params: dict[str, Any] | None) -> web.StreamResponse:
     """Run the agent; SSE (progress notifications, then the result) when the request asked for progress."""
     kernel = kernel_of(request)
-    call = await svc.prepare_call(kernel, ident, params)  # bad params, unknown tool: an error, nothing run
+    # The session and the call are checked side by side (one store round trip less); a bad session wins.
+    session, prepared = await asyncio.gather(svc.load_session(kernel, ident, session_id),
+                                             svc.prepare_call(kernel, ident, params), return_exceptions=True)
+    for outcome in (session, prepared):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    call: svc.ToolCall = prepared  # type: ignore[assignment]
     await svc.start_call(kernel, ident, session_id, req_id, call)
     if call.progress_token is None or "text/event-stream" not in request.headers.get("Accept", "text/event-stream"):
         result = await svc.wait_call(kernel, call, progress=None, gone=lambda: _gone(request))
