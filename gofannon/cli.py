@@ -45,10 +45,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from gofannon.jobs.worker import run_worker
+    from gofannon.kernel import Kernel
 
     settings = _settings()
     _configure_logging(settings)
-    return run_worker(settings, burst=args.burst, name=args.name, concurrency=args.concurrency, grace=args.grace)
+    return run_worker(settings, Kernel, burst=args.burst, name=args.name, concurrency=args.concurrency,
+                      grace=args.grace)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:

@@ -62,12 +62,20 @@ class Kernel:
             raise RuntimeError(f"GOFANNON_STORAGE={name!r}: no such storage plugin (installed: {known})")
         return factory(self.settings)
 
-    async def open(self) -> None:
-        from gofannon.jobs import make_queue
+    def open_queue(self) -> Any:
+        """The job queue: RQ when ``REDIS_URL`` is set, else in-process (the jobs package sits below the kernel)."""
+        if self.settings.redis_url:
+            from gofannon.jobs.rq_queue import RQJobQueue
 
+            return RQJobQueue(self)
+        from gofannon.jobs.inline import InlineJobQueue
+
+        return InlineJobQueue(self)
+
+    async def open(self) -> None:
         self.store = self.open_store()
         await self.store.open()
-        self.queue = make_queue(self)
+        self.queue = self.open_queue()
         await self.queue.start()
         for name in SERVICE_MODULES:
             module = importlib.import_module(name)

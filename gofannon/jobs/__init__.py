@@ -111,13 +111,3 @@ async def echo_job(kernel: "Kernel", **payload: Any) -> Any:
         inner = await kernel.queue.call("echo", payload["nested"], timeout=30)
         return {"echo": payload, "role": kernel.role, "inner": inner}
     return {"echo": payload, "role": kernel.role}
-
-
-def make_queue(kernel: "Kernel") -> JobQueue:
-    if kernel.settings.redis_url:
-        from gofannon.jobs.rq_queue import RQJobQueue
-
-        return RQJobQueue(kernel)
-    from gofannon.jobs.inline import InlineJobQueue
-
-    return InlineJobQueue(kernel)

@@ -7,6 +7,9 @@ job's coroutine on that loop and returns once it holds one of ``concurrency`` sl
 many jobs at once (chats mostly wait on LLMs), and a job that waits for another job (a chat calling a
 deployed agent) cannot deadlock a worker. The coroutine reports its outcome itself, on the per-job Redis
 list the caller ``BLPOP``s (see gofannon.jobs.rq_queue).
+
+The kernel is built by the caller's ``new_kernel`` (``gofannon worker`` passes the ``Kernel`` class): the jobs
+package sits below the kernel, which builds the job queue, so nothing here imports ``gofannon.kernel``.
 """
 
 from __future__ import annotations
@@ -16,9 +19,16 @@ import concurrent.futures
 import json
 import logging
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from gofannon.settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gofannon.kernel import Kernel
+
+#: Builds the worker's kernel: called as ``new_kernel(settings, role="worker")`` (``Kernel`` itself fits).
+KernelFactory = Callable[..., "Kernel"]
 
 log = logging.getLogger("gofannon.worker")
 
@@ -29,9 +39,7 @@ DEFAULT_GRACE_S = 30.0
 class WorkerRuntime:
     """One open Kernel on a private event loop thread, shared by every job this process runs."""
 
-    def __init__(self, settings: Settings, *, concurrency: int | None = None) -> None:
-        from gofannon.kernel import Kernel
-
+    def __init__(self, settings: Settings, new_kernel: KernelFactory, *, concurrency: int | None = None) -> None:
         self.settings = settings
         self.concurrency = max(1, concurrency or settings.job_concurrency)
         self._slots = threading.BoundedSemaphore(self.concurrency)
@@ -40,7 +48,7 @@ class WorkerRuntime:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="gofannon-worker-loop", daemon=True)
         self._thread.start()
-        self.kernel = Kernel(settings, role="worker")
+        self.kernel = new_kernel(settings, role="worker")
         self._redis: Any = None
         self._call(self._open())
 
@@ -127,11 +135,11 @@ _runtime_lock = threading.Lock()
 
 
 def runtime() -> WorkerRuntime:
-    """The process's runtime, built on first use (also when RQ's own ``rq worker`` runs our jobs)."""
-    global _runtime
+    """The process's runtime, which ``run_worker`` opened before taking jobs."""
     with _runtime_lock:
         if _runtime is None:
-            _runtime = WorkerRuntime(Settings.load())
+            raise RuntimeError("gofannon jobs run in `gofannon worker` processes (it opens the kernel they need), "
+                               "not in a bare `rq worker`")
         return _runtime
 
 
@@ -140,9 +148,10 @@ def perform(job: str, payload: dict[str, Any], reply_key: str | None = None, tim
     runtime().start_job(job, payload, reply_key, timeout)
 
 
-def run_worker(settings: Settings, *, burst: bool = False, name: str | None = None,
+def run_worker(settings: Settings, new_kernel: KernelFactory, *, burst: bool = False, name: str | None = None,
                concurrency: int | None = None, grace: float = DEFAULT_GRACE_S) -> int:
-    """Serve the RQ queue ``GOFANNON_QUEUE`` until stopped (or until it is empty, with ``burst``)."""
+    """Serve the RQ queue ``GOFANNON_QUEUE`` with a kernel from ``new_kernel`` until stopped (or until it is
+    empty, with ``burst``)."""
     global _runtime
     if not settings.redis_url:
         raise SystemExit("gofannon worker needs REDIS_URL: without it jobs run inside `gofannon serve`")
@@ -152,7 +161,7 @@ def run_worker(settings: Settings, *, burst: bool = False, name: str | None = No
 
     conn = redis.Redis.from_url(settings.redis_url)
     queue = Queue(settings.job_queue_name, connection=conn, serializer=JSONSerializer)
-    rt = WorkerRuntime(settings, concurrency=concurrency)
+    rt = WorkerRuntime(settings, new_kernel, concurrency=concurrency)
     with _runtime_lock:
         _runtime = rt
     try:
