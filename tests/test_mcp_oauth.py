@@ -73,7 +73,9 @@ class Browser:
 
     async def consent(self, page: str, decision: str = "allow", **override: str) -> tuple[int, str, str]:
         """Submit the consent form shown on ``page``: (status, Location, body)."""
-        action = html.unescape(re.search(r'<form method="post" action="([^"]+)"', page).group(1))  # type: ignore[union-attr]
+        form = re.search(r'<form method="post" action="([^"]+)"', page)
+        assert form is not None, page
+        action = html.unescape(form.group(1))
         fields = {html.unescape(k): html.unescape(v)
                   for k, v in re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', page)}
         fields.update(override)
@@ -99,7 +101,8 @@ def redirect_params(location: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
 
-async def token_request(client: Client, auth: aiohttp.BasicAuth | None = None, **form: str) -> tuple[int, dict[str, Any]]:
+async def token_request(client: Client, auth: aiohttp.BasicAuth | None = None,
+                        **form: str) -> tuple[int, dict[str, Any]]:
     async with aiohttp.ClientSession() as plain:  # the client application: no cookies
         async with plain.post(client.url("/oauth/token"), data=form, auth=auth) as r:
             assert r.headers["Content-Type"].startswith("application/json")
@@ -524,3 +527,78 @@ async def test_an_unknown_oauth_token_is_a_401_with_invalid_token(client: Client
 async def test_form_endpoints_want_a_form(client: Client, path: str) -> None:
     async with client.post(path, data="x", headers={"Content-Type": "text/plain"}) as r:
         assert r.status == 400 and (await r.json())["error"] == "invalid_request"
+
+
+# -- expiry, housekeeping, races --------------------------------------------------------------------
+def _grant_id(token: str) -> str:
+    return token.split("_")[1]
+
+
+async def _age(client: Client, collection: str, doc_id: str, **fields: str) -> None:
+    """Set timestamps of a stored document in the past (what an hour or a month of waiting would do)."""
+    from gofannon.web.keys import KERNEL
+
+    def change(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+        assert doc is not None
+        doc.update(fields)
+        return doc
+
+    await client.server.app[KERNEL].store.update(collection, doc_id, change)
+
+
+async def test_an_expired_access_token_is_refused_and_refresh_brings_a_new_one(client: Client) -> None:
+    tokens = await sign_in(client)
+    await _age(client, "api_tokens", _grant_id(tokens["access_token"]), accessExpiresAt="2020-01-01T00:00:00")
+    status, challenge = await mcp_status(client, tokens["access_token"])
+    assert status == 401 and "resource_metadata=" in challenge
+    status, fresh = await token_request(client, grant_type="refresh_token", refresh_token=tokens["refresh_token"],
+                                        client_id=tokens["client_id"])
+    assert status == 200, fresh
+    assert (await mcp_status(client, fresh["access_token"]))[0] == 200
+
+
+async def test_expired_grants_and_codes_are_swept_and_an_expired_refresh_token_is_refused(client: Client) -> None:
+    from gofannon.services import oauth_server
+    from gofannon.web.keys import KERNEL
+
+    await client.login("alice")
+    tokens = await sign_in(client)
+    grant_id = _grant_id(tokens["access_token"])
+    await _age(client, "api_tokens", grant_id, refreshExpiresAt="2020-01-01T00:00:00")
+    status, body = await token_request(client, grant_type="refresh_token", refresh_token=tokens["refresh_token"],
+                                       client_id=tokens["client_id"])
+    assert status == 400 and body["error"] == "invalid_grant"
+    await _age(client, "api_tokens", grant_id, accessExpiresAt="2020-01-01T00:00:00")
+    kernel = client.server.app[KERNEL]
+    codes = await kernel.store.list("oauth_codes")
+    assert codes  # the used code is kept (replay detection) until it expires
+    for code in codes:
+        await _age(client, "oauth_codes", code["_id"], expiresAt="2020-01-01T00:00:00")
+    assert await oauth_server.sweep(kernel) == len(codes) + 1
+    async with client.get("/users/me/tokens") as r:
+        assert [t for t in (await r.json())["tokens"] if t.get("kind") == "oauth"] == []
+    assert await kernel.store.list("oauth_codes") == []
+
+
+async def test_a_code_or_refresh_token_raced_twice_is_granted_once(client: Client) -> None:
+    import asyncio
+
+    await client.login("alice")
+    _, registered = await register(client)
+    verifier, challenge = pkce()
+    async with client.get(authorize_url(client, registered["client_id"], challenge)) as r:
+        page = await r.text()
+    browser = Browser(client.url("/"))
+    browser.session = client.session
+    _, location, _ = await browser.consent(page)
+    form = {"grant_type": "authorization_code", "code": redirect_params(location)["code"], "redirect_uri": LOOPBACK_CB,
+            "client_id": registered["client_id"], "code_verifier": verifier}
+    results = await asyncio.gather(*(token_request(client, **form) for _ in range(6)))
+    winners = [body for status, body in results if status == 200]
+    assert len(winners) == 1 and all(body["error"] == "invalid_grant" for status, body in results if status != 200)
+
+    refresh = {"grant_type": "refresh_token", "refresh_token": winners[0]["refresh_token"],
+               "client_id": registered["client_id"]}
+    results = await asyncio.gather(*(token_request(client, **refresh) for _ in range(6)))
+    assert sum(1 for status, _ in results if status == 200) == 1  # the first write wins; the rest are refused
+    assert all(body["error"] == "invalid_grant" for status, body in results if status != 200)

@@ -41,7 +41,7 @@ class FirebaseAuthenticator:
         if settings.app_env.lower() != "firebase":
             return None
         token = _bearer(request)
-        if token is None or token.startswith("gft_"):  # personal API tokens are the api_tokens plugin's
+        if token is None or token.startswith(("gft_", "gfo_", "gfr_")):  # personal and MCP OAuth tokens
             return None
         project = settings.firebase_project_id
         if not project:
