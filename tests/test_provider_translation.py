@@ -144,6 +144,19 @@ async def test_anthropic_request_translates_openai_messages_tools_and_options(ke
     assert [(c["id"], c["function"]["name"]) for c in result.thoughts["tool_calls"]] == [("c1", "lookup"), ("c2", "clock")]
 
 
+async def test_anthropic_blocks_agents_write_in_anthropics_own_shape_pass_unchanged(kernel: Kernel, fake_llm: FakeLLMServer) -> None:
+    native = [{"type": "text", "text": "Read this.", "cache_control": {"type": "ephemeral"}},
+              {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "A memo."}},
+              {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}]
+    said = [{"type": "text", "text": "Noted."}]
+    await call_llm(kernel, "alice", "anthropic", ANTHROPIC, [{"role": "user", "content": native},
+                                                             {"role": "assistant", "content": said},
+                                                             {"role": "user", "content": "And?"}], {})
+    assert fake_llm.requests[-1].json["messages"] == [{"role": "user", "content": native},
+                                                      {"role": "assistant", "content": said},
+                                                      {"role": "user", "content": "And?"}]
+
+
 @pytest.mark.parametrize("choice,expected", [("auto", {"type": "auto"}), ("none", {"type": "none"}),
                                              ("required", {"type": "any"})])
 async def test_anthropic_tool_choice_words(kernel: Kernel, fake_llm: FakeLLMServer, choice: str, expected: dict[str, Any]) -> None:

@@ -1,7 +1,9 @@
 """Provider plugin ``anthropic``: the Messages API over HTTP — extended thinking (a token budget from
 ``reasoning_effort``, or adaptive thinking with an effort for the models that take it), tool use, prompt
 caching of a ``cache_prefix``. Answers come back in the normalised shape: tool uses as OpenAI-style
-``tool_calls``, thinking as ``reasoning_content``."""
+``tool_calls``, thinking as ``reasoning_content``, stop reasons as OpenAI's finish reasons. OpenAI's request
+options are translated (tool_choice, parallel_tool_calls, stop, user, response_format: json_object as a system
+instruction, json_schema as a forced tool whose input is the answer); see docs/providers.md for what is refused."""
 
 from __future__ import annotations
 
@@ -32,16 +34,31 @@ def finish_reason(stop_reason: str | None) -> str | None:
     return None if stop_reason is None else FINISH.get(stop_reason, "stop")
 
 
+#: Content blocks agents may already write in Anthropic's own shape; they pass unchanged.
+NATIVE_BLOCKS = frozenset({"text", "image", "document", "search_result", "tool_use", "tool_result", "thinking",
+                           "redacted_thinking"})
+
+
 def _blocks(provider: str, content: Any) -> list[dict[str, Any]]:
-    """OpenAI content (a string or parts) as Anthropic content blocks: text, and images (base64 or URL source)."""
+    """OpenAI content parts as Anthropic content blocks: ``image_url`` becomes an image block (base64 source for
+    a data: URL, url source otherwise); Anthropic's own blocks (text with ``cache_control``, documents, ...)
+    pass unchanged; anything else is refused."""
+    if not isinstance(content, list):
+        return [{"type": "text", "text": text} for text in [message_text(content)] if text]
     out: list[dict[str, Any]] = []
-    for part in translate.parts(provider, content):
-        if isinstance(part, str):
-            out.append({"type": "text", "text": part})
-        elif part.data is not None:
-            out.append({"type": "image", "source": {"type": "base64", "media_type": part.mime, "data": part.data}})
-        else:
-            out.append({"type": "image", "source": {"type": "url", "url": part.url}})
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in NATIVE_BLOCKS:
+            if kind != "text" or part.get("text"):
+                out.append(part)
+            continue
+        for piece in translate.parts(provider, [part]):  # image_url, untyped text; anything else is refused
+            if isinstance(piece, str):
+                out.append({"type": "text", "text": piece})
+            elif piece.data is not None:
+                out.append({"type": "image", "source": {"type": "base64", "media_type": piece.mime, "data": piece.data}})
+            else:
+                out.append({"type": "image", "source": {"type": "url", "url": piece.url}})
     return out
 
 
@@ -67,8 +84,8 @@ def convert_messages(messages: list[dict[str, Any]], cache_prefix: str | None,
                 fn = tc.get("function") or {}
                 content.append({"type": "tool_use", "id": tc.get("id"), "name": fn.get("name"),
                                 "input": translate.arguments(fn.get("arguments"))})
-            if not m.get("tool_calls"):
-                content = m.get("content") if isinstance(m.get("content"), str) else content
+            if not m.get("tool_calls") and isinstance(m.get("content"), (str, list)):
+                content = m["content"]  # as written (an agent may pass back Anthropic's own blocks)
         else:
             role = "user"
             raw = m.get("content")

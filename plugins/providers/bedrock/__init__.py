@@ -2,7 +2,9 @@
 (``AWS_BEARER_TOKEN_BEDROCK``, sent as a bearer token). One request shape serves every model family on Bedrock
 (Claude, Nova, Llama, Mistral, DeepSeek, Qwen, ...). The region comes from the catalog's ``aws_region``,
 else ``AWS_REGION`` / ``AWS_DEFAULT_REGION``, else ``us-east-1``; ``BEDROCK_BASE_URL`` overrides the endpoint.
-Claude models get extended thinking from ``reasoning_effort`` (adaptive thinking for Opus 4.7/4.8)."""
+Claude models get extended thinking from ``reasoning_effort`` (adaptive thinking for Opus 4.7/4.8). Streaming is
+ConverseStream, decoded from AWS's binary event-stream framing as it arrives (``eventstream``); OpenAI's tool choice,
+stop sequences and JSON modes are translated, stop reasons come back as OpenAI's finish reasons."""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """Provider plugin ``gemini``: Google's generateContent API over HTTP — thinking (``reasoning_effort`` →
 a thinking budget or level, with thought summaries), function calling and Google's built-in tools
-(``google_search``, ``urlContext``, ``codeExecution``) as the catalog configures them."""
+(``google_search``, ``urlContext``, ``codeExecution``) as the catalog configures them. OpenAI's options map to
+``generationConfig`` (JSON mode, schema, stop, seed, penalties) and ``toolConfig``; finish reasons come back in
+OpenAI's words; function calls stream as tool-call pieces."""
 
 from __future__ import annotations
 
