@@ -145,3 +145,39 @@ async def test_200_concurrent_charges_from_many_members_lose_nothing(kernel: Ker
     # Users are charged alongside: each of their documents loses nothing either.
     await asyncio.gather(*[users.charge(kernel, members[i % 20], 0.25, {"workspaceId": ws}) for i in range(200)])
     assert (await users.get_or_create_user(kernel, members[0]))["usageInfo"]["spendRemaining"] == pytest.approx(97.5)
+
+
+LLM_AGENT = (
+    "from services.llm_service import call_llm\n"
+    "async def run(input_dict, tools):\n"
+    "    content, _ = await call_llm(provider='openai', model='gpt-4o',\n"
+    "                                messages=[{'role': 'user', 'content': 'hi'}],\n"
+    "                                workspace_id=input_dict.get('pay'))\n"
+    "    return {'outputText': content}\n"
+)
+
+
+async def test_runs_of_a_workspace_agent_charge_the_workspace_and_agent_code_cannot_pick_who_pays(
+        people: Any, fake_openai: FakeLLMServer) -> None:
+    alice, bob = await people("alice", "bob", **fake_openai.env)
+    ws = await make_workspace(alice)
+    victim = await make_workspace(bob, "Victim")
+    await call(alice, "PUT", f"/workspaces/{ws}/members/dev_stub:bob", {"role": "member"})
+    agent = {"name": "asker", "description": "d", "code": LLM_AGENT, "friendlyName": "asker",
+             "inputSchema": {"inputText": "string"}, "outputSchema": {"outputText": "string"}}
+    status, doc = await call(alice, "POST", "/agents", agent, headers={H: ws})
+    assert status == 201
+    assert (await call(alice, "POST", f"/agents/{doc['_id']}/deploy", headers={H: ws}))[0] == 201
+    fake_openai.script(ONE_MILLION_IN, ONE_MILLION_IN, ONE_MILLION_IN)
+    status, answer = await call(bob, "POST", "/rest/asker", {"inputText": "x", "pay": victim})
+    assert (status, answer) == (200, {"outputText": "ok"})
+    # run-code in the active workspace is charged to it as well
+    status, ran = await call(bob, "POST", "/agents/run-code", {"code": LLM_AGENT, "inputDict": {}, "tools": {}},
+                            headers={H: ws})
+    assert status == 200 and ran["error"] is None, ran
+    status, usage = await call(alice, "GET", f"/workspaces/{ws}/usage")
+    assert usage["spendByMember"] == {"dev_stub:bob": pytest.approx(5.0)}
+    status, untouched = await call(bob, "GET", f"/workspaces/{victim}/usage")
+    assert untouched["usage"] == 0  # the code named it; the platform did not charge it
+    status, me = await call(bob, "GET", "/users/me")
+    assert me["usageInfo"]["spendRemaining"] == pytest.approx(95.0)

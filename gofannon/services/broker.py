@@ -45,6 +45,9 @@ class RunContext:
     capture_trace: bool = True
     publish: Publish | None = None
     deadline: float | None = None  # time.monotonic() by which the top run must end
+    #: The shared workspace the run's model calls are charged to besides the caller (None: the caller alone).
+    #: Set by the platform, never by the agent's code.
+    workspace_id: str | None = None
     trace: list[dict[str, Any]] = field(default_factory=list)
     truncated: bool = False
     http_error: GofannonError | None = None
@@ -128,6 +131,7 @@ class RunBroker:
         timeout = args.pop("timeout", None)
         for name in _STRIPPED_LLM_KWARGS:
             args.pop(name, None)
+        args.pop("workspace_id", None)  # the agent's code does not choose which workspace pays
         overrides = self.ctx.llm_settings.for_model(provider, model) if self.ctx.llm_settings else None
         if overrides is not None:
             if overrides.max_tokens is not None:
@@ -141,7 +145,7 @@ class RunBroker:
         if timeout is None:
             timeout = default_llm_timeout(parameters, self.ctx.kernel.settings.llm_timeout_seconds)
         result = await call_llm(self.ctx.kernel, self.ctx.ident, provider, model, messages, parameters,
-                                tools=tools, timeout=timeout, **args)
+                                tools=tools, timeout=timeout, workspace_id=self.ctx.workspace_id, **args)
         usage = getattr(result, "usage", None)
         # The child turns these into the run's ``llm_call`` trace event (tokens and cost, §12.23).
         return {

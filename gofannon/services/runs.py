@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from gofannon.errors import NotFound
 from gofannon.models.run import RUNS, nullable
 from gofannon.services.broker import RunBroker, RunContext
-from gofannon.services.ownership import OWNER_FIELD, owns, visible_filter
+from gofannon.services.ownership import OWNER_FIELD, owns, shared_workspace, visible_filter
 from gofannon.timeutil import now_iso
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -211,6 +211,8 @@ def spec_from_agent(agent: dict[str, Any], input_dict: Any) -> dict[str, Any]:
         "gofannonAgents": agent.get("gofannonAgents") or [], "envVars": agent.get("envVars") or [],
         "friendlyName": agent.get("friendlyName") or agent.get("name"), "agentId": agent.get("_id"),
         "outputSchema": None, "llmSettings": None, "agentOwnerId": agent.get(OWNER_FIELD),
+        # An agent of a shared workspace charges its model calls to that workspace too (docs/workspaces.md).
+        "workspaceId": shared_workspace(agent),
     }
 
 
@@ -232,7 +234,8 @@ async def execute(kernel: "Kernel", ident: "Identity", spec: dict[str, Any], *, 
     llm_settings = LlmSettings.model_validate(spec["llmSettings"]) if spec.get("llmSettings") else None
     timeout = float(kernel.settings.sandbox_timeout_s)
     ctx = RunContext(kernel=kernel, ident=ident, run_id=run_id, llm_settings=llm_settings,
-                     capture_trace=capture_trace, publish=publish, deadline=time.monotonic() + timeout)
+                     capture_trace=capture_trace, publish=publish, deadline=time.monotonic() + timeout,
+                     workspace_id=spec.get("workspaceId") or None)
     agents = await load_usable(kernel, ident, list(spec.get("gofannonAgents") or []),
                                on_behalf_of=spec.get("agentOwnerId"))
     if agents is None:

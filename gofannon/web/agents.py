@@ -55,8 +55,13 @@ async def delete_agent(request: web.Request) -> web.Response:
     return no_content()
 
 
-def _spec(req: RunCodeRequest) -> dict[str, object]:
-    return req.model_dump(by_alias=True, exclude_none=False)
+async def _spec(request: web.Request, req: RunCodeRequest) -> dict[str, object]:
+    """The run spec; a run in a shared active workspace charges its model calls to that workspace too."""
+    spec: dict[str, object] = req.model_dump(by_alias=True, exclude_none=False)
+    workspace_id, _role = await active_workspace(request)
+    if not workspace_id.startswith("personal:"):
+        spec["workspaceId"] = workspace_id
+    return spec
 
 
 @routes.post("/agents/run-code")
@@ -64,7 +69,7 @@ def _spec(req: RunCodeRequest) -> dict[str, object]:
          tags=["agents"])
 async def run_code(request: web.Request) -> web.Response:
     req = await parse_body(request, RunCodeRequest)
-    outcome = await runs.run_now(kernel_of(request), identity(request), _spec(req))
+    outcome = await runs.run_now(kernel_of(request), identity(request), await _spec(request, req))
     return json_response({
         "result": outcome["result"], "error": outcome["error"],
         "schemaWarnings": nullable(outcome["schemaWarnings"]), "opsLog": nullable(outcome["opsLog"]),
@@ -78,7 +83,7 @@ async def run_code(request: web.Request) -> web.Response:
 async def run_code_stream(request: web.Request) -> web.StreamResponse:
     kernel = kernel_of(request)
     req = await parse_body(request, RunCodeRequest)
-    record = await runs.start_recorded(kernel, identity(request), _spec(req))
+    record = await runs.start_recorded(kernel, identity(request), await _spec(request, req))
     run_id = record["runId"]
     resp = await open_stream(request)
 
@@ -103,5 +108,5 @@ async def run_code_stream(request: web.Request) -> web.StreamResponse:
          tags=["agents"])
 async def run_code_start(request: web.Request) -> web.Response:
     req = await parse_body(request, RunCodeRequest)
-    record = await runs.start_recorded(kernel_of(request), identity(request), _spec(req))
+    record = await runs.start_recorded(kernel_of(request), identity(request), await _spec(request, req))
     return json_response({"runId": record["runId"], "status": "running"}, status=202)
