@@ -602,3 +602,34 @@ async def test_a_code_or_refresh_token_raced_twice_is_granted_once(client: Clien
     results = await asyncio.gather(*(token_request(client, **refresh) for _ in range(6)))
     assert sum(1 for status, _ in results if status == 200) == 1  # the first write wins; the rest are refused
     assert all(body["error"] == "invalid_grant" for status, body in results if status != 200)
+
+
+async def test_with_several_login_providers_the_user_chooses_one_and_comes_back(serve: Any, tmp_path: Any) -> None:
+    config = tmp_path / "auth.yaml"
+    config.write_text(
+        "auth:\n  providers:\n"
+        "    - {type: dev_stub, config: {users: [{uid: alice, display_name: Alice,"
+        " workspaces: [{id: 'project:x', role: member}]}]}}\n"
+        "    - {type: github, config: {client_id: gh, client_secret: s, mode: open_github}}\n")
+    client = await serve(AUTH_CONFIG_PATH=str(config))
+    _, registered = await register(client)
+    url = authorize_url(client, registered["client_id"], pkce()[1])
+    async with client.get(url) as r:
+        assert r.status == 200
+        page = await r.text()
+    links = [html.unescape(h) for h in re.findall(r'href="([^"]+)"', page)]
+    assert sorted(urlsplit(h).path for h in links) == ["/auth/login/dev_stub", "/auth/login/github"]
+    assert all(redirect_params(h)["return_to"] == client.url(url) for h in links)
+    browser = Browser(client.url("/"))
+    try:
+        away, page = await browser.open(next(h for h in links if "dev_stub" in h))
+        assert away is None and '<button name="decision" value="allow">' in page
+    finally:
+        await browser.close()
+
+
+async def test_oversized_client_metadata_is_refused(client: Client) -> None:
+    status, body = await register(client, client_name="x" * 70000)
+    assert status == 413 and body["error"] == "invalid_client_metadata"
+    status, body = await register(client, client_name="x" * 201)
+    assert status == 400 and body["error"] == "invalid_client_metadata"

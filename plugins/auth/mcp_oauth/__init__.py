@@ -41,6 +41,7 @@ log = logging.getLogger("gofannon.mcp_oauth")
 
 #: Client registrations one address may make per minute.
 REGISTER_PER_MINUTE = 20
+MAX_REGISTRATION_BYTES = 64 * 1024
 SWEEP_INTERVAL_S = 600.0
 #: Consent-form fields carried through as hidden inputs (besides the CSRF token).
 AUTHORIZE_FIELDS = ("response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge",
@@ -153,8 +154,11 @@ async def register_client(request: web.Request) -> web.Response:
     if not await ratelimit.admit(kernel, f"mcp-oauth-register:{request.remote}", REGISTER_PER_MINUTE):
         return _oauth_error(429, "temporarily_unavailable", "Too many client registrations; try again in a minute",
                             **{"Retry-After": "60"})
+    raw = await request.read()
+    if len(raw) > MAX_REGISTRATION_BYTES:
+        return _oauth_error(413, "invalid_client_metadata", f"Client metadata over {MAX_REGISTRATION_BYTES} bytes")
     try:
-        data = json.loads(await request.read() or b"null")
+        data = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError):
         data = None
     if not isinstance(data, dict) or not data:
