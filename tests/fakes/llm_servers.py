@@ -252,7 +252,7 @@ class FakeLLMServer:
         cid = self._id("chatcmpl")
         usage = {"prompt_tokens": reply.input_tokens, "completion_tokens": reply.output_tokens,
                  "total_tokens": reply.input_tokens + reply.output_tokens}
-        tool_calls = [
+        tool_calls: list[dict[str, Any]] = [
             {"id": tc.get("id") or f"call_{i}", "type": "function",
              "function": {"name": tc["name"], "arguments": json.dumps(tc.get("arguments", {}))}}
             for i, tc in enumerate(reply.tool_calls)

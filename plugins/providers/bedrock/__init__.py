@@ -58,6 +58,7 @@ def convert_messages(provider: str, messages: list[dict[str, Any]]) -> list[dict
     out: list[dict[str, Any]] = []
     for m in messages:
         role = m.get("role")
+        blocks: list[dict[str, Any]]
         if role in translate.SYSTEM_ROLES:
             continue
         if role == "tool":

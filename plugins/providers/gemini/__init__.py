@@ -65,6 +65,7 @@ def convert_contents(call: LlmCall) -> list[dict[str, Any]]:
     contents: list[dict[str, Any]] = []
     for m in call.messages:
         role = m.get("role")
+        parts: list[dict[str, Any]]
         if role in translate.SYSTEM_ROLES:
             continue
         if role == "tool":
@@ -163,7 +164,9 @@ def _parts(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def parse_parts(parts: list[dict[str, Any]], usage: Usage, finish: str | None) -> Completion:
-    texts, thoughts, calls = [], [], []
+    texts: list[str] = []
+    thoughts: list[str] = []
+    calls: list[dict[str, Any]] = []
     for part in parts:
         if "functionCall" in part:
             calls.append(_tool_call(part, len(calls)))

@@ -316,9 +316,9 @@ async def stream_responses(call: LlmCall, base: str, body: dict[str, Any]) -> As
                     "index": index, "id": item.get("call_id") or item.get("id"), "type": "function",
                     "function": {"name": item.get("name"), "arguments": item.get("arguments") or ""}})
             elif kind == "response.function_call_arguments.delta" and event.get("delta"):
-                index = call_index.get(int(event.get("output_index") or 0))
-                if index is not None:
-                    yield StreamEvent("tool_call", tool_call={"index": index, "function": {"arguments": event["delta"]}})
+                at = call_index.get(int(event.get("output_index") or 0))
+                if at is not None:
+                    yield StreamEvent("tool_call", tool_call={"index": at, "function": {"arguments": event["delta"]}})
             elif kind in ("response.completed", "response.incomplete"):
                 final = event.get("response") or {}
             elif kind in ("response.failed", "error"):
