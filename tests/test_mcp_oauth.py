@@ -500,12 +500,13 @@ async def test_the_consent_form_needs_this_sessions_csrf_token_and_escapes_what_
     status, location, body = await browser.consent(page, decision="maybe")
     assert status == 400 and location == ""
 
-    # Bob's session cannot submit the form made for alice's.
-    bob = await serve()
-    await bob.login("bob")
-    other = Browser(alice.url("/"))
-    other.session = bob.session
-    status, location, _ = await other.consent(page)
+    # Bob's session (another browser, same server) cannot submit the form made for alice's.
+    other = Browser(alice.url("/"), "bob")
+    try:
+        await Client(alice.server, other.session).login("bob")
+        status, location, _ = await other.consent(page)
+    finally:
+        await other.close()
     assert status == 403 and location == ""
 
     status, location, _ = await browser.consent(page)
@@ -633,3 +634,24 @@ async def test_oversized_client_metadata_is_refused(client: Client) -> None:
     assert status == 413 and body["error"] == "invalid_client_metadata"
     status, body = await register(client, client_name="x" * 201)
     assert status == 400 and body["error"] == "invalid_client_metadata"
+
+
+async def test_a_grant_is_its_owners_alone_to_see_and_end(serve: Any) -> None:
+    alice = await serve()
+    await alice.login("alice")
+    tokens = await sign_in(alice, "alice")
+    grant_id = _grant_id(tokens["access_token"])
+    bob = Client(alice.server, aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)))
+    try:
+        await bob.login("bob")
+        async with bob.get("/users/me/tokens") as r:
+            assert r.status == 200 and all(t["id"] != grant_id for t in (await r.json())["tokens"])
+        async with bob.delete(f"/users/me/tokens/{grant_id}") as r:
+            assert r.status == 404
+    finally:
+        await bob.session.close()
+    assert (await mcp_status(alice, tokens["access_token"]))[0] == 200
+    async with alice.get("/openapi.json") as r:
+        paths = (await r.json())["paths"]
+    assert {"/oauth/register", "/oauth/authorize", "/oauth/token", "/oauth/revoke",
+            "/.well-known/oauth-authorization-server", "/.well-known/oauth-protected-resource"} <= set(paths)
