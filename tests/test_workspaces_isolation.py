@@ -193,3 +193,55 @@ async def test_deployments_of_a_workspace_stay_out_of_every_public_list(world: W
     status, clash = await call(world.carol, "POST", "/agents", body("alices_tool"))
     status, answer = await call(world.carol, "POST", f"/agents/{clash['_id']}/deploy")
     assert status == 409 and world.ws not in answer["detail"]
+
+
+async def test_moving_an_agent_takes_its_deployment_along(world: World) -> None:
+    alices = world.agents["alices_tool"]
+    assert (await call(world.alice, "POST", f"/agents/{alices['_id']}/deploy", headers={H: world.ws}))[0] == 201
+    other = await make_workspace(world.alice, "Other")
+    move = f"/agents/{alices['_id']}/move"
+    # bob is a member of W (he sees the agent: 403), even as an admin of Other; carol is in neither; a bound
+    # token cannot leave its workspace; alice is not in bob's personal workspace.
+    assert (await call(world.bob, "POST", move, {"workspaceId": other}))[0] == 403
+    await call(world.alice, "PUT", f"/workspaces/{other}/members/dev_stub:bob", {"role": "admin"})
+    assert (await call(world.bob, "POST", move, {"workspaceId": other}))[0] == 403
+    assert (await call(world.carol, "POST", move, {"workspaceId": other}))[0] == 404
+    client, headers = world.actor("token")
+    assert (await call(client, "POST", move, {"workspaceId": other}, headers=headers))[0] == 404
+    assert (await call(world.alice, "POST", move, {"workspaceId": "personal:dev_stub:bob"}))[0] == 404
+    assert (await call(world.alice, "POST", move, {}))[0] == 422
+    status, moved = await call(world.alice, "POST", move, {"workspaceId": other})
+    assert status == 200 and moved["workspaceId"] == other
+    _, in_w = await call(world.alice, "GET", "/agents", headers={H: world.ws})
+    assert [a["name"] for a in in_w] == ["bobs_tool"]
+    _, in_other = await call(world.alice, "GET", "/agents", headers={H: other})
+    assert [a["name"] for a in in_other] == ["alices_tool"]
+    # The deployment went along: W's members who are not in Other cannot call it any more.
+    await call(world.alice, "DELETE", f"/workspaces/{other}/members/dev_stub:bob")
+    assert (await call(world.bob, "POST", "/rest/alices_tool", {"inputText": "x"}))[0] == 404
+    assert (await call(world.alice, "POST", "/rest/alices_tool", {"inputText": "x"}))[0] == 200
+    # Into its author's personal workspace: public again, and gone from the workspace's list.
+    status, home = await call(world.alice, "POST", move, {"workspaceId": "personal:dev_stub:alice"})
+    assert status == 200 and "workspaceId" not in home
+    assert (await call(world.bob, "POST", "/rest/alices_tool", {"inputText": "x"}))[0] == 200
+    _, personal = await call(world.alice, "GET", "/agents")
+    assert [a["name"] for a in personal] == ["alices_tool"]
+    # Bob's agent cannot move into alice's personal workspace.
+    status, answer = await call(world.alice, "POST", f"/agents/{world.agents['bobs_tool']['_id']}/move",
+                                {"workspaceId": "personal:dev_stub:alice"})
+    assert status == 409 and "author" in answer["detail"]
+
+
+async def test_deleting_a_workspace_with_force_removes_its_agents_from_every_list(world: World) -> None:
+    _, before = await call(world.admin, "GET", "/agents")
+    assert len(before) == 2  # a site admin's list (cached) holds W's agents
+    alices = world.agents["alices_tool"]
+    assert (await call(world.alice, "POST", f"/agents/{alices['_id']}/deploy", headers={H: world.ws}))[0] == 201
+    status, answer = await call(world.alice, "DELETE", f"/workspaces/{world.ws}")
+    assert status == 409 and "3 resource(s)" in answer["detail"]  # two agents, one deployment
+    assert (await call(world.bob, "DELETE", f"/workspaces/{world.ws}?force=true"))[0] == 403
+    assert (await call(world.alice, "DELETE", f"/workspaces/{world.ws}?force=true"))[0] == 204
+    _, after = await call(world.admin, "GET", "/agents")
+    assert after == []
+    assert (await call(world.alice, "POST", "/rest/alices_tool", {"inputText": "x"}))[0] == 404
+    assert (await call(world.bob, "GET", "/agents", headers={H: world.ws}))[0] == 404

@@ -36,3 +36,9 @@ class BudgetBody(WireModel):
     """``monthlyAllowance`` in USD; null removes the limit (spend is still counted)."""
 
     monthly_allowance: float | None = Field(ge=0, le=1e9, allow_inf_nan=False)
+
+
+class MoveBody(WireModel):
+    """``POST /agents/{id}/move``."""
+
+    workspace_id: str = Field(min_length=1, max_length=300)

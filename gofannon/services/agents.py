@@ -55,6 +55,12 @@ async def _bump(kernel: "Kernel") -> None:
     await kernel.store.put(META, LIST_VERSION, {"changedAt": now_iso()})
 
 
+async def lists_changed(kernel: "Kernel") -> None:
+    """Invalidate every process's cached ``GET /agents`` answers after agents were written elsewhere (a
+    workspace deleted with its agents)."""
+    await _bump(kernel)
+
+
 def ordered(doc: dict[str, Any]) -> dict[str, Any]:
     """A document in the wire's key order (documents written by other tools may not be)."""
     out = {k: doc.get(k) for k in AGENT_KEYS if k in doc or k in AGENT_FIELDS}
@@ -240,3 +246,39 @@ async def load_usable(kernel: "Kernel", ident: "Identity", agent_ids: list[str],
             return None  # a deployment in a shared workspace is for its members only
         out.append(doc)
     return out
+
+
+async def move_agent(kernel: "Kernel", ident: "Identity", agent_id: str, target: str) -> dict[str, Any]:
+    """``POST /agents/{id}/move``: move an agent (and its deployment) to another workspace. The caller must be
+    an admin of both (the owner, for a personal one); an agent moves into a personal workspace only if it is
+    its author's. Returns the moved agent."""
+    from gofannon.services import deployments, workspaces
+    from gofannon.services.ownership import DEPLOY, workspace_of
+
+    doc = await get_agent(kernel, ident, agent_id, DEPLOY)
+    bound = workspaces.bound_workspace(ident)
+    if bound is not None and target != bound:
+        raise NotFound(workspaces.NOT_FOUND)
+    if await workspaces.effective_role(kernel, ident, target) != "admin":
+        raise Forbidden("Only an admin of the target workspace may move an agent into it")
+    owner_personal = PERSONAL_PREFIX + str(doc.get(OWNER_FIELD))
+    if target.startswith(PERSONAL_PREFIX) and target != owner_personal:
+        raise Conflict("An agent can move into a personal workspace only if it is its author's")
+    if workspace_of(doc) == target:
+        return ordered(doc)
+
+    def apply(current: dict[str, Any] | None) -> dict[str, Any]:
+        if current is None or shared_workspace(current) != shared_workspace(doc):
+            raise _not_found(agent_id)
+        current.pop(WORKSPACE_FIELD, None)
+        if target != owner_personal:
+            current[WORKSPACE_FIELD] = target
+        current["updatedAt"] = now_iso()
+        return current
+
+    stored = await kernel.store.update(AGENTS, agent_id, apply)
+    await _bump(kernel)
+    if await _deployed(kernel, stored):
+        await kernel.store.put(DEPLOYMENTS, stored["friendlyName"], deployment_doc(stored))
+        await deployments.changed(kernel)
+    return ordered(stored)

@@ -47,6 +47,12 @@ async def _changed(kernel: "Kernel") -> None:
             listener()
 
 
+async def changed(kernel: "Kernel") -> None:
+    """Tell the listeners (the MCP server's tool list) after deployments were changed elsewhere (a workspace
+    deleted with its agents, an agent moved)."""
+    await _changed(kernel)
+
+
 async def deploy(kernel: "Kernel", ident: "Identity", agent_id: str) -> dict[str, str]:
     agent = await get_agent(kernel, ident, agent_id, DEPLOY)
     name = agent.get("friendlyName")

@@ -317,6 +317,10 @@ async def delete(kernel: "Kernel", ident: "Identity", workspace_id: str, *, forc
             ids = [d["_id"] for d in await kernel.store.find(collection, {"workspaceId": workspace_id})]
             if ids:
                 await kernel.store.delete_many(collection, ids)
+        from gofannon.services import agents, deployments
+
+        await agents.lists_changed(kernel)
+        await deployments.changed(kernel)
     # The workspace document goes first: once it is gone, leftover memberships grant nothing.
     await kernel.store.delete(COLLECTION, workspace_id)
     for collection in (MEMBERS, INVITATIONS):

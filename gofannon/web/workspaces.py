@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from gofannon.models.workspace import (
-    BudgetBody, InvitationBody, MemberRoleBody, WorkspaceCreateBody, WorkspaceUpdateBody,
+    BudgetBody, InvitationBody, MemberRoleBody, MoveBody, WorkspaceCreateBody, WorkspaceUpdateBody,
 )
-from gofannon.services import workspaces
+from gofannon.services import agents, workspaces
 from gofannon.web.common import api_doc, identity, json_response, kernel_of, no_content, parse_body
 
 routes = web.RouteTableDef()
@@ -129,3 +129,13 @@ async def put_budget(request: web.Request) -> web.Response:
 @api_doc(summary="This month's allowance, spend remaining, and spend per member and per model", tags=TAGS)
 async def get_usage(request: web.Request) -> web.Response:
     return json_response(await workspaces.usage(kernel_of(request), identity(request), _ws(request)))
+
+
+@routes.post("/agents/{agent_id}/move")
+@api_doc(summary="Move an agent (and its deployment) to another workspace (an admin of both)", body=MoveBody,
+         tags=TAGS)
+async def move_agent(request: web.Request) -> web.Response:
+    body = await parse_body(request, MoveBody)
+    moved = await agents.move_agent(kernel_of(request), identity(request), request.match_info["agent_id"],
+                                    body.workspace_id)
+    return json_response(moved)
