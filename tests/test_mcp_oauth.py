@@ -535,7 +535,7 @@ def _grant_id(token: str) -> str:
     return token.split("_")[1]
 
 
-async def _age(client: Client, collection: str, doc_id: str, **fields: str) -> None:
+async def _age(client: Client, collection: str, doc_id: str, **fields: Any) -> None:
     """Set timestamps of a stored document in the past (what an hour or a month of waiting would do)."""
     from gofannon.web.keys import KERNEL
 
@@ -575,7 +575,12 @@ async def test_expired_grants_and_codes_are_swept_and_an_expired_refresh_token_i
     assert codes  # the used code is kept (replay detection) until it expires
     for code in codes:
         await _age(client, "oauth_codes", code["_id"], expiresAt="2020-01-01T00:00:00")
-    assert await oauth_server.sweep(kernel) == len(codes) + 1
+    _, unused = await register(client)  # registered two days ago, never used: goes
+    await _age(client, "oauth_clients", unused["client_id"], client_id_issued_at=1)
+    await _age(client, "oauth_clients", tokens["client_id"], client_id_issued_at=1)
+    assert await oauth_server.sweep(kernel) == len(codes) + 2
+    assert await kernel.store.get("oauth_clients", unused["client_id"]) is None
+    assert await kernel.store.get("oauth_clients", tokens["client_id"]) is not None  # it obtained a grant: stays
     async with client.get("/users/me/tokens") as r:
         assert [t for t in (await r.json())["tokens"] if t.get("kind") == "oauth"] == []
     assert await kernel.store.list("oauth_codes") == []

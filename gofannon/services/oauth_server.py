@@ -54,6 +54,8 @@ CODE_TTL = timedelta(minutes=10)
 ROTATED_KEPT = 20
 #: Grants one user may hold; the oldest is ended when a new one would exceed it.
 MAX_GRANTS_PER_USER = 50
+#: A registered client that never obtained a grant is deleted after this long.
+UNUSED_CLIENT_TTL = timedelta(days=1)
 #: The one scope: access to the user's MCP tools.
 SCOPE = "mcp"
 
@@ -143,7 +145,21 @@ async def get_client(kernel: "Kernel", client_id: str | None) -> dict[str, Any] 
 
 
 async def save_client(kernel: "Kernel", client_id: str, doc: dict[str, Any]) -> None:
-    await kernel.store.put(CLIENTS, client_id, doc, rev=None)
+    await kernel.store.put(CLIENTS, client_id, {**doc, "usedAt": None}, rev=None)
+
+
+async def mark_client_used(kernel: "Kernel", client_id: str) -> None:
+    """Note that a client obtained a grant: registrations nobody ever used are swept after a day."""
+    if (await kernel.store.get(CLIENTS, client_id) or {}).get("usedAt"):
+        return
+
+    def change(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+        if doc is None:
+            return None
+        doc["usedAt"] = now_iso()
+        return doc
+
+    await kernel.store.update(CLIENTS, client_id, change)
 
 
 # -- authorization codes ----------------------------------------------------------------------------
@@ -331,9 +347,15 @@ async def _touch(kernel: "Kernel", doc: dict[str, Any]) -> None:
 
 # -- housekeeping -----------------------------------------------------------------------------------
 async def sweep(kernel: "Kernel") -> int:
-    """Delete expired codes and grants whose refresh token (and access token) have expired."""
+    """Delete expired codes, grants whose refresh token (and access token) have expired, and client
+    registrations that never obtained a grant within ``UNUSED_CLIENT_TTL`` (registration is open)."""
     stale_codes = [d["_id"] for d in await kernel.store.list(CODES) if tokens.expired(d.get("expiresAt") or "x")]
     deleted = await kernel.store.delete_many(CODES, stale_codes) if stale_codes else 0
+    oldest = (datetime.now(timezone.utc) - UNUSED_CLIENT_TTL).timestamp()
+    unused = [d["_id"] for d in await kernel.store.list(CLIENTS)
+              if not d.get("usedAt") and float(d.get("client_id_issued_at") or 0) < oldest]
+    if unused:
+        deleted += await kernel.store.delete_many(CLIENTS, unused)
     dead = [
         d["_id"] for d in await kernel.store.find(GRANTS, {"kind": KIND})
         if not refresh_live(d) and tokens.expired(d.get("accessExpiresAt") or "x")

@@ -319,6 +319,7 @@ async def token(request: web.Request) -> web.Response:
         doc = oauth_server.grant_document(code=ctx.code, client=ctx.client, access=issued["access_token"],
                                           refresh=issued.get("refresh_token"), scope=issued.get("scope"))
         await oauth_server.save_new_grant(kernel, ctx.grant_id, doc)
+        await oauth_server.mark_client_used(kernel, ctx.client["_id"])
         kernel.record("oauth_token_issued", f"OAuth grant {ctx.grant_id} for client {ctx.client['_id']}",
                       user_id=doc["ownerId"], metadata={"grantId": ctx.grant_id, "clientId": ctx.client["_id"]})
     else:
