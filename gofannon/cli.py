@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     from gofannon.settings import Settings
@@ -29,17 +29,45 @@ def _configure_logging(settings: Settings) -> None:
         raise SystemExit(f"gofannon: bad configuration: {exc}") from None
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
+def _metrics_starter(settings: Settings) -> Any:
+    """``start_metrics_server`` of the metrics plugin, or stop with why ``--metrics-port`` cannot work."""
+    if not settings.metrics:
+        raise SystemExit("gofannon: --metrics-port needs metrics on (GOFANNON_METRICS is off)")
+    from gofannon.plugins import build_plugin_manager
 
-    from gofannon.app import create_app
+    plugin = build_plugin_manager(settings).pm.get_plugin("metrics")
+    starter = getattr(plugin, "start_metrics_server", None)
+    if starter is None:
+        raise SystemExit("gofannon: --metrics-port needs the metrics plugin, which is not loaded")
+    return starter
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gofannon.supervisor import parse_workers
 
     settings = _settings()
     _configure_logging(settings)
     host = args.host or settings.host
     port = args.port or settings.port
+    try:
+        workers = parse_workers(args.workers if args.workers is not None else settings.workers)
+    except ValueError as exc:
+        raise SystemExit(f"gofannon: bad configuration: {exc}") from None
+    start_metrics = _metrics_starter(settings) if args.metrics_port is not None else None
+    if workers > 1:
+        from gofannon.supervisor import Supervisor
+
+        return Supervisor(settings, host, port, workers).run(args.metrics_port, start_metrics)
+    from aiohttp import web
+
+    from gofannon.app import create_app
+    from gofannon.web.keys import KERNEL
+
     app = create_app(settings)
-    web.run_app(app, host=host, port=port, access_log=None, print=lambda msg: print(msg, flush=True))
+    if start_metrics is not None:
+        start_metrics(args.metrics_port, host, settings, app[KERNEL])
+    web.run_app(app, host=host, port=port, access_log=None, reuse_port=args.reuse_port or None,
+                print=lambda msg: print(msg, flush=True))
     return 0
 
 
@@ -49,6 +77,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings()
     _configure_logging(settings)
+    if args.metrics_port is not None:
+        _metrics_starter(settings)(args.metrics_port, args.metrics_host or settings.host, settings)
     return run_worker(settings, Kernel, burst=args.burst, name=args.name, concurrency=args.concurrency,
                       grace=args.grace)
 
@@ -85,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", default=None, help="bind address (default GOFANNON_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default GOFANNON_PORT or 8000)")
+    serve.add_argument("--workers", default=None,
+                       help="API processes on the port, supervised (default GOFANNON_WORKERS or 1; auto = one per core)")
+    serve.add_argument("--metrics-port", type=int, default=None,
+                       help="also serve /metrics on this port, without auth (keep the port private)")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # a supervised child
     serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help="run an RQ worker for chat tickets and agent runs (needs REDIS_URL)")
@@ -94,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="jobs this process runs at once (default GOFANNON_JOB_CONCURRENCY)")
     worker.add_argument("--grace", type=float, default=30.0,
                         help="seconds a stopping worker lets running jobs finish (default 30)")
+    worker.add_argument("--metrics-port", type=int, default=None,
+                        help="serve this worker's /metrics on this port, without auth (keep the port private)")
+    worker.add_argument("--metrics-host", default=None, help="address of --metrics-port (default GOFANNON_HOST)")
     worker.set_defaults(func=cmd_worker)
 
     plugins = sub.add_parser("plugins", help="list plugins: name, version, hooks, load errors")
