@@ -245,3 +245,40 @@ async def test_deleting_a_workspace_with_force_removes_its_agents_from_every_lis
     assert after == []
     assert (await call(world.alice, "POST", "/rest/alices_tool", {"inputText": "x"}))[0] == 404
     assert (await call(world.bob, "GET", "/agents", headers={H: world.ws}))[0] == 404
+
+
+async def test_demos_of_a_workspace_follow_the_same_roles(world: World) -> None:
+    from test_demos import demo_body
+
+    made: dict[str, str] = {}
+    for who in ("alice", "bob"):
+        status, doc = await call(getattr(world, who), "POST", "/demos", demo_body(name=f"{who} demo"),
+                                 headers={H: world.ws})
+        assert status == 201 and doc["workspaceId"] == world.ws
+        made[who] = doc["_id"]
+    status, personal = await call(world.carol, "POST", "/demos", demo_body(name="carol demo"))
+    assert status == 201 and "workspaceId" not in personal
+    reads = {"alice": 200, "bob": 200, "carol": 404, "admin": 200, "token": 404}
+    for who, want in reads.items():
+        client, headers = world.actor(who)
+        status, listed = await call(client, "GET", "/demos", headers=headers)
+        assert status == want, who
+        if status == 200:
+            assert sorted(d["name"] for d in listed) == ["alice demo", "bob demo"]  # nothing of carol's
+        assert (await call(client, "GET", f"/demos/{made['alice']}", headers=headers))[0] == want, who
+    for who in ("alice", "bob"):
+        _, mine = await call(getattr(world, who), "GET", "/demos")
+        assert mine == [], who  # the personal list holds nothing of the workspace
+    edits = {("bob", "alice"): 403, ("bob", "bob"): 200, ("alice", "bob"): 200, ("carol", "bob"): 404,
+             ("token", "bob"): 404, ("admin", "alice"): 200}
+    for (who, whose), want in edits.items():
+        client, headers = world.actor(who)
+        status, answer = await call(client, "PUT", f"/demos/{made[whose]}", demo_body(name=f"{whose} demo"),
+                                    headers=headers)
+        assert status == want, (who, whose, answer)
+        if status == 200:
+            assert answer["workspaceId"] == world.ws
+    for who, whose, want in (("bob", "alice", 403), ("carol", "bob", 404), ("token", "bob", 404),
+                             ("bob", "bob", 204), ("alice", "alice", 204)):
+        client, headers = world.actor(who)
+        assert (await call(client, "DELETE", f"/demos/{made[whose]}", headers=headers))[0] == want, (who, whose)

@@ -68,4 +68,7 @@ class GenerateDemoCodeRequest(WireModel):
 
 def ordered(doc: dict[str, Any]) -> dict[str, Any]:
     """A stored demo in the wire's key order (unknown keys dropped)."""
-    return {k: doc.get(k) for k in DEMO_KEYS if k in doc or k in ("_rev", "composerThoughts", "description")}
+    out = {k: doc.get(k) for k in DEMO_KEYS if k in doc or k in ("_rev", "composerThoughts", "description")}
+    if doc.get("workspaceId"):
+        out["workspaceId"] = doc["workspaceId"]  # only demos of a shared workspace carry one (docs/workspaces.md)
+    return out

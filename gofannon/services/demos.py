@@ -25,7 +25,9 @@ from gofannon.models.demo import (
     GenerateDemoCodeRequest,
     ordered,
 )
-from gofannon.services.ownership import OWNER_FIELD, load_owned, visible_filter
+from gofannon.services.ownership import (
+    DELETE, EDIT, OWNER_FIELD, READ, WORKSPACE_FIELD, list_in_workspace, load_for, stamp_workspace,
+)
 from gofannon.timeutil import now_iso
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,32 +36,37 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 # -- CRUD -----------------------------------------------------------------------------------------------
-async def create_demo(kernel: "Kernel", ident: "Identity", req: CreateDemoAppRequest) -> dict[str, Any]:
+async def create_demo(kernel: "Kernel", ident: "Identity", req: CreateDemoAppRequest, *,
+                      workspace_id: str | None = None) -> dict[str, Any]:
     now = now_iso()
     demo_id = str(uuid.uuid4())
     doc = {**req.document(), "_id": demo_id, "created_at": now, "updated_at": now, OWNER_FIELD: ident.uid}
+    stamp_workspace(doc, ident, workspace_id)
     doc["_rev"] = await kernel.store.put(DEMOS, demo_id, doc, rev=None)
     return ordered(doc)
 
 
-async def list_demos(kernel: "Kernel", ident: "Identity") -> list[dict[str, Any]]:
-    return [ordered(d) for d in await kernel.store.find(DEMOS, visible_filter(ident))]
+async def list_demos(kernel: "Kernel", ident: "Identity", workspace_id: str | None = None) -> list[dict[str, Any]]:
+    """The demos of ``workspace_id`` (the active workspace, already checked; None = the caller's personal)."""
+    return [ordered(d) for d in await list_in_workspace(kernel, DEMOS, ident, workspace_id)]
 
 
 async def get_demo(kernel: "Kernel", ident: "Identity", demo_id: str) -> dict[str, Any]:
-    return ordered(await load_owned(kernel, ident, DEMOS, demo_id))
+    return ordered(await load_for(kernel, ident, DEMOS, demo_id, READ))
 
 
 async def replace_demo(kernel: "Kernel", ident: "Identity", demo_id: str, req: CreateDemoAppRequest,
                        expected_rev: str | None = None) -> dict[str, Any]:
     """Replace a demo's content; ``created_at`` and the owner stay; a stale ``_rev`` is a 409."""
-    current = await load_owned(kernel, ident, DEMOS, demo_id)
+    current = await load_for(kernel, ident, DEMOS, demo_id, EDIT)
     if expected_rev is not None and expected_rev != current.get("_rev"):
         raise Conflict(f"Demo '{demo_id}' was changed since revision {expected_rev}; reload it and retry")
     doc = {
         **req.document(), "_id": demo_id, "created_at": current.get("created_at") or now_iso(),
         "updated_at": now_iso(), OWNER_FIELD: current.get(OWNER_FIELD, ident.uid),
     }
+    if current.get(WORKSPACE_FIELD):
+        doc[WORKSPACE_FIELD] = current[WORKSPACE_FIELD]
     try:
         doc["_rev"] = await kernel.store.put(DEMOS, demo_id, doc, rev=current["_rev"])
     except RevisionConflict:
@@ -68,10 +75,8 @@ async def replace_demo(kernel: "Kernel", ident: "Identity", demo_id: str, req: C
 
 
 async def delete_demo(kernel: "Kernel", ident: "Identity", demo_id: str) -> None:
-    try:
-        await load_owned(kernel, ident, DEMOS, demo_id)
-    except NotFound:
-        raise NotFound(f"Document '{demo_id}' not found for deletion.") from None
+    await load_for(kernel, ident, DEMOS, demo_id, DELETE,
+                   not_found=NotFound(f"Document '{demo_id}' not found for deletion."))
     await kernel.store.delete(DEMOS, demo_id)
 
 
@@ -137,7 +142,8 @@ def parse_demo_code(raw: str) -> dict[str, str]:
     return {k: str(data[k]) if isinstance(data.get(k), str) else "" for k in ("html", "css", "js")}
 
 
-async def generate_demo_code(kernel: "Kernel", ident: "Identity", req: GenerateDemoCodeRequest) -> dict[str, Any]:
+async def generate_demo_code(kernel: "Kernel", ident: "Identity", req: GenerateDemoCodeRequest, *,
+                             workspace_id: str | None = None) -> dict[str, Any]:
     from gofannon.llm.service import call_llm
     from gofannon.services.codegen import builtin_tool_configs
 
@@ -148,7 +154,8 @@ async def generate_demo_code(kernel: "Kernel", ident: "Identity", req: GenerateD
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user_prompt(req)}]
     try:
         result = await call_llm(kernel, ident, cfg.provider, cfg.model, messages, params,
-                                tools=builtin_tool_configs(cfg.provider, cfg.model, req.built_in_tools))
+                                tools=builtin_tool_configs(cfg.provider, cfg.model, req.built_in_tools),
+                                workspace_id=workspace_id)
     except GofannonError:
         raise
     except Exception as exc:  # noqa: BLE001 - a provider plugin's surprise is the provider's failure

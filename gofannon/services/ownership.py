@@ -95,3 +95,39 @@ async def may(kernel: "Kernel", ident: "Identity", doc: dict[str, Any], verb: st
     except GofannonError:
         return False
     return True
+
+
+def stamp_workspace(doc: dict[str, Any], ident: "Identity", workspace_id: str | None) -> dict[str, Any]:
+    """Put a new document of ``ident`` in ``workspace_id`` (the active workspace, already checked): a shared
+    one is recorded as ``workspaceId``; the caller's own personal one leaves the document as before
+    workspaces. Someone else's personal workspace is refused (403)."""
+    if workspace_id and workspace_id != PERSONAL_PREFIX + ident.uid:
+        if in_personal(workspace_id):
+            raise Forbidden("New documents go to your own personal workspace or to a shared one")
+        doc[WORKSPACE_FIELD] = workspace_id
+    return doc
+
+
+async def list_in_workspace(kernel: "Kernel", collection: str, ident: "Identity",
+                            workspace_id: str | None) -> list[dict[str, Any]]:
+    """The documents of ``collection`` in a workspace (the active one, already checked; None = the caller's
+    personal). A site admin in their own personal workspace sees every document, as before workspaces."""
+    own = PERSONAL_PREFIX + ident.uid
+    workspace_id = workspace_id or own
+    if workspace_id == own and ident.is_site_admin:
+        return await kernel.store.find(collection, {})  # type: ignore[no-any-return]
+    if in_personal(workspace_id):
+        owner = workspace_id[len(PERSONAL_PREFIX):]
+        return [d for d in await kernel.store.find(collection, {OWNER_FIELD: owner}) if shared_workspace(d) is None]
+    return await kernel.store.find(collection, {WORKSPACE_FIELD: workspace_id})  # type: ignore[no-any-return]
+
+
+async def load_for(kernel: "Kernel", ident: "Identity", collection: str, doc_id: str, verb: str, *,
+                   not_found: GofannonError | None = None) -> dict[str, Any]:
+    """``load_owned`` with workspaces: the document if ``ident`` may ``verb`` it."""
+    missing = not_found or DocumentNotFound(collection, doc_id)
+    doc = await kernel.store.get(collection, doc_id)
+    if doc is None:
+        raise missing
+    await authorize(kernel, ident, doc, verb, not_found=missing)
+    return doc

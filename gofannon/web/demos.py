@@ -16,6 +16,7 @@ from aiohttp import web
 
 from gofannon.models.demo import CreateDemoAppRequest, GenerateDemoCodeRequest
 from gofannon.services import demos
+from gofannon.services.workspaces import active_workspace
 from gofannon.web.common import (
     api_doc,
     identity,
@@ -36,7 +37,8 @@ routes = web.RouteTableDef()
 async def generate_demo_code(request: web.Request) -> web.Response:
     ident = identity(request)
     body = await parse_body(request, GenerateDemoCodeRequest)
-    return json_response(await demos.generate_demo_code(kernel_of(request), ident, body))
+    workspace_id, _role = await active_workspace(request)
+    return json_response(await demos.generate_demo_code(kernel_of(request), ident, body, workspace_id=workspace_id))
 
 
 @routes.post("/demos")
@@ -44,13 +46,16 @@ async def generate_demo_code(request: web.Request) -> web.Response:
 async def create_demo(request: web.Request) -> web.Response:
     ident = identity(request)
     body = await parse_body(request, CreateDemoAppRequest)
-    return json_response(await demos.create_demo(kernel_of(request), ident, body), status=201)
+    workspace_id, _role = await active_workspace(request)
+    return json_response(await demos.create_demo(kernel_of(request), ident, body, workspace_id=workspace_id),
+                         status=201)
 
 
 @routes.get("/demos")
 @api_doc(summary="The caller's demo apps (all of them for a site admin)", tags=["demos"])
 async def list_demos(request: web.Request) -> web.Response:
-    return json_response(await demos.list_demos(kernel_of(request), identity(request)))
+    workspace_id, _role = await active_workspace(request)
+    return json_response(await demos.list_demos(kernel_of(request), identity(request), workspace_id))
 
 
 @routes.get("/demos/{demo_id}")
