@@ -660,3 +660,24 @@ async def test_a_grant_is_its_owners_alone_to_see_and_end(serve: Any) -> None:
         paths = (await r.json())["paths"]
     assert {"/oauth/register", "/oauth/authorize", "/oauth/token", "/oauth/revoke",
             "/.well-known/oauth-authorization-server", "/.well-known/oauth-protected-resource"} <= set(paths)
+
+
+async def test_login_returns_to_the_kernels_own_origin_but_never_elsewhere(client: Client) -> None:
+    async def land(return_to: str) -> str:
+        browser = Browser(client.url("/"))
+        try:
+            async with browser.session.get(client.url("/auth/login/dev_stub?" + urlencode({"return_to": return_to})),
+                                           allow_redirects=False) as r:
+                picker = urljoin(client.url("/"), r.headers["Location"])
+            async with browser.session.get(picker) as r:
+                page = await r.text()
+            link = next(html.unescape(h) for h in re.findall(r'href="([^"]+)"', page) if "code=alice&" in h)
+            async with browser.session.get(urljoin(client.url("/"), link), allow_redirects=False) as r:
+                return r.headers["Location"]
+        finally:
+            await browser.close()
+
+    own = client.url("/oauth/authorize?client_id=x")
+    assert await land(own) == own
+    assert await land("http://evil.example/oauth/authorize") == "http://localhost:3000/"
+    assert await land("//evil.example/x") == "http://localhost:3000/"
