@@ -215,19 +215,31 @@ async def test_the_mcp_sdk_signs_in_through_login_and_consent_then_lists_tools(s
                                             grant_types=["authorization_code", "refresh_token"]),
         storage=storage, redirect_handler=redirect_handler, callback_handler=callback_handler,
     )
-    try:
+
+    async def list_tools() -> list[str]:
         async with httpx2.AsyncClient(auth=auth, timeout=httpx2.Timeout(30)) as http:
             async with streamable_http_client(alice.url("/mcp"), http_client=http) as (read, write):
                 async with ClientSession(read, write) as session:
                     if session.initialize_result is None:
                         await session.initialize()
-                    tools = (await session.list_tools()).tools
+                    return [t.name for t in (await session.list_tools()).tools]
+
+    try:
+        assert await list_tools() == ["echo"]
     finally:
         await browser.close()
-    assert [t.name for t in tools] == ["echo"]
     assert storage.tokens is not None and storage.tokens.access_token.startswith("gfo_")
     assert storage.tokens.refresh_token and storage.tokens.refresh_token.startswith("gfr_")
     assert "resource=" in seen["authorize"] and "code_challenge_method=S256" in seen["authorize"]
+
+    # An hour later the SDK refreshes by itself (no browser): a new pair, the old access token is dead.
+    first = storage.tokens
+    seen.clear()
+    auth.context.token_expiry_time = 1.0  # what the SDK computed from expires_in has passed
+    assert await list_tools() == ["echo"]
+    assert seen == {}  # no new authorization: the refresh token did it
+    assert storage.tokens.access_token != first.access_token and storage.tokens.refresh_token != first.refresh_token
+    assert (await mcp_status(alice, first.access_token))[0] == 401
 
     # The grant is one of alice's tokens, with the client's name; revoking it there ends access and refresh.
     async with alice.get("/users/me/tokens") as r:
