@@ -282,3 +282,30 @@ async def test_demos_of_a_workspace_follow_the_same_roles(world: World) -> None:
                              ("bob", "bob", 204), ("alice", "alice", 204)):
         client, headers = world.actor(who)
         assert (await call(client, "DELETE", f"/demos/{made[whose]}", headers=headers))[0] == want, (who, whose)
+
+
+async def test_chat_settings_sessions_of_a_workspace_follow_the_same_roles(world: World) -> None:
+    cfg = {"provider": "openai", "model": "gpt-4o", "parameters": {}}
+    assert (await call(world.bob, "POST", "/sessions/team_chat/config", cfg, headers={H: world.ws}))[0] == 200
+    expected = {  # (read, write, delete) for a session bob made in W
+        "alice": (200, 200, None), "bob": (200, 200, None), "carol": (404, 404, 404), "admin": (200, 200, None),
+        "token": (404, 404, 404),
+    }
+    for who, (read, write, delete) in expected.items():
+        client, headers = world.actor(who)
+        status, got = await call(client, "GET", "/sessions/team_chat/config", headers=headers)
+        assert status == read, who
+        if status == 404:
+            assert got == {"detail": "Document 'team_chat' not found in 'sessions'"}
+        assert (await call(client, "POST", "/sessions/team_chat/config", cfg, headers=headers))[0] == write, who
+        if delete:
+            assert (await call(client, "DELETE", "/sessions/team_chat", headers=headers))[0] == delete, who
+    # alice's session in W: bob (a member) may read it but not change or delete it.
+    assert (await call(world.alice, "POST", "/sessions/alices_chat/config", cfg, headers={H: world.ws}))[0] == 200
+    assert (await call(world.bob, "GET", "/sessions/alices_chat/config"))[0] == 200
+    assert (await call(world.bob, "POST", "/sessions/alices_chat/config", cfg))[0] == 403
+    assert (await call(world.bob, "DELETE", "/sessions/alices_chat"))[0] == 403
+    assert (await call(world.alice, "DELETE", "/sessions/alices_chat"))[0] == 200
+    # A personal session stays its owner's, as before.
+    assert (await call(world.carol, "POST", "/sessions/carols_chat/config", cfg))[0] == 200
+    assert (await call(world.alice, "GET", "/sessions/carols_chat/config", headers={H: world.ws}))[0] == 404
