@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,7 +66,10 @@ def _readable(fds: list[int], timeout: float) -> list[int]:
         return []
 
 
-def _child_pipes() -> tuple[tuple[int, ...], tuple[int, ...]]:
+Fds5 = tuple[int, int, int, int, int]
+
+
+def _child_pipes() -> tuple[Fds5, Fds5]:
     """The five pipes of a child: (the child's ends: stdin, events out, sync requests out, sync replies in,
     output), (the host's ends: to_w, from_r, sreq_r, srep_w, out_r)."""
     to_r, to_w = os.pipe()
@@ -558,10 +562,11 @@ class SandboxPool:
         return Zygote(_direct_argv(), base, cwd=home, env=_clean_env(home), new_session=True)
 
     def _fork_child(self) -> Child:
-        if self.zygote is None or not self.zygote.alive:
-            if self.zygote is not None:
-                self.zygote.close()
-            self.zygote = self._zygote_launch()
+        zygote = self.zygote
+        if zygote is None or not zygote.alive:
+            if zygote is not None:
+                zygote.close()
+            zygote = self.zygote = self._zygote_launch()
         self._serial += 1
         # A rehearsal in the new child moves copy-on-write faults off the run's path (lower latency) but costs
         # CPU; when runs are already waiting for children, throughput matters more, so skip it.
@@ -577,42 +582,46 @@ class SandboxPool:
             cfg["workdir"] = tmpdir
             if self.tier == "landlock":
                 cfg["landlock"] = _landlock_rules(prefix, str(CHILD_DIR), tmpdir)
-        child_ends, host_ends = _child_pipes()
-        try:
-            proc = self.zygote.fork(child_ends, cfg)
-        except BaseException:
-            for fd in host_ends:
-                os.close(fd)
-            if tmpdir:
-                shutil.rmtree(tmpdir, ignore_errors=True)
-            raise
-        finally:
-            for fd in child_ends:
-                os.close(fd)
-        return Child(proc, *host_ends, tmpdir)
+        return self._launch(lambda ends: zygote.fork(ends, cfg), tmpdir)
 
     def _spawn_child(self) -> Child:
         """Start one child as a fresh interpreter."""
-        child_ends, host_ends = _child_pipes()
-        to_r, from_w, sreq_w, srep_r, out_w = child_ends
-        cfg = {"out": from_w, "sync_out": sreq_w, "sync_in": srep_r, "limits": self.limits, "tier": self.tier}
+        cfg: dict[str, Any] = {"limits": self.limits, "tier": self.tier}
         tmpdir: str | None = None
-        try:
-            if self.tier == "bwrap":
-                argv = bwrap_argv(max(2 * self.limits["file_mb"], 16) * 1024 * 1024)
-                cwd = "/"
-                env = {"PATH": "/usr/bin:/bin"}
-            else:
-                tmpdir = tempfile.mkdtemp(prefix="gofannon-sandbox-")
-                argv = _direct_argv()
-                cwd = tmpdir
-                env = _clean_env(tmpdir)
-                cfg["workdir"] = tmpdir
-                if self.tier == "landlock":
-                    cfg["landlock"] = _landlock_rules(_python()[1], str(CHILD_DIR), tmpdir)
-            proc = subprocess.Popen(argv + [json.dumps(cfg)], stdin=to_r, stdout=out_w, stderr=out_w,
+        if self.tier == "bwrap":
+            argv = bwrap_argv(max(2 * self.limits["file_mb"], 16) * 1024 * 1024)
+            cwd = "/"
+            env = {"PATH": "/usr/bin:/bin"}
+        else:
+            tmpdir = tempfile.mkdtemp(prefix="gofannon-sandbox-")
+            argv = _direct_argv()
+            cwd = tmpdir
+            env = _clean_env(tmpdir)
+            cfg["workdir"] = tmpdir
+            if self.tier == "landlock":
+                cfg["landlock"] = _landlock_rules(_python()[1], str(CHILD_DIR), tmpdir)
+
+        def start(ends: Fds5) -> subprocess.Popen[bytes]:
+            to_r, from_w, sreq_w, srep_r, out_w = ends
+            cfg.update(out=from_w, sync_out=sreq_w, sync_in=srep_r)
+            return subprocess.Popen(argv + [json.dumps(cfg)], stdin=to_r, stdout=out_w, stderr=out_w,
                                     pass_fds=(from_w, sreq_w, srep_r), cwd=cwd, env=env, close_fds=True,
                                     start_new_session=self.tier != "bwrap")
+
+        return self._launch(start, tmpdir)
+
+    @staticmethod
+    def _launch(start: Callable[[Fds5], Any], tmpdir: str | None) -> Child:
+        """Make the child's pipes and ``start(child_ends)`` the process; on failure leave nothing behind (pipes
+        closed, ``tmpdir`` removed). The child's ends are closed here either way: the process has its copies."""
+        try:
+            child_ends, host_ends = _child_pipes()
+        except BaseException:
+            if tmpdir:
+                shutil.rmtree(tmpdir, ignore_errors=True)
+            raise
+        try:
+            proc = start(child_ends)
         except BaseException:
             for fd in host_ends:
                 os.close(fd)

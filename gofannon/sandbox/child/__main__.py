@@ -20,7 +20,7 @@ def main() -> None:
     parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sys.path.insert(0, parent)
     try:
-        from child import serve, zygote
+        from child import serve, zygote  # type: ignore[import-not-found]  # this package, by its own name
     finally:
         sys.path.remove(parent)
     for name in [m for m in sys.modules if m == "child" or m.startswith("child.")]:

@@ -7,6 +7,7 @@ creating processes, and ``PR_SET_NO_NEW_PRIVS`` is set before Landlock and secco
 each step refuses. Standard library only.
 """
 
+import ctypes
 import errno
 import os
 import resource
@@ -147,50 +148,52 @@ def _seccomp_program(machine: str, my_pid: int) -> list[tuple[int, int, int, int
     return prog
 
 
-_KIT: dict = {}
+class SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
 
 
-def ctypes_kit() -> dict:
-    """libc and the seccomp structures, built once (warm-up) rather than in every run's critical path."""
-    if not _KIT:
-        import ctypes
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
 
-        class SockFilter(ctypes.Structure):
-            _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte),
-                        ("k", ctypes.c_uint)]
 
-        class SockFprog(ctypes.Structure):
-            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+class CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-        libc.syscall.restype = ctypes.c_long
-        _KIT.update(ctypes=ctypes, libc=libc, SockFilter=SockFilter, SockFprog=SockFprog)
-    return _KIT
+
+class CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+class PathBeneath(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+_LIBC: list[ctypes.CDLL] = []
+
+
+def libc() -> ctypes.CDLL:
+    """libc with the signatures used here, loaded once (warm-up) rather than in every run's critical path."""
+    if not _LIBC:
+        lib = ctypes.CDLL(None, use_errno=True)
+        lib.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        lib.syscall.restype = ctypes.c_long
+        _LIBC.append(lib)
+    return _LIBC[0]
 
 
 def drop_capabilities() -> None:
     """Give up every capability (a child of a root service is then a powerless uid 0: no mount, mknod,
     reboot, module loading, raw I/O, overriding file permissions...). A no-op where there are none (bwrap)."""
-    kit = ctypes_kit()
-    ctypes, libc = kit["ctypes"], kit["libc"]
-
-    class Header(ctypes.Structure):
-        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-    class Data(ctypes.Structure):
-        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
-
-    header = Header(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
-    data = (Data * 2)()
-    if libc.capset(ctypes.byref(header), data) != 0:
+    header = CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    data = (CapData * 2)()
+    if libc().capset(ctypes.byref(header), data) != 0:
         raise OSError(ctypes.get_errno(), "capset failed")
 
 
 def install_seccomp() -> None:
     """Install the filter through prctl (no_new_privs first, so it works without CAP_SYS_ADMIN)."""
-    kit = ctypes_kit()
-    ctypes, libc, SockFilter, SockFprog = kit["ctypes"], kit["libc"], kit["SockFilter"], kit["SockFprog"]
+    lib = libc()
     machine = os.uname().machine
     if machine not in _ARCHES:
         raise OSError(f"seccomp filter not available for {machine}")
@@ -198,9 +201,9 @@ def install_seccomp() -> None:
     filters = (SockFilter * len(prog))(*[SockFilter(*ins) for ins in prog])
     fprog = SockFprog(len(prog), filters)
     pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2
-    if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
+    if lib.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
-    if libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.addressof(fprog), 0, 0) != 0:
+    if lib.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.addressof(fprog), 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
 
 
@@ -216,10 +219,9 @@ def apply_landlock(rules: dict) -> None:
     Also, where the kernel's Landlock ABI offers it: no TCP bind/connect (v4) and no signals or abstract unix
     sockets beyond this process's domain (v6).
     """
-    kit = ctypes_kit()
-    ctypes, libc = kit["ctypes"], kit["libc"]
+    lib = libc()
     create, add_rule, restrict = 444, 445, 446
-    abi = libc.syscall(create, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    abi = lib.syscall(create, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
     if abi < 1:
         raise OSError(ctypes.get_errno(), "Landlock is not available")
     handled = (1 << 13) - 1
@@ -232,13 +234,9 @@ def apply_landlock(rules: dict) -> None:
     fields = [handled, 3 if abi >= 4 else 0, 3 if abi >= 6 else 0]  # fs, net (bind|connect tcp), scoped
     size = 8 if abi < 4 else 16 if abi < 6 else 24
     attr = (ctypes.c_uint64 * 3)(*fields)
-    ruleset = libc.syscall(create, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
+    ruleset = lib.syscall(create, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
     if ruleset < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
-
-    class PathBeneath(ctypes.Structure):
-        _pack_ = 1
-        _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
     read = _LL_EXECUTE | _LL_READ_FILE | _LL_READ_DIR
     try:
@@ -253,13 +251,13 @@ def apply_landlock(rules: dict) -> None:
                     if not os.path.isdir(path):
                         allowed &= _LL_FILE_RIGHTS
                     rule = PathBeneath(allowed, fd)
-                    if libc.syscall(add_rule, ruleset, 1, ctypes.byref(rule), 0) != 0:
+                    if lib.syscall(add_rule, ruleset, 1, ctypes.byref(rule), 0) != 0:
                         raise OSError(ctypes.get_errno(), f"landlock_add_rule({path}) failed")
                 finally:
                     os.close(fd)
-        if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+        if lib.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
-        if libc.syscall(restrict, ruleset, 0) != 0:
+        if lib.syscall(restrict, ruleset, 0) != 0:
             raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
     finally:
         os.close(ruleset)
@@ -285,6 +283,6 @@ def guard_process_creation() -> None:
     import _posixsubprocess  # subprocess and multiprocessing start programs through it
     import subprocess
 
-    _posixsubprocess.fork_exec = _blocked
-    subprocess._fork_exec = _blocked
+    _posixsubprocess.fork_exec = _blocked  # type: ignore[assignment]
+    subprocess._fork_exec = _blocked  # type: ignore[attr-defined]
 

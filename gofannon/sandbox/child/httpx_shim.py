@@ -201,6 +201,6 @@ def _make_httpx(call: Callable[[str, dict], Awaitable[Any]]) -> types.ModuleType
                 AsyncClient):
         obj.__module__ = AGENT_MODULE
         setattr(mod, obj.__name__, obj)
-    mod.ReadTimeout = mod.ConnectTimeout = TimeoutException
+    vars(mod).update(ReadTimeout=TimeoutException, ConnectTimeout=TimeoutException)
     return mod
 

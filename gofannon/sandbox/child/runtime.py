@@ -19,8 +19,19 @@ import time
 import types
 from datetime import datetime, timezone
 
-from .channel import (AGENT_MODULE, EXIT_HOST_GONE, EXIT_OUTPUT, HEADER, MAX_EVENTS, MAX_MESSAGE,
-                      MAX_OUTPUT_BYTES, HTTPException, Writer, read_frame, remote_exception)
+from .channel import (
+    AGENT_MODULE,
+    EXIT_HOST_GONE,
+    EXIT_OUTPUT,
+    HEADER,
+    MAX_EVENTS,
+    MAX_MESSAGE,
+    MAX_OUTPUT_BYTES,
+    HTTPException,
+    Writer,
+    read_frame,
+    remote_exception,
+)
 from .httpx_shim import _make_httpx
 
 
@@ -88,7 +99,8 @@ class Runtime:
             self.pending.pop(rid, None)
 
     def on_reply(self, msg: dict) -> None:
-        fut = self.pending.get(msg.get("id"))
+        rid = msg.get("id")
+        fut = self.pending.get(rid) if isinstance(rid, int) else None
         if fut is None or fut.done():
             return
         if msg.get("ok"):
@@ -335,16 +347,18 @@ def build_api(rt: Runtime) -> dict:
     }
 
 
+def _module(name: str, **attrs: object) -> types.ModuleType:
+    module = types.ModuleType(name)
+    vars(module).update(attrs)
+    return module
+
+
 def install_modules(api: dict) -> None:
     """Make the reference's import lines resolve to this run's (user-bound) objects."""
-    af = types.ModuleType("agent_factory")
-    af_rmc = types.ModuleType("agent_factory.remote_mcp_client")
-    af_rmc.RemoteMCPClient = api["RemoteMCPClient"]
-    af.remote_mcp_client = af_rmc
-    services = types.ModuleType("services")
-    llm = types.ModuleType("services.llm_service")
-    llm.call_llm = api["call_llm"]
-    services.llm_service = llm
+    af_rmc = _module("agent_factory.remote_mcp_client", RemoteMCPClient=api["RemoteMCPClient"])
+    af = _module("agent_factory", remote_mcp_client=af_rmc)
+    llm = _module("services.llm_service", call_llm=api["call_llm"])
+    services = _module("services", llm_service=llm)
     sys.modules.update({"agent_factory": af, "agent_factory.remote_mcp_client": af_rmc, "services": services,
                         "services.llm_service": llm, "httpx": api["httpx"]})
 

@@ -16,12 +16,14 @@ import sys
 import traceback
 
 from .channel import EXIT_CPU, MAX_MESSAGE, MAX_RESULT_BYTES, Writer, read_frame
-from .confine import ProcessCreationBlocked, confine, ctypes_kit
+from .confine import ProcessCreationBlocked, confine, libc
 from .runtime import Runtime, build_api, capture_output, install_modules
 
 
-def _limit_of(exc: BaseException) -> str | None:
+def _limit_of(error: BaseException) -> str | None:
+    """The limit behind ``error`` or anything in its chain of causes, if any."""
     seen = set()
+    exc: BaseException | None = error
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, MemoryError):
@@ -106,7 +108,7 @@ def warm_up() -> None:
         return None
 
     asyncio.run(noop())  # first-call costs of the event loop machinery are paid here, not by the run
-    ctypes_kit()
+    libc()
 
 
 def _rehearse(cfg: dict) -> None:

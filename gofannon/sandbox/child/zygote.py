@@ -14,18 +14,19 @@ import os
 import signal
 import sys
 import traceback
+from typing import Any
 
 from .channel import EXIT_HOST_GONE
-from .confine import ctypes_kit
+from .confine import libc
 from .serve import serve_one
 
 
 def _zygote_child(cfg: dict, fds: list[int], zygote_pid: int) -> None:
     """In the forked child: own fds at fixed numbers, nothing of the zygote's, die with the zygote."""
     try:
-        libc = ctypes_kit()["libc"]
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: siblings cannot read this process's memory or environ
+        lib = libc()
+        lib.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        lib.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: siblings cannot read this process's memory or environ
         if os.getppid() != zygote_pid:
             os._exit(EXIT_HOST_GONE)  # the zygote died before the death signal was armed
         high = [os.dup(fd) for fd in fds]  # move out of the way before placing them
@@ -82,7 +83,8 @@ def zygote(cfg: dict) -> None:
     gc.freeze()  # the template's objects stay out of the children's collections (and their pages unshared)
     ctl.send(json.dumps({"ready": os.getpid()}).encode())
     while True:
-        readable, _, _ = select.select([ctl, wake_r], [], [], 1.0)
+        watched: list[Any] = [ctl, wake_r]
+        readable, _, _ = select.select(watched, [], [], 1.0)
         if wake_r in readable:
             try:
                 os.read(wake_r, 4096)
