@@ -309,3 +309,33 @@ async def test_chat_settings_sessions_of_a_workspace_follow_the_same_roles(world
     # A personal session stays its owner's, as before.
     assert (await call(world.carol, "POST", "/sessions/carols_chat/config", cfg))[0] == 200
     assert (await call(world.alice, "GET", "/sessions/carols_chat/config", headers={H: world.ws}))[0] == 404
+
+
+async def test_run_records_of_a_workspace_are_its_members_to_see(world: World) -> None:
+    import asyncio
+
+    spec = {"code": CODE, "inputDict": {"inputText": "hi"}, "tools": {}}
+    status, started = await call(world.bob, "POST", "/agents/run-code/start", spec, headers={H: world.ws})
+    assert status == 202
+    run_id = started["runId"]
+    for _ in range(300):
+        _, record = await call(world.bob, "GET", f"/runs/{run_id}")
+        if record["status"] != "running":
+            break
+        await asyncio.sleep(0.05)
+    assert record["status"] == "success" and record["workspaceId"] == world.ws, record
+    for who, want in {"alice": 200, "bob": 200, "carol": 404, "admin": 200, "token": 404}.items():
+        client, headers = world.actor(who)
+        status, got = await call(client, "GET", f"/runs/{run_id}", headers=headers)
+        assert status == want, who
+        if status == 404:
+            assert got == {"detail": "Run not found"}
+        status, listed = await call(client, "GET", "/runs", headers=headers)
+        if who in ("carol", "token"):
+            assert status == 404
+        else:
+            assert [r["runId"] for r in listed["runs"]] == [run_id], who
+    for who in ("alice", "bob"):
+        _, personal = await call(getattr(world, who), "GET", "/runs")
+        assert personal["runs"] == [], who
+    assert (await call(world.carol, "POST", f"/runs/{run_id}/stop"))[0] == 404

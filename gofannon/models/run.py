@@ -21,7 +21,10 @@ STATUSES = ("running", "success", "error", "stopped")
 
 
 def summary(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: record.get(k) for k in SUMMARY_KEYS}
+    out = {k: record.get(k) for k in SUMMARY_KEYS}
+    if record.get("workspaceId"):
+        out["workspaceId"] = record["workspaceId"]  # only runs made in a shared workspace carry one
+    return out
 
 
 def detail(record: dict[str, Any], events: list[dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from gofannon.errors import NotFound
 from gofannon.models.run import RUNS, nullable
 from gofannon.services.broker import RunBroker, RunContext
-from gofannon.services.ownership import OWNER_FIELD, owns, shared_workspace, visible_filter
+from gofannon.services.ownership import EDIT, OWNER_FIELD, READ, list_in_workspace, load_for, shared_workspace
 from gofannon.timeutil import now_iso
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -393,6 +393,8 @@ async def start_recorded(kernel: "Kernel", ident: "Identity", spec: dict[str, An
         "status": "running", "startedAt": now_iso(), "completedAt": None, "inputDict": spec.get("inputDict"),
         "error": None, OWNER_FIELD: ident.uid, "result": None, "schemaWarnings": None, "opsLog": None, "events": [],
     }
+    if spec.get("workspaceId"):
+        record["workspaceId"] = spec["workspaceId"]  # a run in a shared workspace: its members see the record
     await kernel.store.put(RUNS, run_id, record, rev=None)
     channel(kernel, run_id)  # the local channel exists before the first event
     await kernel.queue.submit("agent_run", job_payload(ident, spec, run_id=run_id, record=True),
@@ -419,18 +421,17 @@ async def _complete_record(kernel: "Kernel", run_id: str, outcome: dict[str, Any
             **d, "status": "error", "completedAt": now_iso(), "error": "The run's result could not be stored."})
 
 
-async def get_record(kernel: "Kernel", ident: "Identity", run_id: str) -> dict[str, Any]:
-    doc = await kernel.store.get(RUNS, run_id)
-    if doc is None or not owns(ident, doc):
-        raise NotFound("Run not found")
-    return doc  # type: ignore[no-any-return]
+async def get_record(kernel: "Kernel", ident: "Identity", run_id: str, verb: str = READ) -> dict[str, Any]:
+    """A run record ``ident`` may ``verb`` (its owner's; in a shared workspace, its members read it)."""
+    return await load_for(kernel, ident, RUNS, run_id, verb, not_found=NotFound("Run not found"))
 
 
-async def list_records(kernel: "Kernel", ident: "Identity", agent_id: str | None = None) -> list[dict[str, Any]]:
-    where = dict(visible_filter(ident))
+async def list_records(kernel: "Kernel", ident: "Identity", agent_id: str | None = None,
+                       workspace_id: str | None = None) -> list[dict[str, Any]]:
+    """The run records of ``workspace_id`` (the active workspace, already checked; None = the caller's own)."""
+    docs = await list_in_workspace(kernel, RUNS, ident, workspace_id)
     if agent_id:
-        where["agentId"] = agent_id
-    docs = await kernel.store.find(RUNS, where)
+        docs = [d for d in docs if d.get("agentId") == agent_id]
     docs.sort(key=lambda d: d.get("startedAt") or "", reverse=True)
     return docs  # type: ignore[no-any-return]
 
@@ -455,7 +456,7 @@ async def events_so_far(kernel: "Kernel", run_id: str) -> list[dict[str, Any]] |
 
 
 async def request_stop(kernel: "Kernel", ident: "Identity", run_id: str) -> dict[str, Any]:
-    record = await get_record(kernel, ident, run_id)
+    record = await get_record(kernel, ident, run_id, EDIT)
     runs = local(kernel)
     task = runs.tasks.get(run_id)
     if task is not None and not task.done():

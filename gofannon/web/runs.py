@@ -10,6 +10,7 @@ from aiohttp import web
 
 from gofannon.models import run as run_model
 from gofannon.services import runs
+from gofannon.services.workspaces import active_workspace
 from gofannon.web.common import api_doc, dumps, identity, json_response, kernel_of
 
 routes = web.RouteTableDef()
@@ -81,7 +82,8 @@ async def pump(request: web.Request, resp: web.StreamResponse, ch: runs.Channel,
 @routes.get("/runs")
 @api_doc(summary="The caller's runs (newest first); ?agent_id= filters", tags=["runs"])
 async def list_runs(request: web.Request) -> web.Response:
-    docs = await runs.list_records(kernel_of(request), identity(request), request.query.get("agent_id"))
+    workspace_id, _role = await active_workspace(request)
+    docs = await runs.list_records(kernel_of(request), identity(request), request.query.get("agent_id"), workspace_id)
     return json_response({"runs": [run_model.summary(d) for d in docs]})
 
 
