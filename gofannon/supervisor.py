@@ -129,6 +129,9 @@ class Supervisor:
         self.stopping = True
 
     def run(self, metrics_port: int | None = None, start_metrics: Any = None) -> int:
+        if self.settings.storage == "memory":
+            raise SystemExit("gofannon serve: GOFANNON_STORAGE=memory keeps documents inside one process, so "
+                             "several workers would not share users, sessions or budgets; use sqlite, postgres or redis")
         reserved = reserve_port(self.host, self.port)
         self._metrics_dir()
         if metrics_port is not None and start_metrics is not None:

@@ -202,8 +202,12 @@ async def test_metrics_of_both_workers_add_up_and_sigterm_stops_them_all(workers
         assert not alive(pid)
 
 
-def test_a_bad_worker_count_stops_with_a_clear_message(tmp_path: Path) -> None:
+def test_a_bad_worker_count_or_an_unshareable_store_stops_with_a_clear_message(tmp_path: Path) -> None:
     env = {**os.environ, "APP_ENV": "test", "GOFANNON_DATA_DIR": str(tmp_path / "data"), "GOFANNON_WORKERS": "0"}
     out = subprocess.run([sys.executable, "-m", "gofannon", "serve", "--port", str(free_port())], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "GOFANNON_WORKERS" in out.stderr and "auto" in out.stderr
+    env.update(GOFANNON_WORKERS="2", GOFANNON_STORAGE="memory")
+    out = subprocess.run([sys.executable, "-m", "gofannon", "serve", "--port", str(free_port())], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "GOFANNON_STORAGE=memory" in out.stderr
