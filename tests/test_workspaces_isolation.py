@@ -339,3 +339,32 @@ async def test_run_records_of_a_workspace_are_its_members_to_see(world: World) -
         _, personal = await call(getattr(world, who), "GET", "/runs")
         assert personal["runs"] == [], who
     assert (await call(world.carol, "POST", f"/runs/{run_id}/stop"))[0] == 404
+
+
+async def test_a_workspace_has_one_data_store_shared_by_its_members_and_its_runs(world: World) -> None:
+    rec = "/data-store/namespaces/notes/records/plan"
+    status, saved = await call(world.bob, "PUT", rec, {"value": {"step": 1}}, headers={H: world.ws})
+    assert status == 200
+    for who, want in {"alice": 200, "bob": 200, "carol": 404, "admin": 200, "token": 404}.items():
+        client, headers = world.actor(who)
+        status, got = await call(client, "GET", rec, headers=headers)
+        assert status == want, who
+        if status == 200:
+            assert got["value"] == {"step": 1}
+        status, stats = await call(client, "GET", "/data-store/namespaces", headers=headers)
+        assert status == want, who
+    for who in ("alice", "bob"):  # personal data stores hold nothing of it
+        assert (await call(getattr(world, who), "GET", rec))[0] == 404
+    # An agent run in the workspace reads and writes the same records.
+    code = ("async def run(input_dict, tools):\n"
+            "    notes = data_store.use_namespace('notes')\n"
+            "    notes.set('seen', True)\n"
+            "    return {'plan': notes.get('plan')}\n")
+    status, ran = await call(world.alice, "POST", "/agents/run-code",
+                             {"code": code, "inputDict": {}, "tools": {}}, headers={H: world.ws})
+    assert status == 200 and ran["result"] == {"plan": {"step": 1}}, ran
+    assert (await call(world.bob, "GET", "/data-store/namespaces/notes/records/seen", headers={H: world.ws}))[0] == 200
+    # Clearing a whole namespace is for the workspace's admins.
+    assert (await call(world.bob, "DELETE", "/data-store/namespaces/notes", headers={H: world.ws}))[0] == 403
+    status, cleared = await call(world.alice, "DELETE", "/data-store/namespaces/notes", headers={H: world.ws})
+    assert status == 200 and cleared["deletedCount"] == 2

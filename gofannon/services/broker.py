@@ -240,7 +240,9 @@ class RunBroker:
         if op not in _DATA_STORE_OPS:
             raise ValueError(f"Unknown data_store operation '{op}'.")
         namespace = str(args.pop("namespace", None) or "default")
-        return await data_store.perform(self.ctx.kernel, self.ctx.ident.uid, op, args, namespace=namespace,
+        # A run in a shared workspace reads and writes the workspace's data store, shared by its members.
+        owner = self.ctx.workspace_id or self.ctx.ident.uid
+        return await data_store.perform(self.ctx.kernel, owner, op, args, namespace=namespace,
                                         agent_name=self.agent_name,
                                         ops_log=self.ops_log if self.collect_ops else None)
 

@@ -298,9 +298,14 @@ async def update(kernel: "Kernel", ident: "Identity", workspace_id: str, *, disp
     return _manual_view(stored, "admin")
 
 
+#: The data store keys a shared workspace's records by the workspace id where a user's are keyed by uid.
+DATA_STORE = ("agent_data_store", "userId")
+
+
 async def resource_count(kernel: "Kernel", workspace_id: str) -> int:
     counts = await asyncio.gather(*[kernel.store.count(c, {"workspaceId": workspace_id})
-                                    for c in RESOURCE_COLLECTIONS])
+                                    for c in RESOURCE_COLLECTIONS],
+                                  kernel.store.count(DATA_STORE[0], {DATA_STORE[1]: workspace_id}))
     return sum(counts)
 
 
@@ -317,6 +322,9 @@ async def delete(kernel: "Kernel", ident: "Identity", workspace_id: str, *, forc
             ids = [d["_id"] for d in await kernel.store.find(collection, {"workspaceId": workspace_id})]
             if ids:
                 await kernel.store.delete_many(collection, ids)
+        records = [d["_id"] for d in await kernel.store.find(DATA_STORE[0], {DATA_STORE[1]: workspace_id})]
+        if records:
+            await kernel.store.delete_many(DATA_STORE[0], records)
         from gofannon.services import agents, deployments
 
         await agents.lists_changed(kernel)
