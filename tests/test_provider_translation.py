@@ -428,6 +428,38 @@ async def test_bedrock_stream_exception_ends_the_call_with_the_vendors_message(k
     assert info.value.status == 502 and "rate limiting" in info.value.detail and "Too many requests" in info.value.detail
 
 
+@pytest.mark.parametrize("damage", ["checksum", "cut off"])
+async def test_a_broken_bedrock_event_stream_is_a_502_after_what_arrived_whole(kernel: Kernel, fake_llm: FakeLLMServer,
+                                                                               damage: str) -> None:
+    good = frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "whole"}})
+    bad = bytearray(frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "damaged"}}))
+    if damage == "checksum":
+        bad[-8] ^= 0x20
+    else:
+        bad = bad[:-5]
+    fake_llm.script(Reply(raw=good + bytes(bad)))
+    texts: list[str] = []
+    with pytest.raises(GofannonError) as info:
+        async for event in stream_llm(kernel, "alice", "bedrock", BEDROCK, [{"role": "user", "content": "hi"}], {}):
+            texts.append(event.text)
+    assert texts == ["whole"]
+    assert info.value.status == 502 and "event stream was broken" in info.value.detail
+
+
+async def test_a_bedrock_error_message_in_the_stream_carries_its_headers_message(kernel: Kernel, fake_llm: FakeLLMServer) -> None:
+    def header(name: str, value: str) -> bytes:
+        return bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(value)) + value.encode()
+
+    headers = header(":message-type", "error") + header(":error-code", "InternalFailure") + \
+        header(":error-message", "The stream broke upstream")
+    prelude = struct.pack(">II", 12 + len(headers) + 4, len(headers))
+    body = prelude + struct.pack(">I", zlib.crc32(prelude)) + headers
+    fake_llm.script(Reply(raw=body + struct.pack(">I", zlib.crc32(body))))
+    with pytest.raises(GofannonError) as info:
+        await collect(kernel, "bedrock", BEDROCK, [{"role": "user", "content": "hi"}])
+    assert info.value.status == 502 and "The stream broke upstream" in info.value.detail
+
+
 async def test_bedrock_refuses_what_converse_cannot_do(kernel: Kernel, fake_llm: FakeLLMServer) -> None:
     detail = await refused(kernel, fake_llm, "bedrock", BEDROCK, CONVERSATION, {})
     assert detail.startswith("bedrock does not support image URLs other than data: URLs")
@@ -457,20 +489,29 @@ def test_event_stream_decoder_takes_messages_split_anywhere_and_checks_both_crcs
     data = frame("messageStart", {"role": "assistant"}) + frame("contentBlockDelta", {"delta": {"text": "hé"}})
     for cut in range(1, len(data)):
         decoder = eventstream.Decoder()
-        got = decoder.feed(data[:cut]) + decoder.feed(data[cut:])
+        decoder.feed(data[:cut])
+        got = list(decoder.ready())
+        decoder.feed(data[cut:])
+        got += list(decoder.ready())
         decoder.close()
         assert [(m.headers[":event-type"], json.loads(m.payload)) for m in got] == \
             [("messageStart", {"role": "assistant"}), ("contentBlockDelta", {"delta": {"text": "hé"}})]
+    def decode(raw: bytes | bytearray) -> list[eventstream.Message]:
+        decoder = eventstream.Decoder()
+        decoder.feed(bytes(raw))
+        return list(decoder.ready())
+
     corrupt_payload = bytearray(data)
     corrupt_payload[-6] ^= 0xFF
     with pytest.raises(eventstream.EventStreamError, match="message checksum"):
-        eventstream.Decoder().feed(bytes(corrupt_payload))
+        decode(corrupt_payload)
     corrupt_prelude = bytearray(data)
     corrupt_prelude[3] ^= 0x01
     with pytest.raises(eventstream.EventStreamError, match="prelude checksum"):
-        eventstream.Decoder().feed(bytes(corrupt_prelude))
+        decode(corrupt_prelude)
     cut_off = eventstream.Decoder()
-    assert cut_off.feed(data[:-3]) != []  # the first message is whole
+    cut_off.feed(data[:-3])
+    assert len(list(cut_off.ready())) == 1  # the first message is whole
     with pytest.raises(eventstream.EventStreamError, match="ended inside a message"):
         cut_off.close()
 
@@ -486,7 +527,9 @@ def test_event_stream_decoder_reads_every_header_type() -> None:
     total = 12 + len(headers) + 2 + 4
     prelude = struct.pack(">II", total, len(headers))
     body = prelude + struct.pack(">I", zlib.crc32(prelude)) + headers + b"{}"
-    [message] = eventstream.Decoder().feed(body + struct.pack(">I", zlib.crc32(body)))
+    decoder = eventstream.Decoder()
+    decoder.feed(body + struct.pack(">I", zlib.crc32(body)))
+    [message] = decoder.ready()
     assert message.headers == {"t": True, "f": False, "b": -1, "s": 256, "i": -5, "l": 2 ** 40, "x": b"\x00\x01",
                                ":event-type": "abc", "ts": 1700000000000, "u": bytes(range(16))}
     assert message.payload == b"{}"

@@ -51,6 +51,7 @@ class Reply:
     #: Streams pause after their first piece of text until this is set: a test proves the first piece reached
     #: it while the vendor was still answering (real streaming, no timing involved).
     hold: asyncio.Event | None = None
+    raw: bytes | None = None  # Bedrock ConverseStream: send these bytes as the stream instead (broken framing)
 
 
 @dataclass
@@ -471,6 +472,10 @@ class FakeLLMServer:
             return web.json_response({"message": reply.error or "error"}, status=reply.status)
         resp = web.StreamResponse(headers={"Content-Type": "application/vnd.amazon.eventstream"})
         await resp.prepare(request)
+        if reply.raw is not None:
+            await resp.write(reply.raw)
+            await resp.write_eof()
+            return resp
 
         async def send(event_type: str, payload: dict[str, Any], message_type: str = "event") -> None:
             await resp.write(eventstream_message(event_type, payload, message_type))

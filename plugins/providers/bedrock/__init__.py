@@ -298,12 +298,15 @@ class BedrockProvider:
 
 
 def _stream_error(message: eventstream.Message) -> VendorError:
-    """An ``exception`` (or ``error``) message in the stream, as the vendor error it reports."""
+    """An ``exception`` message (its type in ``:exception-type``, its message in the JSON payload) or an ``error``
+    message (``:error-code`` and ``:error-message`` headers) in the stream, as the vendor error it reports."""
     kind = str(message.headers.get(":exception-type") or message.headers.get(":error-code") or "error")
-    try:
-        text = str(json.loads(message.payload or b"{}").get("message") or kind)
-    except (ValueError, AttributeError):
-        text = message.payload.decode("utf-8", "replace")[:500] or kind
+    text = str(message.headers.get(":error-message") or "")
+    if not text:
+        try:
+            text = str(json.loads(message.payload or b"{}").get("message") or kind)
+        except (ValueError, AttributeError):
+            text = message.payload.decode("utf-8", "replace")[:500] or kind
     return VendorError(STREAM_ERRORS.get(kind, 502), text, code=kind)
 
 

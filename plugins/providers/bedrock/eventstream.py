@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 PRELUDE = 12  # total length, headers length, prelude CRC
 MAX_MESSAGE = 16 * 1024 * 1024  # AWS caps messages far below this; a bigger length means a broken stream
@@ -70,14 +70,16 @@ def _headers(raw: bytes) -> dict[str, object]:
 
 
 class Decoder:
-    """Feed it bytes as they arrive; it hands back each whole message once its last byte is in."""
+    """Feed it bytes as they arrive; ``ready()`` hands back each whole message once its last byte is in (the
+    messages before a damaged one first, then the error)."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> list[Message]:
+    def feed(self, data: bytes) -> None:
         self._buf += data
-        out: list[Message] = []
+
+    def ready(self) -> Iterator[Message]:
         while len(self._buf) >= PRELUDE:
             total, headers_len, prelude_crc = struct.unpack_from(">III", self._buf, 0)
             if zlib.crc32(bytes(self._buf[:8])) != prelude_crc:
@@ -91,9 +93,7 @@ class Decoder:
             (message_crc,) = struct.unpack_from(">I", frame, total - 4)
             if zlib.crc32(frame[:-4]) != message_crc:
                 raise EventStreamError("message checksum mismatch")
-            headers = _headers(frame[PRELUDE:PRELUDE + headers_len])
-            out.append(Message(headers, frame[PRELUDE + headers_len:-4]))
-        return out
+            yield Message(_headers(frame[PRELUDE:PRELUDE + headers_len]), frame[PRELUDE + headers_len:-4])
 
     def close(self) -> None:
         """At the end of the stream: leftover bytes mean it was cut off mid-message."""
@@ -105,6 +105,7 @@ async def messages(chunks: AsyncIterator[bytes]) -> AsyncIterator[Message]:
     """The messages of a byte stream, each as soon as it is complete."""
     decoder = Decoder()
     async for chunk in chunks:
-        for message in decoder.feed(chunk):
+        decoder.feed(chunk)
+        for message in decoder.ready():
             yield message
     decoder.close()
