@@ -368,3 +368,18 @@ async def test_a_workspace_has_one_data_store_shared_by_its_members_and_its_runs
     assert (await call(world.bob, "DELETE", "/data-store/namespaces/notes", headers={H: world.ws}))[0] == 403
     status, cleared = await call(world.alice, "DELETE", "/data-store/namespaces/notes", headers={H: world.ws})
     assert status == 200 and cleared["deletedCount"] == 2
+
+
+async def test_the_chain_of_a_workspace_agent_is_drawn_for_its_members(world: World) -> None:
+    alices, bobs = world.agents["alices_tool"]["_id"], world.agents["bobs_tool"]["_id"]
+    _, carols = await call(world.carol, "POST", "/agents", body("carols_tool"))
+    status, _ = await call(world.alice, "PUT", f"/agents/{alices}", {"gofannonAgents": [bobs, carols["_id"]]})
+    assert status == 200
+    for who, want in {"alice": 200, "bob": 200, "carol": 404, "admin": 200, "token": 404}.items():
+        client, headers = world.actor(who)
+        status, chain = await call(client, "GET", f"/agents/{alices}/chain", headers=headers)
+        assert status == want, who
+        if status == 200 and who != "admin":
+            assert chain["nodes"][bobs]["missing"] is False
+            assert chain["nodes"][carols["_id"]]["missing"] is True  # carol's own agent stays hidden
+            assert chain["nodes"][carols["_id"]]["name"] is None

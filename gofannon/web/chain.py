@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gofannon.services.ownership import load_owned, owns
+from gofannon.services.ownership import READ, load_for, may
 from gofannon.web.common import api_doc, identity, json_response, kernel_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,7 +69,7 @@ class _Walk:
     async def load(self, agent_id: str) -> dict[str, Any] | None:
         if agent_id not in self.docs:
             doc = await self.kernel.store.get(AGENTS, agent_id)
-            self.docs[agent_id] = doc if doc is not None and owns(self.ident, doc) else None
+            self.docs[agent_id] = doc if doc is not None and await may(self.kernel, self.ident, doc, READ) else None
         return self.docs[agent_id]
 
     def agent_count(self) -> int:
@@ -111,8 +111,9 @@ class _Walk:
 
 
 async def build_chain(kernel: "Kernel", ident: "Identity", agent_id: str) -> dict[str, Any]:
-    """The chain graph of an agent the caller owns (404 like ``GET /agents/{id}`` otherwise)."""
-    await load_owned(kernel, ident, AGENTS, agent_id)
+    """The chain graph of an agent the caller may read (404 like ``GET /agents/{id}`` otherwise); the agents it
+    calls that the caller may not read show as missing."""
+    await load_for(kernel, ident, AGENTS, agent_id, READ)
     walk = _Walk(kernel, ident)
     await walk.visit(agent_id, 0, (agent_id,))
     return {"root": agent_id, "nodes": walk.nodes, "edges": list(walk.edges.values())}
