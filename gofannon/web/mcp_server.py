@@ -19,6 +19,7 @@ from aiohttp import web
 from gofannon.services import mcp_server as svc
 from gofannon.services.mcp_server import INVALID_REQUEST, McpError
 from gofannon.web.common import api_doc, kernel_of, optional_identity, public
+from gofannon.web.keys import KERNEL
 
 routes = web.RouteTableDef()
 
@@ -290,3 +291,14 @@ async def mcp_delete(request: web.Request) -> web.StreamResponse:
     except _Unauthenticated as exc:
         return _unauthorized(request, exc)
     return web.Response(status=204)
+
+
+async def _end_streams(app: web.Application) -> None:
+    """On shutdown the server's open GET streams end at once, so they do not hold the process open."""
+    kernel = app[KERNEL]
+    if kernel.has_component(svc.STREAMS_KEY):
+        svc.streams(kernel).close()
+
+
+def setup(app: web.Application) -> None:
+    app.on_shutdown.append(_end_streams)
