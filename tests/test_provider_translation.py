@@ -559,6 +559,19 @@ async def test_openai_reasoning_models_get_max_completion_tokens_and_the_effort(
     assert sent["messages"][0] == {"role": "developer", "content": "Be exact."}
 
 
+async def test_openai_compatible_servers_get_developer_messages_as_system(kernel: Kernel, fake_llm: FakeLLMServer) -> None:
+    fake_llm.script(Reply("", tool_calls=[{"name": "lookup", "arguments": {"q": "x"}}]))
+    result = await call_llm(kernel, "alice", "ollama", "llama2", CONVERSATION,
+                            {"tool_choice": "required", "response_format": {"type": "json_object"}, "stop": "END"},
+                            tools=[LOOKUP, CLOCK])
+    sent = fake_llm.requests[-1].json
+    assert [m["role"] for m in sent["messages"]] == ["system", "system", "user", "assistant", "tool", "tool", "user"]
+    assert sent["messages"][1]["content"] == "Prefer metric units." and sent["messages"][2:] == CONVERSATION[2:]
+    assert sent["tool_choice"] == "required" and sent["response_format"] == {"type": "json_object"}
+    assert sent["stop"] == "END" and sent["tools"] == [LOOKUP, CLOCK]
+    assert result.finish_reason == "tool_calls"
+
+
 @pytest.mark.parametrize("provider,model", [("openai", "gpt-4-turbo"), ("ollama", "llama2")])
 async def test_chat_completions_stream_yields_tool_call_pieces(kernel: Kernel, fake_llm: FakeLLMServer,
                                                                provider: str, model: str) -> None:

@@ -37,7 +37,8 @@ def auth_headers(call: LlmCall) -> dict[str, str]:
 
 def chat_body(call: LlmCall, *, passthrough: bool = False) -> dict[str, Any]:
     """The chat-completions request. ``passthrough`` (OpenAI-compatible servers) forwards parameters
-    OpenAI does not know, as those servers take their own options."""
+    OpenAI does not know, as those servers take their own options, and sends developer messages as system
+    messages (many servers' chat templates know only system, user, assistant and tool)."""
     params = {k: v for k, v in call.parameters.items() if k not in INTERNAL_PARAMETERS}
     if not passthrough:
         params = {k: v for k, v in params.items() if k in CHAT_PARAMETERS}
@@ -45,7 +46,10 @@ def chat_body(call: LlmCall, *, passthrough: bool = False) -> dict[str, Any]:
         params["max_tokens"] = params.pop("num_predict")
     if is_reasoning_model(call.model) and "max_tokens" in params and not passthrough:
         params.setdefault("max_completion_tokens", params.pop("max_tokens"))
-    body: dict[str, Any] = {"model": call.model, "messages": call.messages, **params}
+    messages = call.messages
+    if passthrough and any(m.get("role") == "developer" for m in messages):
+        messages = [dict(m, role="system") if m.get("role") == "developer" else m for m in messages]
+    body: dict[str, Any] = {"model": call.model, "messages": messages, **params}
     if call.reasoning_effort:
         body["reasoning_effort"] = call.reasoning_effort
     if call.tools:
