@@ -211,6 +211,8 @@ async def test_anthropic_refuses_what_the_messages_api_cannot_do(kernel: Kernel,
     assert detail.startswith("anthropic does not support tool_choice 'required' with reasoning_effort")
     assert await refused(kernel, fake_llm, "anthropic", ANTHROPIC, msgs, {"frequency_penalty": 0.5}) == \
         "anthropic does not support frequency_penalty"
+    assert await refused(kernel, fake_llm, "anthropic", ANTHROPIC, msgs, {"stop": ["END", "\n"]}) == \
+        "anthropic does not support stop sequences made only of whitespace"
     detail = await refused(kernel, fake_llm, "anthropic", ANTHROPIC,
                            [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}], {})
     assert detail == "anthropic does not support message content parts of type 'input_audio'"

@@ -35,6 +35,12 @@ def stop_sequences(value: Any) -> list[str] | None:
     raise BadRequest("stop must be a string or a list of strings")
 
 
+def refuse_blank_stops(provider: str, stops: list[str] | None) -> None:
+    """Claude refuses stop sequences made only of whitespace (``"\\n"``); say so before sending."""
+    if any(not s.strip() for s in stops or []):
+        raise UnsupportedFeature(provider, "stop sequences made only of whitespace")
+
+
 @dataclass(frozen=True)
 class ToolChoice:
     """``mode`` is auto | none | required | function (then ``name`` is the function to call)."""

@@ -149,6 +149,7 @@ def request_body(call: LlmCall) -> dict[str, Any]:
         if name in p and not thinking:
             body[target] = p[name]
     stops = translate.stop_sequences(p.get("stop", p.get("stop_sequences")))
+    translate.refuse_blank_stops(provider, stops)
     if stops:
         body["stop_sequences"] = stops
     if isinstance(p.get("user"), str) and p["user"]:

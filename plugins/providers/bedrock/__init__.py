@@ -105,6 +105,8 @@ def request_body(call: LlmCall) -> dict[str, Any]:
         if p.get("top_p") is not None:
             inference["topP"] = p["top_p"]
     stops = translate.stop_sequences(p.get("stop"))
+    if "anthropic." in call.model:
+        translate.refuse_blank_stops(provider, stops)
     if stops:
         inference["stopSequences"] = stops
     if thinking:
