@@ -572,3 +572,35 @@ async def charge(kernel: "Kernel", workspace_id: str, uid: str, cost: float, mod
     stored = await kernel.store.update(BUDGETS, workspace_id, change)
     assert stored is not None
     return stored
+
+
+# -- migration -------------------------------------------------------------------------------------------
+#: Collections whose documents belong to a workspace, made explicit by ``gofannon store migrate``.
+MIGRATED_COLLECTIONS = ("agents", "deployments", "demos", "gofannon_runs", "sessions")
+
+
+async def migrate_store(store: Any, *, dry_run: bool = False) -> dict[str, int]:
+    """``gofannon store migrate``: write ``workspaceId`` = the owner's personal workspace on every document
+    of ``MIGRATED_COLLECTIONS`` that has an owner and no workspace (what the kernel assumes anyway). Each
+    document goes through ``update``, so it is safe while the service runs; running it again changes
+    nothing. Returns how many documents of each collection were (or, with ``dry_run``, would be) changed."""
+    changed: dict[str, int] = {}
+    for collection in MIGRATED_COLLECTIONS:
+        count = 0
+        for doc in await store.list(collection):
+            owner = doc.get("ownerId")
+            if doc.get("workspaceId") or not isinstance(owner, str) or not owner:
+                continue
+            count += 1
+            if dry_run:
+                continue
+
+            def change(current: dict[str, Any] | None) -> dict[str, Any] | None:
+                if current is None or current.get("workspaceId") or not current.get("ownerId"):
+                    return None
+                current["workspaceId"] = PERSONAL_PREFIX + str(current["ownerId"])
+                return current
+
+            await store.update(collection, doc["_id"], change)
+        changed[collection] = count
+    return changed

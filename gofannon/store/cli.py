@@ -151,6 +151,17 @@ async def run_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+async def run_migrate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from gofannon.services.workspaces import migrate_store
+
+    async with opened_store(args.store, must_exist=True) as store:
+        changed = await migrate_store(store, dry_run=args.dry_run)
+    verb = "would get" if args.dry_run else "got"
+    for collection, count in changed.items():
+        out.write(f"  {collection:<20} {count:>8} documents {verb} their owner's personal workspaceId\n")
+    return 0
+
+
 # -- argparse wiring ------------------------------------------------------------------------------------------
 def add_store_commands(subparsers: Any) -> None:
     store = subparsers.add_parser("store", help="copy documents between stores; import a reference deployment")
@@ -176,6 +187,14 @@ def add_store_commands(subparsers: Any) -> None:
     imp.add_argument("--to", default="configured", help="target store (default: the configured one)")
     imp.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
     imp.set_defaults(func=_sync(run_import))
+
+    mig = sub.add_parser(
+        "migrate",
+        help="write workspaceId (the owner's personal workspace) on documents that have none (docs/workspaces.md)",
+    )
+    mig.add_argument("--store", default="configured", help="store to migrate (default: the configured one)")
+    mig.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
+    mig.set_defaults(func=_sync(run_migrate))
 
 
 def _sync(fn: Callable[[argparse.Namespace, TextIO, TextIO], Any]) -> Callable[[argparse.Namespace], int]:
