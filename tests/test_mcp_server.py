@@ -259,3 +259,37 @@ async def test_a_scoped_token_sees_and_calls_only_the_agents_it_names(alice: Cli
     assert refused.value.error.code == -32602 and not ok.is_error
     async with alice.get("/runs") as r:
         assert [x["agentName"] for x in (await r.json())["runs"]] == ["echo"]
+
+
+async def test_a_client_probing_the_2026_revision_falls_back_to_the_handshake(alice: Client) -> None:
+    from mcp.client.client import Client as McpClient
+
+    await deploy(alice, name="Echo", friendlyName="echo", code=ECHO)
+    token = await new_token(alice)
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
+        async with McpClient(streamable_http_client(alice.url("/mcp"), http_client=http), mode="auto") as client:
+            assert client.protocol_version == "2025-11-25"
+            assert [t.name for t in (await client.list_tools()).tools] == ["echo"]
+            result = await client.call_tool("echo", {"inputText": "auto"})
+    assert result.structured_content == {"outputText": "echo: auto"}
+
+
+async def test_a_token_over_its_rate_or_budget_is_refused_before_anything_runs(alice: Client) -> None:
+    await deploy(alice, name="Echo", friendlyName="echo", code=ECHO)
+    spent = await new_token(alice, maxSpend=0)
+    async with mcp_session(alice.url("/mcp"), spent) as session:
+        await session.initialize()
+        assert [t.name for t in (await session.list_tools()).tools] == ["echo"]
+        with pytest.raises(MCPError) as broke:
+            await session.call_tool("echo", {"inputText": "x"})
+    assert broke.value.error.code == -32005 and "budget" in broke.value.error.message
+    limited = await new_token(alice, rpm=1)
+    async with mcp_session(alice.url("/mcp"), limited) as session:
+        await session.initialize()
+        first = await session.call_tool("echo", {"inputText": "x"})
+        with pytest.raises(MCPError) as slowed:
+            await session.call_tool("echo", {"inputText": "y"})
+    assert not first.is_error
+    assert slowed.value.error.code == -32005 and "per minute" in slowed.value.error.message
+    async with alice.get("/runs") as r:
+        assert [x["inputDict"] for x in (await r.json())["runs"]] == [{"inputText": "x"}]
