@@ -478,6 +478,15 @@ async def test_bedrock_refuses_what_converse_cannot_do(kernel: Kernel, fake_llm:
                          {"tool_choice": "required"}, [LOOKUP]) == (
         f"bedrock does not support tool_choice 'required' on {llama} (Converse forces a tool only for Anthropic, "
         "Mistral and Amazon Nova models)")
+    mistral = "mistral.mistral-large-2407-v1:0"
+    assert await refused(kernel, fake_llm, "bedrock", mistral, [{"role": "user", "content": "hi"}],
+                         {"tool_choice": {"type": "function", "function": {"name": "lookup"}}}, [LOOKUP]) == (
+        f"bedrock does not support tool_choice 'function' on {mistral} (Converse forces a named tool only for "
+        "Anthropic and Amazon Nova models)")
+    await call_llm(kernel, "alice", "bedrock", mistral, [{"role": "user", "content": "hi"}], {"tool_choice": "required"},
+                   tools=[LOOKUP])
+    assert fake_llm.requests[-1].json["toolConfig"]["toolChoice"] == {"any": {}}
+    fake_llm.requests.clear()
     fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": SCHEMA}}
     detail = await refused(kernel, fake_llm, "bedrock", llama, [{"role": "user", "content": "hi"}], {"response_format": fmt})
     assert detail.startswith(f"bedrock does not support response_format json_schema on {llama}")

@@ -29,8 +29,10 @@ IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", 
 STREAM_ERRORS = {"throttlingException": 429, "validationException": 400, "accessDeniedException": 403,
                  "serviceUnavailableException": 503, "internalServerException": 500,
                  "modelStreamErrorException": 502, "modelTimeoutException": 504}
-#: Model families whose Converse ``toolChoice`` may force a tool (``any``/``tool``); others take only ``auto``.
-FORCED_TOOL_FAMILIES = ("anthropic.", "mistral.", "amazon.nova")
+#: Model families whose Converse ``toolChoice`` may force tools (Bedrock's ToolChoice reference): ``any`` on
+#: Claude, Mistral Large and Nova, a named ``tool`` on Claude and Nova; the others take only ``auto``.
+FORCE_ANY_FAMILIES = ("anthropic.", "mistral.", "amazon.nova")
+FORCE_TOOL_FAMILIES = ("anthropic.", "amazon.nova")
 JSON_INSTRUCTION = "Answer with a single JSON object and nothing else: no prose, no code fences."
 
 
@@ -150,12 +152,14 @@ def request_body(call: LlmCall) -> dict[str, Any]:
         specs = []
     if specs:
         body["toolConfig"] = {"tools": specs}
-        if choice is not None and choice.mode in ("required", "function") \
-                and not any(f in call.model for f in FORCED_TOOL_FAMILIES):
+        families = {"required": FORCE_ANY_FAMILIES, "function": FORCE_TOOL_FAMILIES}.get(choice.mode if choice else "")
+        if choice is not None and families is not None and not any(f in call.model for f in families):
             what = "response_format json_schema" if fmt is not None and fmt.kind == "json_schema" \
                 else f"tool_choice '{choice.mode}'"
-            raise UnsupportedFeature(provider, f"{what} on {call.model} (Converse forces a tool only for "
-                                               "Anthropic, Mistral and Amazon Nova models)")
+            who = "Anthropic, Mistral and Amazon Nova" if choice.mode == "required" else "Anthropic and Amazon Nova"
+            raise UnsupportedFeature(provider, f"{what} on {call.model} (Converse forces "
+                                               f"{'a tool' if choice.mode == 'required' else 'a named tool'} only "
+                                               f"for {who} models)")
         if choice is not None and choice.mode != "none":
             if thinking and choice.mode in ("required", "function"):
                 raise UnsupportedFeature(provider, f"tool_choice '{choice.mode}' with reasoning_effort (extended "
