@@ -65,12 +65,17 @@ class Gateway:
             return (await r.json())["usage"]  # type: ignore[no-any-return]
 
 
+async def start_gateway(serve: Any, fake: FakeLLMServer, tmp_path: Path, **env: str) -> Gateway:
+    """The kernel with the test catalog (``fake/*``) and every provider at the fake vendor; alice's token."""
+    env = {"FAKE_API_KEY": "sk-fake-test-key", "GOFANNON_STORAGE": "memory", **env}
+    client = await serve(**fake.env, GOFANNON_CONFIG_DIR=fake_catalog(tmp_path, fake), **env)
+    await client.login("alice")
+    return Gateway(client, await make_token(client), fake)
+
+
 @pytest.fixture
 async def gw(serve: Any, fake_llm: FakeLLMServer, tmp_path: Path) -> Gateway:
-    client = await serve(**fake_llm.env, FAKE_API_KEY="sk-fake-test-key",
-                         GOFANNON_CONFIG_DIR=fake_catalog(tmp_path, fake_llm), GOFANNON_STORAGE="memory")
-    await client.login("alice")
-    return Gateway(client, await make_token(client), fake_llm)
+    return await start_gateway(serve, fake_llm, tmp_path)
 
 
 async def test_models_lists_catalog_models_with_a_key_and_answers_one(gw: Gateway) -> None:
@@ -112,3 +117,84 @@ async def test_chat_completion_through_the_async_sdk_is_charged_and_recorded(gw:
     entry = (await gw.usage())[-1]
     assert entry["responseCost"] == pytest.approx(cost)
     assert entry["metadata"]["provider"] == "fake" and entry["metadata"]["model"] == "chat-1"
+
+
+async def test_the_sync_sdk_completes_and_streams(gw: Gateway) -> None:
+    gw.fake.script(Reply("sync answer"), Reply("streamed sync answer"))
+    sdk = gw.sync_sdk()
+
+    def use() -> tuple[str | None, str]:  # a blocking client: in a thread, while the server runs on this loop
+        got = sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+        pieces = [c.choices[0].delta.content or "" for c in
+                  sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True)
+                  if c.choices]
+        return got.choices[0].message.content, "".join(pieces)
+
+    assert await asyncio.to_thread(use) == ("sync answer", "streamed sync answer")
+
+
+async def test_a_stream_has_the_role_first_the_finish_reason_last_then_usage_and_is_charged_once(gw: Gateway) -> None:
+    gw.fake.script(Reply("A longer answer, streamed in pieces", input_tokens=20, output_tokens=9))
+    before = len(await gw.usage())
+    stream = await gw.sdk().chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "go"}], stream=True,
+        stream_options={"include_usage": True})
+    chunks = [c async for c in stream]
+    assert all(c.object == "chat.completion.chunk" and c.model == MODEL for c in chunks)
+    assert len({c.id for c in chunks}) == 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "A longer answer, streamed in pieces"
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1  # really in pieces
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"] and chunks[-2].choices[0].finish_reason == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == 29
+    history = await gw.usage()
+    assert len(history) == before + 1
+    assert history[-1]["responseCost"] == pytest.approx(20 * PRICE_IN + 9 * PRICE_OUT)
+    assert history[-1]["metadata"]["inputTokens"] == 20
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_tools_round_trip(gw: Gateway, stream: bool) -> None:
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "Weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    gw.fake.script(Reply("", tool_calls=[{"id": "call_w1", "name": "get_weather", "arguments": {"city": "Oslo"}}]),
+                   Reply("It is sunny in Oslo."))
+    sdk = gw.sdk()
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "Weather in Oslo?"}]
+    if stream:
+        calls: dict[int, dict[str, Any]] = {}
+        finish = None
+        async for chunk in await sdk.chat.completions.create(model=MODEL, messages=messages, tools=tools,
+                                                             tool_choice="auto", stream=True):
+            for choice in chunk.choices:
+                finish = choice.finish_reason or finish
+                for tc in choice.delta.tool_calls or []:
+                    slot = calls.setdefault(tc.index, {"id": None, "name": "", "arguments": ""})
+                    slot["id"] = tc.id or slot["id"]
+                    slot["name"] += (tc.function.name or "") if tc.function else ""
+                    slot["arguments"] += (tc.function.arguments or "") if tc.function else ""
+        assert finish == "tool_calls"
+        call = calls[0]
+    else:
+        first = await sdk.chat.completions.create(model=MODEL, messages=messages, tools=tools, tool_choice="auto")
+        assert first.choices[0].finish_reason == "tool_calls"
+        assert first.choices[0].message.content is None
+        tc = first.choices[0].message.tool_calls[0]
+        call = {"id": tc.id, "name": tc.function.name, "arguments": tc.function.arguments}
+    assert call["id"] == "call_w1" and call["name"] == "get_weather"
+    assert json.loads(call["arguments"]) == {"city": "Oslo"}
+    sent = gw.fake.requests[-1].json
+    assert sent["tools"] == tools and sent["tool_choice"] == "auto"
+    messages += [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}]},
+        {"role": "tool", "tool_call_id": call["id"], "content": '{"sky": "sunny"}'},
+    ]
+    answer = await sdk.chat.completions.create(model=MODEL, messages=messages, tools=tools)
+    assert answer.choices[0].message.content == "It is sunny in Oslo."
+    upstream = gw.fake.requests[-1].json["messages"]
+    assert upstream[1]["tool_calls"][0]["id"] == "call_w1"
+    assert upstream[2] == {"role": "tool", "tool_call_id": "call_w1", "content": '{"sky": "sunny"}'}

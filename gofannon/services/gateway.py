@@ -162,6 +162,8 @@ class ChatRequest:
     tools: list[dict[str, Any]] | None = None
     stream: bool = False
     include_usage: bool = False
+    #: The shared workspace the call is made in (charged too, see ``call_llm``); None = the caller alone.
+    workspace_id: str | None = None
 
 
 def _is_int(value: Any) -> bool:
@@ -409,7 +411,7 @@ async def complete(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> dic
     reservation = await scopes.reserve(kernel, ident, _estimate(target, req))
     try:
         result = await call_llm(kernel, ident, str(target.provider), target.model, req.messages, req.parameters,
-                                tools=req.tools)
+                                tools=req.tools, workspace_id=req.workspace_id)
     except BaseException:
         await _release(kernel, reservation)
         raise
@@ -440,7 +442,7 @@ async def stream(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> Async
 
     reservation = await scopes.reserve(kernel, ident, _estimate(target, req))
     events = stream_llm(kernel, ident, str(target.provider), target.model, req.messages, req.parameters,
-                        tools=req.tools)
+                        tools=req.tools, workspace_id=req.workspace_id)
     streamed: list[str] = []
     settled = False
     try:

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from gofannon.errors import GofannonError
 from gofannon.services import gateway
+from gofannon.services.workspaces import active_workspace, charges_workspace
 from gofannon.web.common import api_doc, dumps, identity, json_response, kernel_of, read_json
 
 log = logging.getLogger("gofannon.web.v1")
@@ -102,6 +103,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     ident = identity(request)
     kernel = kernel_of(request)
     req = gateway.parse_request(await read_json(request))
+    workspace_id, _role = await active_workspace(request)
+    req.workspace_id = workspace_id if charges_workspace(workspace_id) else None
     if not req.stream:
         return json_response(await gateway.complete(kernel, ident, req))
     return await _stream(request, gateway.stream(kernel, ident, req))

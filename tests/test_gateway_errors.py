@@ -1,0 +1,115 @@
+"""``/v1`` errors in OpenAI's shape, each raised by the official SDK as the exception class it maps to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from fakes import FakeLLMServer, Reply
+from test_gateway_openai import MODEL, Gateway, gw, make_token, start_gateway  # noqa: F401 - gw is a fixture
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+def shape(body: dict[str, Any]) -> dict[str, Any]:
+    assert set(body) == {"error"} and set(body["error"]) >= {"message", "type", "param", "code"}, body
+    return body["error"]  # type: ignore[no-any-return]
+
+
+async def test_a_bad_or_missing_key_is_an_authentication_error(gw: Gateway) -> None:
+    with pytest.raises(openai.AuthenticationError) as err:
+        await gw.sdk(token="gft_" + "0" * 32 + "_" + "x" * 40).chat.completions.create(model=MODEL, messages=USER)
+    assert err.value.code == "invalid_api_key" and "Invalid or revoked API token" in err.value.message
+    async with aiohttp.ClientSession() as anonymous:
+        async with anonymous.get(gw.client.url("/v1/models")) as r:
+            assert r.status == 401
+            assert shape(await r.json())["code"] == "invalid_api_key"
+
+
+async def test_unknown_model_and_unknown_route_are_not_found(gw: Gateway) -> None:
+    with pytest.raises(openai.NotFoundError) as err:
+        await gw.sdk().chat.completions.create(model="fake/nope", messages=USER)
+    assert (err.value.code, err.value.param, err.value.type) == ("model_not_found", "model", "invalid_request_error")
+    with pytest.raises(openai.NotFoundError):
+        await gw.sdk().chat.completions.create(model="agent/nobody", messages=USER)
+    async with gw.client.post("/v1/embeddings", json={}, headers={"Authorization": f"Bearer {gw.token}"}) as r:
+        assert r.status == 404
+        assert shape(await r.json())["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"messages": USER, "n": 2}, "n"),
+    ({"messages": []}, "messages"),
+    ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+    ({"messages": [{"role": "user"}]}, "messages[0].content"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": 3}]}]}, "messages[0].content[0].text"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
+    ({"messages": [*USER, {"role": "assistant", "tool_calls": [{"id": "c"}]}]}, "messages[1].tool_calls[0]"),
+    ({"messages": USER, "temperature": "hot"}, "temperature"),
+    ({"messages": USER, "max_tokens": 0}, "max_tokens"),
+    ({"messages": USER, "tools": [{"type": "function"}]}, "tools[0]"),
+    ({"messages": USER, "response_format": {"type": "yaml"}}, "response_format.type"),
+    ({"messages": USER, "stream": "yes"}, "stream"),
+])
+async def test_malformed_requests_are_bad_requests_naming_the_field(gw: Gateway, body: dict[str, Any],
+                                                                   param: str) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        await gw.sdk().chat.completions.create(model=MODEL, **body)
+    assert err.value.param == param and err.value.type == "invalid_request_error"
+    assert not gw.fake.requests  # nothing reached the provider
+
+
+async def test_a_body_that_is_not_json_is_a_bad_request(gw: Gateway) -> None:
+    async with gw.client.post("/v1/chat/completions", data=b"{nope", headers={
+            "Authorization": f"Bearer {gw.token}", "Content-Type": "application/json"}) as r:
+        assert r.status == 400
+        assert shape(await r.json())["type"] == "invalid_request_error"
+
+
+async def test_a_catalog_parameter_out_of_range_is_a_bad_request(gw: Gateway) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        await gw.sdk().chat.completions.create(model="ollama/llama2", messages=USER, temperature=1.5)
+    assert "temperature" in err.value.message
+
+
+async def test_too_large_a_body_is_413_in_openai_shape(serve: Any, fake_llm: FakeLLMServer, tmp_path: Path) -> None:
+    client = await serve(**fake_llm.env, GOFANNON_MAX_BODY_BYTES="2000", GOFANNON_STORAGE="memory")
+    await client.login("alice")
+    with pytest.raises(openai.APIStatusError) as err:
+        await openai.AsyncOpenAI(base_url=client.url("/v1"), api_key=await make_token(client), max_retries=0
+                                 ).chat.completions.create(model="openai/gpt-4o",
+                                                           messages=[{"role": "user", "content": "x" * 5000}])
+    assert err.value.status_code == 413 and err.value.code == "request_too_large"
+
+
+async def test_an_exhausted_allowance_is_insufficient_quota(gw: Gateway) -> None:
+    async with gw.client.put("/users/me/spend-remaining", json={"spendRemaining": 0}) as r:
+        assert r.status == 200, await r.text()
+    with pytest.raises(openai.RateLimitError) as err:
+        await gw.sdk().chat.completions.create(model=MODEL, messages=USER)
+    assert (err.value.code, err.value.type) == ("insufficient_quota", "insufficient_quota")
+    with pytest.raises(openai.RateLimitError):  # streaming: refused before the stream starts
+        await gw.sdk().chat.completions.create(model=MODEL, messages=USER, stream=True)
+    assert not gw.fake.requests
+
+
+async def test_a_provider_failure_is_a_server_error_with_its_message_and_no_key(
+        serve: Any, fake_llm: FakeLLMServer, tmp_path: Path) -> None:
+    gw = await start_gateway(serve, fake_llm, tmp_path, LLM_RATE_LIMIT_RETRIES="0")
+    gw.fake.script(Reply(status=500, error="model melted"))
+    with pytest.raises(openai.InternalServerError) as err:
+        await gw.sdk().chat.completions.create(model=MODEL, messages=USER)
+    assert err.value.status_code == 502 and "model melted" in err.value.message
+    assert "sk-fake" not in str(err.value.body) and "Traceback" not in str(err.value.body)
+
+
+async def test_a_provider_timeout_is_504(serve: Any, fake_llm: FakeLLMServer, tmp_path: Path) -> None:
+    gw = await start_gateway(serve, fake_llm, tmp_path, LLM_TIMEOUT_SECONDS="0.3", LLM_RATE_LIMIT_RETRIES="0")
+    fake_llm.script(Reply("late", delay=3))
+    with pytest.raises(openai.APIStatusError) as err:
+        await gw.sdk().chat.completions.create(model=MODEL, messages=USER)
+    assert err.value.status_code == 504 and err.value.type == "server_error"
+
