@@ -50,3 +50,30 @@ async def test_migrate_makes_the_personal_workspace_explicit_once(people: Any, t
     assert (await call(bob, "GET", "/agents/a1"))[0] == 404
     assert (await call(alice, "PUT", "/agents/a1", {"description": "still mine"}))[0] == 200
     assert [d["friendlyName"] for d in (await call(bob, "GET", "/deployments"))[1]] == ["old"]  # still public
+
+
+async def test_import_reference_maps_workspace_fields(people: Any, tmp_path: Path) -> None:
+    from test_reference_import import write_export
+
+    def agent(agent_id: str, name: str, **extra: Any) -> dict[str, Any]:
+        return {"_id": agent_id, "_rev": "1-a", "name": name, "description": "d", "code": "x",
+                "friendlyName": name, **extra}
+
+    export = write_export(tmp_path / "export", {"agents": [
+        agent("r1", "of_alice", workspaceId="personal:dev_stub:alice"),
+        agent("r2", "of_demo", workspace_id="project:demo"),
+        agent("r3", "unplaced"),
+    ]})
+    data = tmp_path / "data"
+    result = gofannon("store", "import-reference", str(export), "--owner", "dev_stub:admin", "--to", f"sqlite:{data}")
+    assert result.returncode == 0, result.stderr
+    async with opened_store(f"sqlite:{data}") as store:
+        r1, r2, r3 = [await store.get("agents", i) for i in ("r1", "r2", "r3")]
+    assert r1["ownerId"] == "dev_stub:alice" and "workspaceId" not in r1  # type: ignore[index,operator]
+    assert r2["ownerId"] == "dev_stub:admin" and r2["workspaceId"] == "project:demo"  # type: ignore[index]
+    assert "workspace_id" not in r2  # type: ignore[operator]
+    assert r3["ownerId"] == "dev_stub:admin" and "workspaceId" not in r3  # type: ignore[index,operator]
+    alice, bob = await people("alice", "bob", GOFANNON_DATA_DIR=str(data))
+    assert [a["name"] for a in (await call(alice, "GET", "/agents"))[1]] == ["of_alice"]
+    assert [a["name"] for a in (await call(bob, "GET", "/agents", headers={"X-Gofannon-Workspace": "project:demo"}))[1]] \
+        == ["of_demo"]

@@ -197,6 +197,7 @@ async def import_reference(path: Path, *, owner: str, target_spec: str = "config
             for raw in docs:
                 doc = {k: v for k, v in raw.items() if k not in ("_rev", "_revisions", "_conflicts", "_attachments")}
                 if db in OWNED:
+                    _map_workspace(doc)
                     doc.setdefault(OWNER_FIELD, owner)
                 if db == "users":
                     doc = _map_user(doc, existing.get(doc["_id"]), secrets, report, pending.setdefault(USAGE, []))
@@ -225,3 +226,21 @@ async def import_reference(path: Path, *, owner: str, target_spec: str = "config
     finally:
         await kernel.close()
     return report
+
+
+def _map_workspace(doc: dict[str, Any]) -> None:
+    """The reference's workspace fields (docs/workspaces.md): ``workspace_id`` becomes ``workspaceId``; a
+    document of someone's personal workspace (``personal:<uid>``) is owned by that person rather than by
+    ``--owner`` and needs no ``workspaceId``; any other workspace id is kept as the document's workspace."""
+    workspace_id = doc.pop("workspace_id", None)
+    if workspace_id and not doc.get("workspaceId"):
+        doc["workspaceId"] = workspace_id
+    workspace_id = doc.get("workspaceId")
+    if not isinstance(workspace_id, str) or not workspace_id:
+        doc.pop("workspaceId", None)
+        return
+    person = workspace_id[len("personal:"):] if workspace_id.startswith("personal:") else ""
+    if person:
+        doc.setdefault(OWNER_FIELD, person)
+        if doc[OWNER_FIELD] == person:
+            del doc["workspaceId"]  # its owner's personal workspace is what no workspaceId means
