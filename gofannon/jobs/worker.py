@@ -9,13 +9,15 @@ deployed agent) cannot deadlock a worker. The coroutine reports its outcome itse
 list the caller ``BLPOP``s (see gofannon.jobs.rq_queue).
 
 The kernel is built by the caller's ``new_kernel`` (``gofannon worker`` passes the ``Kernel`` class): the jobs
-package sits below the kernel, which builds the job queue, so nothing here imports ``gofannon.kernel``.
+package sits below the kernel, which builds the job queue, so nothing here imports ``gofannon.kernel``. A bare
+``rq worker`` running our jobs builds the kernel ``DEFAULT_KERNEL`` names, as ``JOB_FUNCTIONS`` names jobs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import importlib
 import json
 import logging
 import threading
@@ -29,6 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Builds the worker's kernel: called as ``new_kernel(settings, role="worker")`` (``Kernel`` itself fits).
 KernelFactory = Callable[..., "Kernel"]
+#: The kernel class a bare ``rq worker`` uses, by name (module:attribute).
+DEFAULT_KERNEL = "gofannon.kernel:Kernel"
 
 log = logging.getLogger("gofannon.worker")
 
@@ -135,11 +139,13 @@ _runtime_lock = threading.Lock()
 
 
 def runtime() -> WorkerRuntime:
-    """The process's runtime, which ``run_worker`` opened before taking jobs."""
+    """The process's runtime: the one ``run_worker`` opened, or, when RQ's own ``rq worker`` runs our jobs, one
+    built on first use with ``DEFAULT_KERNEL``."""
+    global _runtime
     with _runtime_lock:
         if _runtime is None:
-            raise RuntimeError("gofannon jobs run in `gofannon worker` processes (it opens the kernel they need), "
-                               "not in a bare `rq worker`")
+            module, _, attr = DEFAULT_KERNEL.partition(":")
+            _runtime = WorkerRuntime(Settings.load(), getattr(importlib.import_module(module), attr))
         return _runtime
 
 
