@@ -205,3 +205,25 @@ def test_nothing_the_kernel_imports_imports_the_kernel() -> None:
     offenders = sorted(m for m in below | in_packages if "gofannon.kernel" in GRAPH[m])
     assert "gofannon.jobs" in packages  # what this test is about
     assert not offenders, f"these modules are below the kernel and import it: {offenders}"
+
+
+def test_the_sandbox_child_imports_only_the_standard_library_and_itself() -> None:
+    """The child runs with ``-I -S`` (no site-packages) and, under bubblewrap, sees nothing of gofannon but its own
+    package: an import of anything else would stop every child from starting."""
+    import sys
+
+    child = "gofannon.sandbox.child"
+    outside: list[str] = []
+    for module in (m for m in MODULES if m == child or m.startswith(child + ".")):
+        for node in ast.walk(ast.parse(MODULES[module].read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                top = name.partition(".")[0]
+                if top not in sys.stdlib_module_names and not (module.endswith("__main__") and top == "child"):
+                    outside.append(f"{module}: {name}")
+    assert outside == []
