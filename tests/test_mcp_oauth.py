@@ -693,3 +693,17 @@ async def test_login_returns_to_the_kernels_own_origin_but_never_elsewhere(clien
     assert await land(own) == own
     assert await land("http://evil.example/oauth/authorize") == "http://localhost:3000/"
     assert await land("//evil.example/x") == "http://localhost:3000/"
+
+
+async def test_a_token_bound_to_another_resource_is_refused_at_mcp(client: Client) -> None:
+    """The same kernel under another name is another resource: a token issued for one is refused at the other."""
+    tokens = await sign_in(client)
+    assert (await mcp_status(client, tokens["access_token"]))[0] == 200
+    other = client.url("/mcp").replace("127.0.0.1", "localhost")
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {}}}
+    async with aiohttp.ClientSession() as plain:
+        async with plain.post(other, json=call, headers={"Authorization": f"Bearer {tokens['access_token']}",
+                                                          "Accept": "application/json, text/event-stream"}) as r:
+            assert r.status == 401
+            assert 'error="invalid_token"' in r.headers["WWW-Authenticate"]
+            assert "localhost" in r.headers["WWW-Authenticate"]  # its metadata names the resource it is
