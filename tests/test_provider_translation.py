@@ -583,6 +583,17 @@ async def test_openai_compatible_servers_get_developer_messages_as_system(kernel
     assert result.finish_reason == "tool_calls"
 
 
+@pytest.mark.parametrize("said,expected", [("eos", "stop"), ("max_tokens", "length"), ("function_call", "tool_calls"),
+                                           ("content_filter", "content_filter")])
+async def test_compatible_servers_finish_reasons_are_put_in_openais_words(kernel: Kernel, fake_llm: FakeLLMServer,
+                                                                          said: str, expected: str) -> None:
+    fake_llm.script(Reply("x", finish=said), Reply("x", finish=said))
+    result = await call_llm(kernel, "alice", "ollama", "llama2", [{"role": "user", "content": "hi"}], {})
+    assert result.finish_reason == expected
+    events = await collect(kernel, "ollama", "llama2", [{"role": "user", "content": "hi"}])
+    assert events[-1].completion.finish_reason == expected  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("provider,model", [("openai", "gpt-4-turbo"), ("ollama", "llama2")])
 async def test_chat_completions_stream_yields_tool_call_pieces(kernel: Kernel, fake_llm: FakeLLMServer,
                                                                provider: str, model: str) -> None:

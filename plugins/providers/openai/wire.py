@@ -8,7 +8,7 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 
-from gofannon.llm import Completion, LlmCall, StreamEvent, Usage, VendorError, message_text
+from gofannon.llm import FINISH_REASONS, Completion, LlmCall, StreamEvent, Usage, VendorError, message_text
 from gofannon.llm.http import sse_events
 
 #: Parameters OpenAI's chat completions accepts; catalog-only knobs (``show_thinking``) never go out.
@@ -77,6 +77,18 @@ def _thoughts(reasoning: str | None, tool_calls: list[dict[str, Any]] | None, ex
     return thoughts or None
 
 
+def chat_finish(reason: Any, called: bool) -> str | None:
+    """A chat-completions ``finish_reason`` in OpenAI's own words: OpenAI's pass as they are; what other
+    compatible servers say instead (``function_call``, ``max_tokens``, ``eos``, ...) is mapped."""
+    if reason is None or reason in FINISH_REASONS:
+        return reason  # type: ignore[no-any-return]
+    if reason == "function_call":
+        return "tool_calls"
+    if reason in ("max_tokens", "max_output_tokens", "model_length"):
+        return "length"
+    return "tool_calls" if called else "stop"
+
+
 def parse_chat(data: dict[str, Any]) -> Completion:
     choices = data.get("choices") or []
     if not choices:
@@ -88,7 +100,8 @@ def parse_chat(data: dict[str, Any]) -> Completion:
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     extra = {"citations": data["citations"]} if data.get("citations") else None
     return Completion(content=content or "", thoughts=_thoughts(reasoning, message.get("tool_calls"), extra),
-                      usage=_usage_from_chat(data.get("usage")), finish_reason=choices[0].get("finish_reason"))
+                      usage=_usage_from_chat(data.get("usage")),
+                      finish_reason=chat_finish(choices[0].get("finish_reason"), bool(message.get("tool_calls"))))
 
 
 async def complete_chat(call: LlmCall, url: str, *, passthrough: bool = False) -> Completion:
@@ -142,7 +155,7 @@ async def stream_chat(call: LlmCall, url: str, *, passthrough: bool = False) -> 
                     yield StreamEvent("tool_call", tool_call=piece)
     tool_calls = [calls[i] for i in sorted(calls)] or None
     yield StreamEvent("done", completion=Completion("".join(content), _thoughts("".join(reasoning), tool_calls),
-                                                    usage, finish))
+                                                    usage, chat_finish(finish, bool(tool_calls))))
 
 
 # -- Responses API ------------------------------------------------------------------------------------
