@@ -9,8 +9,9 @@ import logging
 import os
 import re
 import sys
+from contextlib import nullcontext
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, ContextManager, Mapping, Protocol, TextIO
 
 from gofannon.timeutil import now_iso
 
@@ -49,6 +50,54 @@ def request_id_from(header: str | None) -> str:
 def current_request_id() -> str | None:
     ctx = CURRENT.get()
     return ctx.request_id if ctx is not None else None
+
+
+# -- tracing -------------------------------------------------------------------------------------------
+class SpanHandle(Protocol):
+    """What code inside a span may do with it: add attributes, mark it failed."""
+
+    def set(self, key: str, value: Any) -> None: ...
+
+    def error(self, message: str) -> None: ...
+
+
+class Tracer(Protocol):
+    """A tracing plugin (the bundled ``otel`` one): spans around work, and the context a job carries."""
+
+    def span(self, name: str, attributes: Mapping[str, Any], carrier: Mapping[str, str] | None) -> ContextManager[SpanHandle]: ...
+
+    def carrier(self) -> dict[str, str]: ...
+
+
+class _NoSpan:
+    def set(self, key: str, value: Any) -> None:
+        return None
+
+    def error(self, message: str) -> None:
+        return None
+
+
+_NO_SPAN = _NoSpan()
+#: The installed tracer, if any (at most one is used). Empty means tracing costs one list check.
+TRACERS: list[Tracer] = []
+
+
+def span(name: str, attributes: Mapping[str, Any] | None = None,
+         carrier: Mapping[str, str] | None = None) -> ContextManager[SpanHandle]:
+    """A span around a piece of work, child of the current one (or of ``carrier``, a context that came
+    with a job from another process); a no-op without a tracer."""
+    if not TRACERS:
+        return nullcontext(_NO_SPAN)
+    return TRACERS[0].span(name, attributes or {}, carrier)
+
+
+def job_context() -> dict[str, str] | None:
+    """What a job submitted now carries to the process that runs it: the request id and trace context."""
+    ctx = CURRENT.get()
+    carried: dict[str, str] = {"requestId": ctx.request_id} if ctx is not None else {}
+    if TRACERS:
+        carried.update(TRACERS[0].carrier())
+    return carried or None
 
 _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("api_token", re.compile(r"\bgft_[0-9a-f]{32}_[A-Za-z0-9_\-]{20,}")),

@@ -13,6 +13,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from gofannon.kernel import Kernel
 
 JobFunction = Callable[..., Awaitable[Any]]
+#: The payload key under which a job carries its origin's context (request id, trace context) to
+#: another process; ``run_job`` takes it out before calling the job function.
+CARRIED = "_context"
 
 JOB_FUNCTIONS: dict[str, str] = {
     "echo": "gofannon.jobs:echo_job",
@@ -47,11 +50,21 @@ async def run_job(kernel: "Kernel", job: str, payload: dict[str, Any], timeout: 
     import asyncio
     import time
 
+    from gofannon.observability import CURRENT, RequestContext, span
+
     try:
         fn = resolve(job)
     except KeyError as exc:
         raise JobFailed(exc.args[0]) from None
+    carried: dict[str, str] | None = None
+    if CARRIED in payload:  # a job from another process: its request id and trace context come along
+        payload = dict(payload)
+        carried = payload.pop(CARRIED) or None
+        if carried and carried.get("requestId") and CURRENT.get() is None:
+            CURRENT.set(RequestContext(carried["requestId"]))
     started, outcome = time.monotonic(), "error"
+    scope_span = span(f"job {job}", {"gofannon.job": job}, carrier=carried)
+    handle = scope_span.__enter__()
     try:
         if not timeout:
             value = await fn(kernel, **payload)
@@ -76,6 +89,10 @@ async def run_job(kernel: "Kernel", job: str, payload: dict[str, Any], timeout: 
         # DEBUG: no log line per job at the default level; record_event sinks (metrics) still see it.
         kernel.record("job_finished", f"{job} {outcome}", level="DEBUG", metadata={
             "job": job, "outcome": outcome, "durationMs": round((time.monotonic() - started) * 1000, 2)})
+        handle.set("gofannon.job.outcome", outcome)
+        if outcome not in ("success", "completed", "skipped"):
+            handle.error(outcome)
+        scope_span.__exit__(None, None, None)
 
 
 class JobQueue(Protocol):

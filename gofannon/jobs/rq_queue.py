@@ -12,7 +12,8 @@ import json
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from gofannon.jobs import JobFailed, JobTimeout
+from gofannon.jobs import CARRIED, JobFailed, JobTimeout
+from gofannon.observability import job_context
 
 if TYPE_CHECKING:  # pragma: no cover
     from gofannon.kernel import Kernel
@@ -81,6 +82,9 @@ class RQJobQueue:
             raise RuntimeError("the job queue is not started")
         job_id = job_id or uuid.uuid4().hex
         reply = result_key(self.settings.redis_prefix, job_id) if keep_result else None
+        carried = job_context()  # the worker's log lines and spans join this request's
+        if carried:
+            payload = {**payload, CARRIED: carried}
         rq_timeout = int(timeout) + RQ_TIMEOUT_MARGIN if timeout else -1
         await asyncio.to_thread(
             self._queue.enqueue_call,

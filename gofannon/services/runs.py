@@ -260,7 +260,21 @@ async def execute(kernel: "Kernel", ident: "Identity", spec: dict[str, Any], *, 
 
 async def run_job(kernel: "Kernel", ident: "Identity", spec: dict[str, Any], *, run_id: str | None,
                   record: bool, capture_trace: bool) -> dict[str, Any]:
-    """The body of the ``agent_run`` job: execute, stream events, honour stop, complete the record."""
+    """The body of the ``agent_run`` job, in a trace span of its own (the LLM calls it makes are its children)."""
+    from gofannon.observability import span
+
+    with span("agent run", {"gofannon.run.id": run_id or "", "gofannon.agent.name": spec.get("friendlyName") or
+                            DEFAULT_AGENT_NAME}) as handle:
+        outcome = await _run_job(kernel, ident, spec, run_id=run_id, record=record, capture_trace=capture_trace)
+        handle.set("gofannon.run.outcome", outcome["outcome"])
+        if outcome["outcome"] != "success":
+            handle.error(str(outcome.get("error") or outcome["outcome"])[:200])
+        return outcome
+
+
+async def _run_job(kernel: "Kernel", ident: "Identity", spec: dict[str, Any], *, run_id: str | None,
+                   record: bool, capture_trace: bool) -> dict[str, Any]:
+    """Execute, stream events, honour stop, complete the record."""
     started = time.monotonic()
     ch = channel(kernel, run_id) if run_id else None
     runs = local(kernel)

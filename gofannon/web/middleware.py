@@ -29,12 +29,14 @@ _HTTP_DETAILS = {404: "Not Found", 405: "Method Not Allowed"}
 
 
 class RequestObserver(Protocol):
-    """Told about every request: ``started()`` when it arrives, ``finished(...)`` with its route template
-    (``"other"`` when no route matched), method, status (499: the client went away) and duration."""
+    """Told about every request: ``started(request)`` when it arrives (what it returns comes back to
+    ``finished``; both run in the request's context, so a tracer can make its span current in between),
+    and ``finished(state, ...)`` with the route template (``"other"`` when no route matched), method,
+    status (499: the client went away) and duration."""
 
-    def started(self) -> None: ...
+    def started(self, request: web.Request) -> Any: ...
 
-    def finished(self, route: str, method: str, status: int, seconds: float) -> None: ...
+    def finished(self, state: Any, route: str, method: str, status: int, seconds: float) -> None: ...
 
 
 #: Observers of every request; plugins append theirs at start-up (``gofannon_startup``).
@@ -111,8 +113,7 @@ def build_middleware(app: web.Application) -> Any:
         return await handler(request)
 
     async def observed(request: web.Request, handler: Handler, ctx: RequestContext) -> web.StreamResponse:
-        for observer in observers:
-            observer.started()
+        states = [observer.started(request) for observer in observers]
         started, status = perf_counter(), 500
         try:
             response = await serve(request, handler, ctx)
@@ -126,8 +127,8 @@ def build_middleware(app: web.Application) -> Any:
             raise
         finally:
             elapsed = perf_counter() - started
-            for observer in observers:
-                observer.finished(ctx.route or "other", request.method, status, elapsed)
+            for observer, state in zip(observers, states):
+                observer.finished(state, ctx.route or "other", request.method, status, elapsed)
 
     @web.middleware
     async def kernel_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -90,10 +90,10 @@ class LocalSink:
             entry[1] += value
 
     # -- the request observer (see gofannon.web.middleware.RequestObserver) -----------------------------
-    def started(self) -> None:
+    def started(self, request: Any) -> None:
         self.in_flight += 1
 
-    def finished(self, route: str, method: str, status: int, seconds: float) -> None:
+    def finished(self, state: Any, route: str, method: str, status: int, seconds: float) -> None:
         self.in_flight -= 1
         self.count_request(route, method, status, seconds)
 
@@ -148,10 +148,10 @@ class MultiprocessSink(LocalSink):
     def observe(self, name: str, labels: tuple[str, ...], value: float) -> None:
         self._child(name, labels).observe(value)
 
-    def started(self) -> None:
+    def started(self, request: Any) -> None:
         self.metrics["gofannon_http_requests_in_flight"].inc()
 
-    def finished(self, route: str, method: str, status: int, seconds: float) -> None:
+    def finished(self, state: Any, route: str, method: str, status: int, seconds: float) -> None:
         self.metrics["gofannon_http_requests_in_flight"].dec()
         self.count_request(route, method, status, seconds)
 
