@@ -10,6 +10,7 @@ that loses a race (a code used twice at once, a refresh token rotated twice at o
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,8 +151,6 @@ class Client(ClientMixin):
         return store.redirect_uri_matches(list(self.doc.get("redirect_uris") or []), redirect_uri)
 
     def check_client_secret(self, client_secret: str) -> bool:
-        import hmac
-
         stored = str(self.doc.get("client_secret_hash") or "")
         return bool(stored) and hmac.compare_digest(store.digest(client_secret), stored)
 
