@@ -383,3 +383,16 @@ async def test_the_chain_of_a_workspace_agent_is_drawn_for_its_members(world: Wo
             assert chain["nodes"][bobs]["missing"] is False
             assert chain["nodes"][carols["_id"]]["missing"] is True  # carol's own agent stays hidden
             assert chain["nodes"][carols["_id"]]["name"] is None
+
+
+async def test_a_member_cannot_withdraw_a_deployment_by_renaming_or_deleting_the_agent(world: World) -> None:
+    bobs = world.agents["bobs_tool"]
+    assert (await call(world.alice, "POST", f"/agents/{bobs['_id']}/deploy", headers={H: world.ws}))[0] == 201
+    status, answer = await call(world.bob, "PUT", f"/agents/{bobs['_id']}", {"friendlyName": "renamed"})
+    assert status == 403 and "admin" in answer["detail"]
+    assert (await call(world.bob, "PUT", f"/agents/{bobs['_id']}", {"description": "fine"}))[0] == 200
+    assert (await call(world.bob, "DELETE", f"/agents/{bobs['_id']}"))[0] == 403
+    assert (await call(world.alice, "POST", "/rest/bobs_tool", {"inputText": "x"}))[0] == 200  # still published
+    assert (await call(world.alice, "DELETE", f"/agents/{bobs['_id']}/undeploy"))[0] == 204
+    assert (await call(world.bob, "PUT", f"/agents/{bobs['_id']}", {"friendlyName": "renamed"}))[0] == 200
+    assert (await call(world.bob, "DELETE", f"/agents/{bobs['_id']}"))[0] == 204

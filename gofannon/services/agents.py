@@ -14,7 +14,8 @@ from gofannon.errors import Conflict, DocumentNotFound, Forbidden, NotFound, Rev
 from gofannon.models.agent import AGENT_FIELDS, AGENT_KEYS, CreateAgentRequest, UpdateAgentRequest
 from gofannon.models.deployment import DEPLOYMENTS
 from gofannon.services.ownership import (
-    DELETE, EDIT, OWNER_FIELD, PERSONAL_PREFIX, READ, RUN, WORKSPACE_FIELD, authorize, may, shared_workspace,
+    DELETE, DEPLOY, EDIT, OWNER_FIELD, PERSONAL_PREFIX, READ, RUN, WORKSPACE_FIELD, authorize, may,
+    shared_workspace,
 )
 from gofannon.timeutil import now_iso
 
@@ -163,6 +164,9 @@ async def update_agent(kernel: "Kernel", ident: "Identity", agent_id: str, req: 
     before = await get_agent(kernel, ident, agent_id, EDIT)
     new_name = changes.get("friendlyName", before.get("friendlyName"))
     moving = "friendlyName" in changes and new_name != before.get("friendlyName")
+    if moving and shared_workspace(before) is not None and await _deployed(kernel, before):
+        # Renaming a deployed agent moves (or, to no name, withdraws) its deployment: an admin's act.
+        await authorize(kernel, ident, before, DEPLOY, not_found=_not_found(agent_id))
     if moving and new_name:
         taken = await kernel.store.get(DEPLOYMENTS, new_name)
         if taken is not None and taken.get("agentId") != agent_id and await _deployed(kernel, before):
@@ -221,6 +225,8 @@ async def delete_agent(kernel: "Kernel", ident: "Identity", agent_id: str) -> No
         raise missing
     await authorize(kernel, ident, doc, DELETE, not_found=missing)
     deps = await kernel.store.find(DEPLOYMENTS, {"agentId": agent_id})
+    if deps and shared_workspace(doc) is not None:
+        await authorize(kernel, ident, doc, DEPLOY, not_found=missing)  # deleting it undeploys it
     await kernel.store.delete_many(DEPLOYMENTS, [d["_id"] for d in deps])
     await kernel.store.delete(AGENTS, agent_id)
     await _bump(kernel)
@@ -253,7 +259,7 @@ async def move_agent(kernel: "Kernel", ident: "Identity", agent_id: str, target:
     an admin of both (the owner, for a personal one); an agent moves into a personal workspace only if it is
     its author's. Returns the moved agent."""
     from gofannon.services import deployments, workspaces
-    from gofannon.services.ownership import DEPLOY, workspace_of
+    from gofannon.services.ownership import workspace_of
 
     doc = await get_agent(kernel, ident, agent_id, DEPLOY)
     bound = workspaces.bound_workspace(ident)
