@@ -707,3 +707,30 @@ async def test_a_token_bound_to_another_resource_is_refused_at_mcp(client: Clien
             assert r.status == 401
             assert 'error="invalid_token"' in r.headers["WWW-Authenticate"]
             assert "localhost" in r.headers["WWW-Authenticate"]  # its metadata names the resource it is
+
+
+async def test_two_api_processes_on_one_redis_store_share_clients_consent_and_grants(serve: Any,
+                                                                                     redis_url: str) -> None:
+    import os
+    import time
+
+    env = {"GOFANNON_STORAGE": "redis", "REDIS_URL": redis_url,
+           "GOFANNON_REDIS_PREFIX": f"oauth{os.getpid()}{time.monotonic_ns()}:"}
+    one = await serve(**env)
+    two = await serve(**env)
+    _, registered = await register(one)  # registered on one ...
+    verifier, challenge = pkce()
+    browser = Browser(two.url("/"))  # ... authorized on two ...
+    try:
+        _, page = await browser.open(authorize_url(two, registered["client_id"], challenge,
+                                                   resource=two.url("/mcp")))
+        assert '<button name="decision" value="allow">' in page
+        status, location, _ = await browser.consent(page)
+    finally:
+        await browser.close()
+    assert status == 302
+    status, tokens = await token_request(one, grant_type="authorization_code",  # ... redeemed on one ...
+                                         code=redirect_params(location)["code"], redirect_uri=LOOPBACK_CB,
+                                         client_id=registered["client_id"], code_verifier=verifier)
+    assert status == 200, tokens
+    assert (await mcp_status(two, tokens["access_token"]))[0] == 200  # ... and used on two (same host, same resource)
