@@ -181,3 +181,23 @@ async def test_deleting_a_workspace_that_holds_resources_needs_force(people: Any
     assert await store.find("workspace_members", {"workspaceId": ws}) == []
     empty = await make_workspace(alice, "Empty")
     assert (await call(alice, "DELETE", f"/workspaces/{empty}"))[0] == 204
+
+
+async def test_two_admins_demoting_each_other_at_once_leave_one_admin(people: Any) -> None:
+    import asyncio
+
+    alice, bob = await people("alice", "bob")
+    ws = await make_workspace(alice)
+    await call(alice, "PUT", f"/workspaces/{ws}/members/dev_stub:bob", {"role": "admin"})
+    for _ in range(5):
+        results = await asyncio.gather(
+            call(alice, "PUT", f"/workspaces/{ws}/members/dev_stub:bob", {"role": "member"}),
+            call(bob, "PUT", f"/workspaces/{ws}/members/dev_stub:alice", {"role": "member"}))
+        _, members = await call(alice, "GET", f"/workspaces/{ws}/members")
+        admins = [m["uid"] for m in members["members"] if m["role"] == "admin"]
+        assert admins, results  # never none
+        for admin in ("dev_stub:alice", "dev_stub:bob"):  # back to two admins for the next round
+            if admin not in admins:
+                status, _ = await call(alice if admins[0] == "dev_stub:alice" else bob, "PUT",
+                                       f"/workspaces/{ws}/members/{admin}", {"role": "admin"})
+                assert status == 200

@@ -387,7 +387,19 @@ async def set_member(kernel: "Kernel", ident: "Identity", workspace_id: str, uid
     if current is None:
         user = await kernel.store.get("users", uid)
         display_name = ((user or {}).get("basicInfo") or {}).get("displayName")
-    return _member_view(await _put_member(kernel, workspace_id, uid, role, display_name, ident.uid))
+    stored = await _put_member(kernel, workspace_id, uid, role, display_name, ident.uid)
+    if current is not None and current.get("role") == "admin" and role != "admin":
+        await _keep_an_admin(kernel, workspace_id, restore=current)
+    return _member_view(stored)
+
+
+async def _keep_an_admin(kernel: "Kernel", workspace_id: str, *, restore: dict[str, Any]) -> None:
+    """After a demotion or removal: if two ran at once and left no admin, put this one back and refuse (409)."""
+    if await _admins(kernel, workspace_id):
+        return
+    doc = {k: v for k, v in restore.items() if k not in ("_id", "_rev")}
+    await kernel.store.put(MEMBERS, _member_id(workspace_id, str(restore["uid"])), doc)
+    raise Conflict("A workspace needs at least one admin; make someone else admin first")
 
 
 async def remove_member(kernel: "Kernel", ident: "Identity", workspace_id: str, uid: str) -> None:
@@ -404,6 +416,8 @@ async def remove_member(kernel: "Kernel", ident: "Identity", workspace_id: str, 
     if current.get("role") == "admin" and await _admins(kernel, workspace_id) == [uid]:
         raise Conflict("A workspace needs at least one admin; make someone else admin first")
     await kernel.store.delete(MEMBERS, _member_id(workspace_id, uid))
+    if current.get("role") == "admin":
+        await _keep_an_admin(kernel, workspace_id, restore=current)
 
 
 # -- invitations ---------------------------------------------------------------------------------------
