@@ -679,3 +679,24 @@ async def test_the_first_piece_arrives_while_the_vendor_is_still_answering(
     rest = [e async for e in stream]
     assert first.text + "".join(e.text for e in rest if e.kind == "content") == "first piece, then the rest of it"
     assert rest[-1].kind == "done"
+
+
+@pytest.mark.parametrize("provider,model,params", [
+    ("openai", "gpt-4o", {}), ("openai", "gpt-5", {"reasoning_effort": "low"}), ("anthropic", ANTHROPIC, {}),
+    ("gemini", "gemini-2.5-flash", {}), ("bedrock", BEDROCK, {})])
+async def test_closing_a_stream_hangs_up_on_the_vendor(kernel: Kernel, fake_llm: FakeLLMServer, provider: str,
+                                                       model: str, params: dict[str, Any]) -> None:
+    """What the gateway does when its client disconnects: the vendor's connection closes, so generation stops."""
+    hold = asyncio.Event()
+    fake_llm.script(Reply("first piece, then a long rest nobody will read", hold=hold))
+    stream = stream_llm(kernel, "alice", provider, model, [{"role": "user", "content": "hi"}], params)
+    async for event in stream:
+        if event.kind == "content":
+            break
+    await stream.aclose()
+    hold.set()  # the vendor goes on writing, into a closed connection
+    for _ in range(500):
+        if fake_llm.abandoned:
+            break
+        await asyncio.sleep(0.01)
+    assert fake_llm.abandoned == [fake_llm.requests[-1].path]

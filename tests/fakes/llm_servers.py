@@ -137,6 +137,7 @@ class FakeLLMServer:
         self._background: dict[str, tuple[Reply, int]] = {}
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.abandoned: list[str] = []  # paths of streams whose client hung up before the answer was all sent
 
     # -- scripting ----------------------------------------------------------------------------------
     def script(self, *replies: "Reply | str") -> None:
@@ -176,7 +177,7 @@ class FakeLLMServer:
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> "FakeLLMServer":
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._note_hangups])
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/chat/completions", self._chat)
         app.router.add_post("/v1/responses", self._responses)
@@ -207,6 +208,15 @@ class FakeLLMServer:
         await self.close()
 
     # -- internals ----------------------------------------------------------------------------------
+    @web.middleware
+    async def _note_hangups(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """A stream whose client went away fails on its next write: note it (tests check the call stopped)."""
+        try:
+            return await handler(request)  # type: ignore[no-any-return]
+        except ConnectionResetError:
+            self.abandoned.append(request.path)
+            raise
+
     async def _record(self, request: web.Request) -> Recorded:
         raw = await request.read()
         try:

@@ -34,14 +34,13 @@ class OpenAIProvider:
                 return await wire.complete_responses(call, self.base(call), body)
         return await wire.complete_chat(call, f"{self.base(call)}/chat/completions")
 
-    async def stream(self, call: LlmCall) -> AsyncIterator[StreamEvent]:
+    def stream(self, call: LlmCall) -> AsyncIterator[StreamEvent]:
+        """The wire's own generator, not one wrapping it: closing the stream (a client hung up) closes the
+        vendor's connection at once, with no inner generator left for the garbage collector to close."""
         body = wire.responses_body(call) if self.responses_path(call) else None
         if body is not None:
-            async for event in wire.stream_responses(call, self.base(call), body):
-                yield event
-            return
-        async for event in wire.stream_chat(call, f"{self.base(call)}/chat/completions"):
-            yield event
+            return wire.stream_responses(call, self.base(call), body)
+        return wire.stream_chat(call, f"{self.base(call)}/chat/completions")
 
 
 @hookimpl

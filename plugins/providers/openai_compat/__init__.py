@@ -29,9 +29,8 @@ class OpenAICompatProvider:
     async def complete(self, call: LlmCall) -> Completion:
         return await wire.complete_chat(call, self.url(call), passthrough=True)
 
-    async def stream(self, call: LlmCall) -> AsyncIterator[StreamEvent]:
-        async for event in wire.stream_chat(call, self.url(call), passthrough=True):
-            yield event
+    def stream(self, call: LlmCall) -> AsyncIterator[StreamEvent]:
+        return wire.stream_chat(call, self.url(call), passthrough=True)  # the wire's generator itself: see openai
 
 
 @hookimpl
