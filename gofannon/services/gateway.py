@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from gofannon.errors import BadRequest, GofannonError, NotFound
+from gofannon.errors import BadRequest, GofannonError, NotFound, UpstreamError
 from gofannon.llm import FINISH_REASONS, Completion, Usage, message_text
 from gofannon.llm import catalog as catalog_mod
 from gofannon.services import scopes
@@ -471,6 +471,10 @@ async def stream(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> Async
             event = await events.__anext__()
     except StopAsyncIteration:
         return
+    except GofannonError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the vendor's connection failing mid-stream is the provider's failure
+        raise UpstreamError(f"{target.provider}/{target.model} stream failed: {type(exc).__name__}: {exc}") from None
     finally:
         if not settled:
             await asyncio.shield(_abandoned(kernel, ident, target, req, streamed, reservation))
