@@ -11,7 +11,7 @@ import bisect
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 LONG_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -59,12 +59,17 @@ def _label(value: Any, limit: int = 100) -> str:
 
 
 class LocalSink:
-    """Counts in dicts. Requests are counted on the event loop; events may come from threads: one lock."""
+    """Counts in dicts. Events may come from threads, so they take the lock; requests are counted only on
+    the event loop's thread, into cells made once per (route, method, status), without it (the cheapest
+    path, since it runs for every request; a scrape copies the cells under the GIL)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        #: name -> labels -> value: a float (or a one-float list cell) for counters, [bucket counts, sum]
+        #: for histograms.
         self.series: dict[str, dict[tuple[str, ...], Any]] = {name: {} for name in METRICS}
         self.in_flight = 0
+        self._cells: dict[tuple[str, str, int], tuple[list[float], list[Any]]] = {}
 
     def _key(self, name: str, labels: tuple[str, ...]) -> tuple[str, ...]:
         known = self.series[name]
@@ -89,26 +94,70 @@ class LocalSink:
             entry[0][bisect.bisect_left(buckets, value)] += 1
             entry[1] += value
 
+    def timer(self, name: str, labels: tuple[str, ...]) -> Callable[[float], None]:
+        """A fast ``observe`` for one histogram series (for code on the event loop's thread)."""
+        buckets = METRICS[name][3]
+        with self.lock:
+            series = self.series[name]
+            key = self._key(name, labels)
+            entry = series.get(key)
+            if entry is None:
+                entry = series[key] = [[0] * (len(buckets) + 1), 0.0]
+        counts = entry[0]
+
+        def observe(value: float) -> None:
+            counts[bisect.bisect_left(buckets, value)] += 1
+            entry[1] += value
+
+        return observe
+
     # -- the request observer (see gofannon.web.middleware.RequestObserver) -----------------------------
     def started(self, request: Any) -> None:
         self.in_flight += 1
 
     def finished(self, state: Any, route: str, method: str, status: int, seconds: float) -> None:
         self.in_flight -= 1
-        self.count_request(route, method, status, seconds)
+        cells = self._cells.get((route, method, status))
+        if cells is None:
+            cells = self._request_cells(route, method, status)
+        cells[0][0] += 1
+        hist = cells[1]
+        hist[0][bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        hist[1] += seconds
+        if status >= 400:
+            self.count_failure(route, status)
 
-    def count_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.inc("gofannon_http_requests", (route, method, str(status)))
-        self.observe("gofannon_http_request_duration_seconds", (route, method), seconds)
+    def count_failure(self, route: str, status: int) -> None:
         if status == 401:
             self.inc("gofannon_login_failures", ("unauthorized",))
-        elif status >= 400 and route.startswith("/auth/callback/"):
+        elif route.startswith("/auth/callback/"):
             self.inc("gofannon_login_failures", ("login_callback",))
 
-    def snapshot(self) -> tuple[dict[str, dict[tuple[str, ...], Any]], int]:
+    def _request_cells(self, route: str, method: str, status: int) -> tuple[list[float], list[Any]]:
+        """The counter cell and histogram entry of a new (route, method, status), shared with ``series``."""
         with self.lock:
-            copy = {name: {k: (v if not isinstance(v, list) else [list(v[0]), v[1]]) for k, v in series.items()}
-                    for name, series in self.series.items()}
+            counters = self.series["gofannon_http_requests"]
+            key = self._key("gofannon_http_requests", (route, method, str(status)))
+            cell = counters.get(key)
+            if not isinstance(cell, list):
+                cell = counters[key] = [float(cell or 0.0)]
+            hists = self.series["gofannon_http_request_duration_seconds"]
+            hkey = self._key("gofannon_http_request_duration_seconds", (route, method))
+            hist = hists.get(hkey)
+            if hist is None:
+                hist = hists[hkey] = [[0] * (len(LATENCY_BUCKETS) + 1), 0.0]
+            cells = self._cells[(route, method, status)] = (cell, hist)
+            return cells
+
+    def snapshot(self) -> tuple[dict[str, dict[tuple[str, ...], Any]], int]:
+        """A copy of every series: counters as floats, histograms as [bucket counts, sum]."""
+        def value(v: Any) -> Any:
+            if isinstance(v, list):
+                return v[0] if len(v) == 1 else [list(v[0]), v[1]]
+            return v
+
+        with self.lock:
+            copy = {name: {k: value(v) for k, v in list(series.items())} for name, series in self.series.items()}
             return copy, self.in_flight
 
 
@@ -148,12 +197,18 @@ class MultiprocessSink(LocalSink):
     def observe(self, name: str, labels: tuple[str, ...], value: float) -> None:
         self._child(name, labels).observe(value)
 
+    def timer(self, name: str, labels: tuple[str, ...]) -> Callable[[float], None]:
+        return self._child(name, labels).observe  # type: ignore[no-any-return]
+
     def started(self, request: Any) -> None:
         self.metrics["gofannon_http_requests_in_flight"].inc()
 
     def finished(self, state: Any, route: str, method: str, status: int, seconds: float) -> None:
         self.metrics["gofannon_http_requests_in_flight"].dec()
-        self.count_request(route, method, status, seconds)
+        self._child("gofannon_http_requests", (route, method, str(status))).inc()
+        self._child("gofannon_http_request_duration_seconds", (route, method)).observe(seconds)
+        if status >= 400:
+            self.count_failure(route, status)
 
 
 class Stats:
@@ -228,16 +283,15 @@ class StoreTimer:
                 setattr(self, op, self._timed(op, method))
 
     def _timed(self, op: str, method: Any) -> Any:
-        labels = (self._backend, op)
+        observe = STATS.activate().timer("gofannon_store_operation_duration_seconds", (self._backend, op))
+        clock = time.perf_counter
 
         async def timed(*args: Any, **kw: Any) -> Any:
-            started = time.perf_counter()
+            started = clock()
             try:
                 return await method(*args, **kw)
             finally:
-                sink = STATS.sink
-                if sink is not None:
-                    sink.observe("gofannon_store_operation_duration_seconds", labels, time.perf_counter() - started)
+                observe(clock() - started)
 
         timed.__name__ = op
         return timed
