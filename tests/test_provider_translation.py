@@ -197,7 +197,8 @@ async def test_anthropic_json_schema_is_a_forced_tool_whose_input_is_the_answer(
     assert sent["tool_choice"] == {"type": "tool", "name": "place"}
     assert json.loads(result.content) == {"city": "Oslo"} and result.finish_reason == "stop" and result.thoughts is None
     events = await collect(kernel, "anthropic", ANTHROPIC, [{"role": "user", "content": "where?"}], {"response_format": fmt})
-    assert json.loads("".join(e.text for e in events if e.kind == "content")) == {"city": "Bergen"}
+    streamed = "".join(e.text for e in events if e.kind == "content")
+    assert json.loads(streamed) == {"city": "Bergen"} and events[-1].completion.content == streamed  # type: ignore[union-attr]
     assert not [e for e in events if e.kind == "tool_call"] and events[-1].completion.finish_reason == "stop"  # type: ignore[union-attr]
 
 
@@ -416,7 +417,8 @@ async def test_bedrock_json_schema_streams_the_forced_tools_input_as_content(ker
     sent = fake_llm.requests[-1].json
     assert sent["toolConfig"]["toolChoice"] == {"tool": {"name": "place"}}
     assert sent["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"] == {"json": SCHEMA}
-    assert json.loads("".join(e.text for e in events if e.kind == "content")) == {"city": "Oslo"}
+    streamed = "".join(e.text for e in events if e.kind == "content")
+    assert json.loads(streamed) == {"city": "Oslo"} and events[-1].completion.content == streamed  # type: ignore[union-attr]
     assert events[-1].completion.finish_reason == "stop" and not events[-1].completion.tool_calls  # type: ignore[union-attr]
 
 

@@ -124,7 +124,7 @@ def convert_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | 
 def schema_tool(call: LlmCall) -> str | None:
     """The forced tool standing in for ``response_format: json_schema`` (its input is the answer), or None."""
     fmt = translate.response_format(call.parameters.get("response_format"))
-    return f"{fmt.name}" if fmt is not None and fmt.kind == "json_schema" else None
+    return fmt.name if fmt is not None and fmt.kind == "json_schema" else None
 
 
 def request_body(call: LlmCall) -> dict[str, Any]:
@@ -214,10 +214,11 @@ def parse(data: dict[str, Any], answer_tool: str | None = None) -> Completion:
             thinking.append(block.get("thinking", ""))
         elif kind == "tool_use" and answer_tool is not None and block.get("name") == answer_tool:
             texts.append(json.dumps(block.get("input") or {}))
-            finish = "stop" if finish == "tool_calls" else finish
         elif kind == "tool_use":
             tool_calls.append({"id": block.get("id"), "type": "function",
                                "function": {"name": block.get("name"), "arguments": json.dumps(block.get("input") or {})}})
+    if answer_tool is not None and finish == "tool_calls" and not tool_calls:
+        finish = "stop"  # the forced answer tool is how json_schema answers, not a call for the client
     thoughts: dict[str, Any] = {}
     if tool_calls:
         thoughts["tool_calls"] = tool_calls
@@ -294,6 +295,9 @@ class AnthropicProvider:
                     err = event.get("error") or {}
                     raise VendorError(502, str(err.get("message")), code=err.get("type"))
         for index, parts in partial.items():
+            if answer_tool is not None and blocks[index].get("name") == answer_tool:
+                blocks[index] = {"type": "text", "text": "".join(parts)}  # the answer, exactly as it was streamed
+                continue
             try:
                 blocks[index]["input"] = json.loads("".join(parts) or "{}")
             except ValueError:

@@ -196,9 +196,10 @@ def completion(blocks: list[dict[str, Any]], usage: Usage, stop_reason: str | No
             reasoning.append(((block["reasoningContent"] or {}).get("reasoningText") or {}).get("text", ""))
         elif "toolUse" in block and answer_tool is not None and block["toolUse"].get("name") == answer_tool:
             texts.append(json.dumps(block["toolUse"].get("input") or {}))
-            finish = "stop" if finish == "tool_calls" else finish
         elif "toolUse" in block:
             calls.append(_tool_call(block["toolUse"]))
+    if answer_tool is not None and finish == "tool_calls" and not calls:
+        finish = "stop"  # the forced answer tool is how json_schema answers, not a call for the client
     thoughts: dict[str, Any] = {}
     if calls:
         thoughts["tool_calls"] = calls
@@ -297,8 +298,11 @@ class BedrockProvider:
             except eventstream.EventStreamError as exc:
                 raise VendorError(502, f"Bedrock's event stream was broken: {exc}") from None
         for index, parts in inputs.items():
-            if "toolUse" in blocks.get(index, {}):
-                blocks[index]["toolUse"]["input"] = translate.arguments("".join(parts))
+            use = blocks.get(index, {}).get("toolUse")
+            if use is not None and answer_tool is not None and use.get("name") == answer_tool:
+                blocks[index] = {"text": "".join(parts)}  # the answer, exactly as it was streamed
+            elif use is not None:
+                use["input"] = translate.arguments("".join(parts))
         yield StreamEvent("done", completion=completion([blocks[i] for i in sorted(blocks)], usage, stop_reason,
                                                         answer_tool))
 
