@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from aiohttp.test_utils import TestServer
 from test_auth_oidc import FakeGitHub, FakeOidcProvider, _start, auth_config, browser_login, provider  # noqa: F401
@@ -88,3 +89,46 @@ async def test_dev_stub_config_workspaces_and_manual_ones_combine(people: Any, t
     for workspace_id, role in (("project:alpha", "admin"), ("project:beta", "member"), (made, "member")):
         async with erin.get("/workspaces/active", headers={H: workspace_id}) as r:
             assert (await r.json())["role"] == role
+
+
+async def test_an_invitation_needs_an_address_the_provider_verified(
+        people: Any, provider: FakeOidcProvider, tmp_path: Path) -> None:
+    from gofannon.services.auth_config import DEV_CONFIG
+
+    oidc = {"type": "oidc", "enabled": True, "config": {"issuer": provider.issuer, "client_id": "gofannon",
+                                                       "client_secret": "shh"}}
+    path = tmp_path / "both.yaml"
+    path.write_text(yaml.safe_dump({"auth": {**DEV_CONFIG, "providers": [*DEV_CONFIG["providers"], oidc]}}))
+    alice, olga = await people("alice", "olga?", AUTH_CONFIG_PATH=str(path))
+    made = await make_workspace(alice)
+    assert (await call(alice, "POST", f"/workspaces/{made}/invitations", {"email": "olga@example.org"}))[0] == 201
+    provider.user = {**provider.user, "email_verified": False}
+    assert (await browser_login(olga, "oidc"))[0] == 302
+    status, me = await call(olga, "GET", "/auth/me")
+    assert made not in [w["workspaceId"] for w in me["workspaces"]]  # an unverified address claims nothing
+    provider.user = {**provider.user, "email_verified": True}
+    assert (await browser_login(olga, "oidc"))[0] == 302
+    status, me = await call(olga, "GET", "/auth/me")
+    assert [(w["workspaceId"], w["role"]) for w in me["workspaces"]][-1] == (made, "member")
+
+
+@pytest.mark.parametrize("storage", ["redis", "postgres"])
+async def test_workspaces_work_on_every_shared_store(people: Any, request: Any, storage: str) -> None:
+    env = {"GOFANNON_STORAGE": storage}
+    if storage == "redis":
+        env["REDIS_URL"] = request.getfixturevalue("redis_url")
+    else:
+        env["DATABASE_URL"] = request.getfixturevalue("postgres_url")
+    alice, bob = await people("alice", "bob", **env)
+    made = await make_workspace(alice)
+    assert (await call(alice, "PUT", f"/workspaces/{made}/members/dev_stub:bob", {"role": "member"}))[0] == 200
+    status, listed = await call(bob, "GET", "/workspaces")
+    assert [w["workspaceId"] for w in listed["workspaces"]][-1] == made
+    assert (await call(alice, "PUT", f"/workspaces/{made}/members/dev_stub:alice", {"role": "member"}))[0] == 409
+    assert (await call(bob, "GET", "/agents", headers={H: made}))[1] == []
+    status, agent = await call(bob, "POST", "/agents", {"name": "a", "description": "d", "code": "x"},
+                               headers={H: made})
+    assert status == 201 and agent["workspaceId"] == made
+    assert (await call(alice, "DELETE", f"/workspaces/{made}"))[0] == 409
+    assert (await call(alice, "DELETE", f"/workspaces/{made}?force=true"))[0] == 204
+    assert (await call(bob, "GET", f"/agents/{agent['_id']}"))[0] == 404
