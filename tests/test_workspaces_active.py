@@ -92,3 +92,21 @@ async def test_a_token_can_only_be_bound_to_a_workspace_of_its_owner(people: Any
     status, tokens = await call(bob, "GET", "/users/me/tokens")
     assert tokens["tokens"] == []  # nothing half-made
     assert (await token_for(bob, workspaceId="project:demo"))[0] == 201
+
+
+async def test_the_header_wins_over_the_query_and_a_blank_one_means_personal(people: Any) -> None:
+    alice, = await people("alice")
+    made = await make_workspace(alice)
+    async with alice.get(f"/workspaces/active?workspace={made}", headers={H: "project:demo"}) as r:
+        assert (await r.json())["workspaceId"] == "project:demo"
+    assert (await active(alice, "   "))[1]["workspaceId"] == "personal:dev_stub:alice"
+    # Routes that act in a workspace refuse one the caller is not in before doing anything.
+    chat = {"messages": [{"role": "user", "content": "hi"}], "provider": "openai", "model": "gpt-4o"}
+    for method, path, body in (("POST", "/chat", chat), ("GET", "/agents", None), ("GET", "/demos", None),
+                               ("GET", "/runs", None), ("GET", "/deployments", None),
+                               ("GET", "/data-store/namespaces", None),
+                               ("POST", "/agents", {"name": "a", "description": "d", "code": "x"})):
+        status, answer = await call(alice, method, path, body, headers={H: "group:not-mine"})
+        assert (status, answer) == (404, {"detail": "Workspace not found"}), path
+    _, agents = await call(alice, "GET", "/agents")
+    assert agents == []  # the refused create made nothing
