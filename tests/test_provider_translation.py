@@ -276,6 +276,19 @@ async def test_gemini_response_format_is_its_json_mode(kernel: Kernel, fake_llm:
     assert json.loads(result.content) == {"city": "Oslo"} and result.finish_reason == "stop"
 
 
+async def test_gemini_names_each_function_response_after_the_call_of_its_own_turn(kernel: Kernel, fake_llm: FakeLLMServer) -> None:
+    def turn(name: str, result: str) -> list[dict[str, Any]]:  # Gemini gives calls no ids: call_0 in every turn
+        return [{"role": "assistant", "content": "", "tool_calls": [
+                    {"id": "call_0", "type": "function", "function": {"name": name, "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "call_0", "content": result}]
+
+    msgs = [{"role": "user", "content": "hi"}, *turn("lookup", "a"), *turn("clock", "b")]
+    await call_llm(kernel, "alice", "gemini", "gemini-2.5-flash", msgs, {}, tools=[LOOKUP, CLOCK])
+    responses = [p["functionResponse"]["name"] for c in fake_llm.requests[-1].json["contents"] for p in c["parts"]
+                 if "functionResponse" in p]
+    assert responses == ["lookup", "clock"]
+
+
 @pytest.mark.parametrize("choice,mode", [("auto", "AUTO"), ("none", "NONE"), ("required", "ANY")])
 async def test_gemini_tool_choice_modes(kernel: Kernel, fake_llm: FakeLLMServer, choice: str, mode: str) -> None:
     await call_llm(kernel, "alice", "gemini", "gemini-2.5-flash", [{"role": "user", "content": "hi"}],

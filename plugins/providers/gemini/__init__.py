@@ -59,8 +59,9 @@ def _signature(tc: dict[str, Any]) -> str | None:
 
 def convert_contents(call: LlmCall) -> list[dict[str, Any]]:
     """OpenAI messages → Gemini contents: tool results as ``functionResponse`` parts carrying the function's
-    name (looked up from the assistant's earlier tool call), consecutive turns of one role merged."""
-    names = translate.tool_names(call.messages)
+    name (looked up from the assistant's latest tool calls: Gemini's own ids repeat across turns, ``call_0``, ...),
+    consecutive turns of one role merged."""
+    names: dict[str, str] = {}
     needs_signature = call.model.startswith("gemini-3")
     contents: list[dict[str, Any]] = []
     for m in call.messages:
@@ -74,6 +75,7 @@ def convert_contents(call: LlmCall) -> list[dict[str, Any]]:
                                                          "response": {"content": message_text(m.get("content"))}}}]
         elif role == "assistant":
             role = "model"
+            names.update(translate.tool_names([m]))
             text = message_text(m.get("content"))
             parts = [{"text": text}] if text else []
             for i, tc in enumerate(m.get("tool_calls") or []):
