@@ -1,0 +1,103 @@
+"""Deployed agents as ``/v1`` models (``agent/<friendlyName>``): run in the sandbox as the caller, the last
+user message as input, the answer as the completion, errors and the time limit as server errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from conftest import Client
+from fakes import FakeLLMServer, Reply
+from test_gateway_openai import Gateway, make_token, start_gateway
+from test_rest import deploy
+
+ECHO = "async def run(input_dict, tools):\n    return {'outputText': 'echo: ' + input_dict['inputText']}\n"
+STRUCTURED = "async def run(input_dict, tools):\n    return {'sum': input_dict['a'] + input_dict['b']}\n"
+FAILING = "async def run(input_dict, tools):\n    raise ValueError('the agent broke')\n"
+SLOW = "import asyncio\n\nasync def run(input_dict, tools):\n    await asyncio.sleep(30)\n    return {}\n"
+CALLS_LLM = """
+async def run(input_dict, tools):
+    content, thoughts = await call_llm(provider="fake", model="chat-1",
+                                       messages=[{"role": "user", "content": input_dict["inputText"]}])
+    return {"outputText": content}
+"""
+
+
+@pytest.fixture
+async def agw(serve: Any, fake_llm: FakeLLMServer, tmp_path: Path) -> Gateway:
+    gw = await start_gateway(serve, fake_llm, tmp_path, GOFANNON_SANDBOX_TIMEOUT_S="2")
+    await deploy(gw.client, name="echo", friendlyName="echo", code=ECHO)
+    await deploy(gw.client, name="adder", friendlyName="adder", code=STRUCTURED)
+    await deploy(gw.client, name="broken", friendlyName="broken", code=FAILING)
+    await deploy(gw.client, name="slow", friendlyName="slow", code=SLOW)
+    await deploy(gw.client, name="asker", friendlyName="asker", code=CALLS_LLM)
+    return gw
+
+
+async def test_deployed_agents_are_models(agw: Gateway) -> None:
+    ids = [m.id async for m in agw.sdk().models.list()]
+    assert {"agent/echo", "agent/adder", "agent/broken"} <= set(ids)
+    assert (await agw.sdk().models.retrieve("agent/echo")).owned_by == "gofannon"
+
+
+async def test_an_agent_answers_the_last_user_message(agw: Gateway) -> None:
+    got = await agw.sdk().chat.completions.create(model="agent/echo", messages=[
+        {"role": "system", "content": "ignored"}, {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "..."}, {"role": "user", "content": [{"type": "text", "text": "hello"}]}])
+    assert got.choices[0].message.content == "echo: hello" and got.choices[0].finish_reason == "stop"
+    assert got.model == "agent/echo" and got.usage.total_tokens == 0
+
+
+async def test_a_json_object_message_is_the_whole_input_and_a_result_without_output_text_is_json(
+        agw: Gateway) -> None:
+    got = await agw.sdk().chat.completions.create(
+        model="agent/adder", messages=[{"role": "user", "content": json.dumps({"a": 2, "b": 40})}])
+    assert json.loads(got.choices[0].message.content) == {"sum": 42}
+
+
+async def test_an_agent_streams_its_answer(agw: Gateway) -> None:
+    stream = await agw.sdk().chat.completions.create(
+        model="agent/echo", messages=[{"role": "user", "content": "x" * 600}], stream=True,
+        stream_options={"include_usage": True})
+    chunks = [c async for c in stream]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert "".join(texts) == "echo: " + "x" * 600 and len(texts) > 1
+    assert chunks[-1].usage is not None
+
+
+async def test_an_agent_error_is_a_server_error_with_its_message(agw: Gateway) -> None:
+    with pytest.raises(openai.InternalServerError) as err:
+        await agw.sdk().chat.completions.create(model="agent/broken", messages=[{"role": "user", "content": "go"}])
+    assert err.value.status_code == 500 and "the agent broke" in err.value.message
+
+
+async def test_an_agent_over_its_time_limit_is_504(agw: Gateway) -> None:
+    with pytest.raises(openai.APIStatusError) as err:
+        await agw.sdk().chat.completions.create(model="agent/slow", messages=[{"role": "user", "content": "go"}])
+    assert err.value.status_code == 504 and "timeout" in err.value.message
+
+
+async def test_an_agent_model_needs_a_user_message(agw: Gateway) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        await agw.sdk().chat.completions.create(model="agent/echo", messages=[{"role": "system", "content": "x"}])
+    assert err.value.param == "messages"
+
+
+async def test_an_agents_own_llm_calls_are_charged_to_the_caller(agw: Gateway) -> None:
+    agw.fake.script(Reply("from the model", input_tokens=7, output_tokens=2))
+    bob = Gateway(Client(agw.client.server, aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))), "",
+                  agw.fake)
+    try:
+        await bob.client.login("bob")
+        bob.token = await make_token(bob.client)
+        got = await bob.sdk().chat.completions.create(model="agent/asker", messages=[{"role": "user", "content": "q"}])
+        assert got.choices[0].message.content == "from the model"
+        history = await bob.usage()
+        assert history[-1]["metadata"]["model"] == "chat-1" and history[-1]["responseCost"] > 0
+    finally:
+        await bob.client.session.close()
