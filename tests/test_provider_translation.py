@@ -488,6 +488,9 @@ async def test_bedrock_refuses_what_converse_cannot_do(kernel: Kernel, fake_llm:
         "bedrock does not support images of type image/tiff (png, jpeg, gif and webp only)"
     assert await refused(kernel, fake_llm, "bedrock", BEDROCK, [{"role": "user", "content": "hi"}],
                          {"presence_penalty": 1}) == "bedrock does not support presence_penalty"
+    assert await refused(kernel, fake_llm, "bedrock", BEDROCK, INLINE_ONLY, {}) == (
+        "bedrock does not support a conversation with tool calls or results but no tools (Converse needs the tools' "
+        "definitions with them)")
     llama = "us.meta.llama3-3-70b-instruct-v1:0"
     assert await refused(kernel, fake_llm, "bedrock", llama, [{"role": "user", "content": "hi"}],
                          {"tool_choice": "required"}, [LOOKUP]) == (

@@ -31,8 +31,8 @@ STREAM_ERRORS = {"throttlingException": 429, "validationException": 400, "access
                  "modelStreamErrorException": 502, "modelTimeoutException": 504}
 #: Model families whose Converse ``toolChoice`` may force tools (Bedrock's ToolChoice reference): ``any`` on
 #: Claude, Mistral Large and Nova, a named ``tool`` on Claude and Nova; the others take only ``auto``.
-FORCE_ANY_FAMILIES = ("anthropic.", "mistral.", "amazon.nova")
-FORCE_TOOL_FAMILIES = ("anthropic.", "amazon.nova")
+FORCING = {"required": (("anthropic.", "mistral.", "amazon.nova"), "a tool", "Anthropic, Mistral and Amazon Nova"),
+           "function": (("anthropic.", "amazon.nova"), "a named tool", "Anthropic and Amazon Nova")}
 JSON_INSTRUCTION = "Answer with a single JSON object and nothing else: no prose, no code fences."
 
 
@@ -144,22 +144,25 @@ def request_body(call: LlmCall) -> dict[str, Any]:
         choice = translate.ToolChoice("function", fmt.name)
     if system_text:
         body["system"] = [{"text": system_text}]
+    used_tools = any("toolUse" in b or "toolResult" in b for m in messages for b in m["content"])
     if specs and choice is not None and choice.mode == "none":
         # Converse has no "none": leave the tools out, unless the conversation already used them (then
         # Converse insists on the toolConfig, and the model could call a tool).
-        if any("toolUse" in b or "toolResult" in b for m in messages for b in m["content"]):
+        if used_tools:
             raise UnsupportedFeature(provider, "tool_choice 'none' in a conversation that already used tools")
         specs = []
+    elif used_tools and not specs:
+        raise UnsupportedFeature(provider, "a conversation with tool calls or results but no tools (Converse "
+                                           "needs the tools' definitions with them)")
     if specs:
         body["toolConfig"] = {"tools": specs}
-        families = {"required": FORCE_ANY_FAMILIES, "function": FORCE_TOOL_FAMILIES}.get(choice.mode if choice else "")
-        if choice is not None and families is not None and not any(f in call.model for f in families):
-            what = "response_format json_schema" if fmt is not None and fmt.kind == "json_schema" \
-                else f"tool_choice '{choice.mode}'"
-            who = "Anthropic, Mistral and Amazon Nova" if choice.mode == "required" else "Anthropic and Amazon Nova"
-            raise UnsupportedFeature(provider, f"{what} on {call.model} (Converse forces "
-                                               f"{'a tool' if choice.mode == 'required' else 'a named tool'} only "
-                                               f"for {who} models)")
+        if choice is not None and choice.mode in FORCING:
+            families, forced, who = FORCING[choice.mode]
+            if not any(f in call.model for f in families):
+                asked = "response_format json_schema" if fmt is not None and fmt.kind == "json_schema" \
+                    else f"tool_choice '{choice.mode}'"
+                raise UnsupportedFeature(provider, f"{asked} on {call.model} (Converse forces {forced} only for "
+                                                   f"{who} models)")
         if choice is not None and choice.mode != "none":
             if thinking and choice.mode in ("required", "function"):
                 raise UnsupportedFeature(provider, f"tool_choice '{choice.mode}' with reasoning_effort (extended "
