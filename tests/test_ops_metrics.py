@@ -165,3 +165,84 @@ async def test_a_scrape_while_requests_run_concurrently_stays_parseable(serve: A
 
     results = await asyncio.gather(*(hit() for _ in range(50)), scrape(client), scrape(client))
     assert value(results[-1], "gofannon_http_requests_total", route="/health", method="GET", status="200") >= 1
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Any) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    return subprocess.Popen([sys.executable, "-m", "gofannon", *args], env={**os.environ, **env}, cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+async def _get_text(url: str, timeout: float = 30.0) -> tuple[int, str]:
+    """GET url, retrying while the process starts; (status, body)."""
+    import time
+
+    import aiohttp
+
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        while True:
+            try:
+                async with s.get(url) as r:
+                    return r.status, await r.text()
+            except aiohttp.ClientError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+
+async def test_a_worker_serves_its_own_metrics_on_its_metrics_port(
+        serve: Any, redis_url: str, fake_openai: FakeLLMServer, tmp_path: Any) -> None:
+    from conftest import free_port
+
+    port = free_port()
+    env = {"APP_ENV": "test", "REDIS_URL": redis_url, "GOFANNON_DATA_DIR": str(tmp_path / "data"),
+           "GOFANNON_SANDBOX_POOL_SIZE": "1", **fake_openai.env}
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        worker = _spawn(["worker", "--metrics-port", str(port)], env, log)
+        try:
+            for _ in range(600):
+                if "ready on queue" in log_path.read_text() or worker.poll() is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert "ready on queue" in log_path.read_text(), log_path.read_text()
+            client = await serve(REDIS_URL=redis_url, **fake_openai.env)
+            await client.login("alice")
+            fake_openai.script(Reply("from the worker", input_tokens=5, output_tokens=6))
+            assert (await wait_ticket(client, (await post_chat(client))["ticket_id"]))["status"] == "completed"
+            status, text = await _get_text(f"http://127.0.0.1:{port}/metrics")  # no credentials on its own port
+            assert status == 200
+            samples = parse(text)
+            assert value(samples, "gofannon_chat_tickets_total", outcome="completed") == 1
+            assert value(samples, "gofannon_llm_calls_total", provider="openai", model="gpt-4o", outcome="success") == 1
+            assert value(samples, "gofannon_llm_tokens_total", provider="openai", model="gpt-4o", type="output") == 6
+            assert ("gofannon_job_queue_depth", (("queue", "gofannon"),)) in samples
+            assert value(samples, "gofannon_job_queue_depth", queue="gofannon") == 0
+        finally:
+            worker.terminate()
+            worker.wait(30)
+
+
+async def test_serve_metrics_port_answers_without_auth_while_the_api_port_still_asks(tmp_path: Any) -> None:
+    from conftest import free_port
+
+    port, metrics_port = free_port(), free_port()
+    env = {"APP_ENV": "test", "GOFANNON_DATA_DIR": str(tmp_path / "data"), "GOFANNON_SANDBOX_POOL_SIZE": "0"}
+    with (tmp_path / "serve.log").open("w") as log:
+        server = _spawn(["serve", "--port", str(port), "--metrics-port", str(metrics_port)], env, log)
+        try:
+            for _ in range(3):
+                assert (await _get_text(f"http://127.0.0.1:{port}/health"))[0] == 200
+            assert (await _get_text(f"http://127.0.0.1:{port}/metrics"))[0] == 401
+            status, text = await _get_text(f"http://127.0.0.1:{metrics_port}/metrics")
+            assert status == 200
+            assert value(parse(text), "gofannon_http_requests_total", route="/health", method="GET", status="200") >= 3
+        finally:
+            server.terminate()
+            server.wait(30)

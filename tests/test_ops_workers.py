@@ -5,6 +5,7 @@ metrics of both add up, and SIGTERM drains and stops them all."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -200,6 +201,10 @@ async def test_metrics_of_both_workers_add_up_and_sigterm_stops_them_all(workers
     assert server.proc.wait(40) == 0
     for pid in pids:
         assert not alive(pid)
+    # GOFANNON_LOG_FORMAT=json: every log line of the supervisor and both workers is one JSON object
+    records = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
+    assert {r["pid"] for r in records} >= pids
+    assert any(r["logger"] == "gofannon.supervisor" and "stopping 2 workers" in r["message"] for r in records)
 
 
 def test_a_bad_worker_count_or_an_unshareable_store_stops_with_a_clear_message(tmp_path: Path) -> None:
