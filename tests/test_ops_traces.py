@@ -112,6 +112,8 @@ async def test_an_agent_run_and_the_llm_call_its_code_makes_nest_under_the_reque
     assert run.parent.span_id == job.context.span_id and run.attributes["gofannon.run.outcome"] == "success"
     assert llm.context.trace_id == http.context.trace_id
     assert llm.start_time >= run.start_time and llm.end_time <= run.end_time
+    broker = by_name(finished, "broker llm.call")  # the agent code's request to the platform
+    assert broker.context.trace_id == http.context.trace_id and llm.parent.span_id == broker.context.span_id
     no_prompt_anywhere([v for s in finished for v in s.attributes.values()])
 
 
@@ -168,16 +170,18 @@ async def test_one_trace_spans_the_api_an_rq_worker_the_sandbox_and_the_llm_call
     done = await wait_ticket(client, ticket, attempts=1500)
     assert done["status"] == "completed" and done["result"]["content"] == "deep answer", done
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not {"job chat", "agent run", "chat gpt-4o"} <= {
+    while time.monotonic() < deadline and not {"job chat", "agent run", "broker llm.call", "chat gpt-4o"} <= {
             s.name for _, s in receiver.spans}:
         await asyncio.sleep(0.1)  # the worker exports in batches, inner spans first
     api_span = by_name(spans.get_finished_spans(), "POST /chat")
     worker = {span.name: span for service, span in receiver.spans
               if service == "gofannon-worker" and span.trace_id.hex() == TRACE_ID}
-    assert {"job chat", "agent run", "chat gpt-4o"} <= set(worker), [s.name for _, s in receiver.spans]
+    assert {"job chat", "agent run", "broker llm.call", "chat gpt-4o"} <= set(worker), \
+        [s.name for _, s in receiver.spans]
     assert worker["job chat"].parent_span_id.hex() == format(api_span.context.span_id, "016x")
     assert worker["agent run"].parent_span_id == worker["job chat"].span_id
     llm = worker["chat gpt-4o"]
+    assert llm.parent_span_id == worker["broker llm.call"].span_id
     attributes = {a.key: a.value for a in llm.attributes}
     assert attributes["gen_ai.system"].string_value == "openai"
     assert attributes["gen_ai.usage.input_tokens"].int_value == 11

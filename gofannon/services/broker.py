@@ -108,6 +108,18 @@ class RunBroker:
         await self.ctx.add_event(event)
 
     async def handle(self, op: str, args: dict[str, Any]) -> Any:
+        """One request of the agent's code, in a trace span of its own (named by known operations only)."""
+        from gofannon.observability import span
+
+        name = op if op in _OPS or op.startswith("data_store.") else "unknown"
+        with span(f"broker {name}", {"gofannon.broker.op": name}) as handle:
+            try:
+                return await self._handle(op, args)
+            except Exception as exc:
+                handle.error(type(exc).__name__)
+                raise
+
+    async def _handle(self, op: str, args: dict[str, Any]) -> Any:
         try:
             if op.startswith("data_store."):
                 return await self._data_store(op.split(".", 1)[1], dict(args))
