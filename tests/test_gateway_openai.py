@@ -198,3 +198,10 @@ async def test_tools_round_trip(gw: Gateway, stream: bool) -> None:
     upstream = gw.fake.requests[-1].json["messages"]
     assert upstream[1]["tool_calls"][0]["id"] == "call_w1"
     assert upstream[2] == {"role": "tool", "tool_call_id": "call_w1", "content": '{"sky": "sunny"}'}
+
+
+async def test_the_v1_routes_are_in_the_openapi_document(gw: Gateway) -> None:
+    async with gw.client.get("/openapi.json") as r:
+        paths = (await r.json())["paths"]
+    assert "get" in paths["/v1/models"] and "get" in paths["/v1/models/{model_id}"]
+    assert paths["/v1/chat/completions"]["post"]["requestBody"]

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from gofannon.errors import GofannonError
+from gofannon.models.openai import ChatCompletionBody
 from gofannon.services import gateway
 from gofannon.services.workspaces import active_workspace, charges_workspace
 from gofannon.web.common import api_doc, dumps, identity, json_response, kernel_of, read_json
@@ -98,7 +99,7 @@ async def get_model(request: web.Request) -> web.Response:
 
 @routes.post("/v1/chat/completions")
 @api_doc(summary="OpenAI-compatible chat completions (stream or not) over every provider and deployed agent, "
-                 "billed like chat", tags=["openai"])
+                 "billed like chat", body=ChatCompletionBody, tags=["openai"])
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     ident = identity(request)
     kernel = kernel_of(request)
