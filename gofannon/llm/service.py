@@ -9,13 +9,15 @@ observability event. Chat tickets, code generation and agents (through the sandb
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from gofannon.errors import BadRequest, GatewayTimeout, GofannonError, Unprocessable, UpstreamError
-from gofannon.llm import Completion, LlmCall, LlmResult, Provider, StreamEvent, UnsupportedFeature, Usage, VendorError
+from gofannon.llm import (Completion, LlmCall, LlmResult, Provider, StreamEvent, UnsupportedFeature, Usage, VendorError,
+                          message_text)
 from gofannon.llm import catalog as catalog_mod
 from gofannon.llm.http import llm_http
 
@@ -144,6 +146,8 @@ def map_vendor_error(exc: VendorError, provider: str, model: str, key_source: st
         which = "user-specific" if key_source == "user" else "environment variable"
         return InvalidApiKey(f"Invalid API key for {provider}. Please check your {which} API key in your "
                              "profile settings.")
+    if exc.status == 429 and "insufficient_quota" not in text:
+        return UpstreamError(f"{provider} is rate limiting requests and retries were exhausted: {exc.message}")
     if any(s in text for s in ("prompt is too long", "context_length_exceeded", "maximum context length",
                                "context window", "too many tokens", "exceeds the maximum number of tokens")):
         window = model_config.get("context_window")
@@ -157,6 +161,11 @@ def map_vendor_error(exc: VendorError, provider: str, model: str, key_source: st
     if exc.status == 429:
         return UpstreamError(f"{provider} is rate limiting requests and retries were exhausted: {exc.message}")
     return UpstreamError(f"{provider} returned an error ({exc.status}): {exc.message}")
+
+
+def _estimate_tokens(messages: list[dict[str, Any]]) -> int:
+    """A rough prompt size (4 characters a token) for calls whose vendor never reported usage."""
+    return max(1, sum(len(message_text(m.get("content"))) for m in messages if isinstance(m, dict)) // 4)
 
 
 def check_messages(messages: Any) -> None:
@@ -183,13 +192,13 @@ async def _prepare(kernel: "Kernel", uid: str, provider: str, model: str, messag
     if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
         raise Unprocessable("tools must be a list of tool objects")
     plugin = plugin_for(kernel, provider, provider_config)
-    from gofannon.services import users, workspaces
+    from gofannon.services import users, workspace_budgets
 
-    if workspaces.charges_workspace(workspace_id):
+    if workspace_budgets.charges_workspace(workspace_id):
         # A call made in a shared workspace needs both allowances; both are read at once.
         own_key, _ = await asyncio.gather(
             users.require_allowance(kernel, uid, key_for=user_key_provider(uid, provider)),
-            workspaces.require_allowance(kernel, str(workspace_id)))
+            workspace_budgets.require_allowance(kernel, str(workspace_id)))
     else:
         own_key = await users.require_allowance(kernel, uid, key_for=user_key_provider(uid, provider))
     key, source = resolve_key(kernel, provider, provider_config, own_key)
@@ -209,7 +218,7 @@ async def _prepare(kernel: "Kernel", uid: str, provider: str, model: str, messag
 
 
 async def _settle(kernel: "Kernel", uid: str, call: LlmCall, completion: Completion, started: float,
-                  workspace_id: str | None = None) -> LlmResult:
+                  workspace_id: str | None = None, *, estimated: bool = False) -> LlmResult:
     usage = completion.usage
     cost, priced = catalog_mod.active().cost(call.provider, call.model, usage.input_tokens, usage.output_tokens,
                                              usage.cached_input_tokens)
@@ -223,13 +232,16 @@ async def _settle(kernel: "Kernel", uid: str, call: LlmCall, completion: Complet
         metadata["reasoningTokens"] = usage.reasoning_tokens
     if not priced:
         metadata["unpriced"] = True
-    from gofannon.services import users, workspaces
+    if estimated:
+        metadata["estimated"] = True  # the stream was abandoned before the vendor reported its usage
+    from gofannon.services import users, workspace_budgets
 
-    if workspaces.charges_workspace(workspace_id):
+    if workspace_budgets.charges_workspace(workspace_id):
         metadata["workspaceId"] = workspace_id
         # Two documents, each updated atomically; written at once.
         await asyncio.gather(users.charge(kernel, uid, cost, metadata),
-                             workspaces.charge(kernel, str(workspace_id), uid, cost, f"{call.provider}/{call.model}"))
+                             workspace_budgets.charge(kernel, str(workspace_id), uid, cost,
+                                                      f"{call.provider}/{call.model}"))
     else:
         await users.charge(kernel, uid, cost, metadata)
     kernel.record("llm_request", f"{call.provider}/{call.model}", user_id=uid, metadata={
@@ -305,18 +317,29 @@ async def stream_llm(kernel: "Kernel", ident: "Identity | str | None", provider:
     plugin, call, source = await _prepare(kernel, uid, provider, model, messages, parameters, tools, timeout, kw,
                                           workspace_id)
     final: Completion | None = None
+    received = 0  # characters streamed so far: what an abandoned stream is billed on
     try:
-        async for event in plugin.stream(call):
-            if event.kind == "done":
-                final = event.completion
-                break
-            yield event
+        async with contextlib.aclosing(plugin.stream(call)) as events:  # closing us closes the vendor stream now
+            async for event in events:
+                if event.kind == "done":
+                    final = event.completion
+                    break
+                received += len(event.text)
+                yield event
     except VendorError as exc:
         mapped = map_vendor_error(exc, provider, model, source, call.model_config)
         _failed(kernel, uid, provider, model, mapped)
         raise mapped from None
     except UnsupportedFeature as exc:
         raise BadRequest(str(exc)) from None
+    except (GeneratorExit, asyncio.CancelledError):
+        # The caller went away mid-stream: the vendor has already produced (and will bill) what was streamed,
+        # so the caller is charged an estimate (4 characters a token) rather than nothing.
+        estimate = Usage(input_tokens=_estimate_tokens(messages), output_tokens=max(1, received // 4))
+        kernel.spawn(_settle(kernel, uid, call, Completion("", None, estimate), started, workspace_id,
+                             estimated=True),
+                     name="settle-abandoned-stream")
+        raise
     if final is None:
         final = Completion(content="", usage=Usage())
     result = await _settle(kernel, uid, call, final, started, workspace_id)
