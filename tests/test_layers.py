@@ -20,14 +20,7 @@ TREES = {"gofannon": ROOT / "gofannon", "gofannon_plugins": ROOT / "plugins"}
 #: Imports known to close a circle, with the reason they are tolerated for now. Without them the graph has no
 #: circle. Do not add to this: break a new circle instead (move what both sides need into a module below them,
 #: hand the upper object in as an argument, or name it in a registry); take an entry off when it is gone.
-KNOWN_BACK_EDGES: dict[tuple[str, str], str] = {
-    # Workspaces (second round): deleting or moving in a workspace cascades to agents and deployments, while
-    # agents and ownership ask workspaces for roles; agents moving carry their deployment along. To break: split
-    # the role lookups (below ownership) from the cascades (above agents and deployments).
-    ("gofannon.services.workspaces", "gofannon.services.agents"): "workspace cascade to agents",
-    ("gofannon.services.workspaces", "gofannon.services.deployments"): "workspace cascade to deployments",
-    ("gofannon.services.agents", "gofannon.services.deployments"): "an agent's move carries its deployment",
-}
+KNOWN_BACK_EDGES: dict[tuple[str, str], str] = {}
 
 
 def _modules() -> dict[str, Path]:

@@ -254,24 +254,11 @@ async def load_usable(kernel: "Kernel", ident: "Identity", agent_ids: list[str],
     return out
 
 
-async def move_agent(kernel: "Kernel", ident: "Identity", agent_id: str, target: str) -> dict[str, Any]:
-    """``POST /agents/{id}/move``: move an agent (and its deployment) to another workspace. The caller must be
-    an admin of both (the owner, for a personal one); an agent moves into a personal workspace only if it is
-    its author's. Returns the moved agent."""
-    from gofannon.services import deployments, workspaces
-    from gofannon.services.ownership import workspace_of
-
-    doc = await get_agent(kernel, ident, agent_id, DEPLOY)
-    bound = workspaces.bound_workspace(ident)
-    if bound is not None and target != bound:
-        raise NotFound(workspaces.NOT_FOUND)
-    if await workspaces.effective_role(kernel, ident, target) != "admin":
-        raise Forbidden("Only an admin of the target workspace may move an agent into it")
+async def move_to(kernel: "Kernel", doc: dict[str, Any], target: str) -> tuple[dict[str, Any], bool]:
+    """Put an agent (already authorised, see ``workspaces.move_agent``) in workspace ``target``; its
+    deployment, if any, carries the new workspace. Returns the moved agent and whether a deployment moved."""
+    agent_id = doc["_id"]
     owner_personal = PERSONAL_PREFIX + str(doc.get(OWNER_FIELD))
-    if target.startswith(PERSONAL_PREFIX) and target != owner_personal:
-        raise Conflict("An agent can move into a personal workspace only if it is its author's")
-    if workspace_of(doc) == target:
-        return ordered(doc)
 
     def apply(current: dict[str, Any] | None) -> dict[str, Any]:
         if current is None or shared_workspace(current) != shared_workspace(doc):
@@ -284,7 +271,7 @@ async def move_agent(kernel: "Kernel", ident: "Identity", agent_id: str, target:
 
     stored = await kernel.store.update(AGENTS, agent_id, apply)
     await _bump(kernel)
-    if await _deployed(kernel, stored):
-        await kernel.store.put(DEPLOYMENTS, stored["friendlyName"], deployment_doc(stored))
-        await deployments.changed(kernel)
-    return ordered(stored)
+    if not await _deployed(kernel, stored):
+        return ordered(stored), False
+    await kernel.store.put(DEPLOYMENTS, stored["friendlyName"], deployment_doc(stored))
+    return ordered(stored), True

@@ -67,7 +67,7 @@ async def authorize(kernel: "Kernel", ident: "Identity", doc: dict[str, Any], ve
     """Raise ``not_found`` (outside the caller's reach) or 403 (visible but not theirs to change) unless
     ``ident`` may ``verb`` the document. Returns the caller's role in the document's shared workspace (None
     for a personal one). Costs a store read only for a document of a workspace made in the platform."""
-    from gofannon.services.workspaces import bound_workspace, role_in
+    from gofannon.services.memberships import bound_workspace, role_in
 
     bound = bound_workspace(ident)
     if bound is not None and workspace_of(doc) != bound:

@@ -99,10 +99,10 @@ async def create(kernel: "Kernel", ident: Identity, name: str, scope: dict[str, 
         raise Conflict(f"At most {MAX_TOKENS_PER_USER} tokens per user; revoke one first")
     scope = {k: v for k, v in (scope or {}).items() if k in SCOPE_FIELDS and v is not None}
     if scope.get("workspaceId") is not None:
-        from gofannon.services import workspaces
+        from gofannon.services.memberships import effective_role
 
         # Only a workspace the caller may act in (404 as for a non-member otherwise).
-        await workspaces.effective_role(kernel, ident, str(scope["workspaceId"]))
+        await effective_role(kernel, ident, str(scope["workspaceId"]))
     token_id = uuid.uuid4().hex
     secret = secrets.token_urlsafe(32)
     doc = {

@@ -1,84 +1,44 @@
-"""Workspaces (issue 14): who is a member of what with which role, the workspace a request acts in,
-workspaces made in the platform, invitations and workspace budgets.
+"""Workspaces made in the platform (issue 14, docs/workspaces.md): create, rename, delete (with its resources),
+members, invitations, moving agents between workspaces, and ``gofannon store migrate``.
 
-Memberships come from two places:
-
-- the login: the personal workspace ``personal:<uid>`` (always, role admin) and whatever the login backend
-  reported (dev_stub config, ASF projects, OIDC groups claim, GitHub organisations, ...). They travel with the
-  session (or the token's snapshot) and are refreshed as sessions are;
-- the store: workspaces made here (``workspaces/<ws:...>``, source ``manual``) and one membership document per
-  member (``workspace_members/<workspaceId>|<uid>``). These are read when they are needed — when a request
-  names a workspace, lists memberships or manages one — never cached, so a change applies to the member's next
-  request without a new login.
-
-Ids of workspaces made here start with ``ws:``, which no login backend produces, so they never collide with
-provider-derived ids. A request that names no workspace acts in the caller's personal workspace and costs no
-store read.
+The membership lookups and the active workspace live below, in ``gofannon.services.memberships``; budgets in
+``gofannon.services.workspace_budgets``. Both are re-exported here, so ``workspaces.<name>`` is the one place
+handlers look; lower services import those modules directly (this one imports agents and deployments).
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 import secrets
 import unicodedata
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from gofannon.errors import Conflict, Forbidden, NotFound, PaymentRequired, Unprocessable
+from gofannon.errors import Conflict, Forbidden, NotFound, Unprocessable
+from gofannon.services.memberships import (  # noqa: F401 - re-exported for handlers and other services
+    ACTIVE_KEY, COLLECTION, HEADER, MANUAL_PREFIX, MAX_ID_LENGTH, MEMBERS, NOT_FOUND, PERSONAL_PREFIX, QUERY, ROLES,
+    active_workspace, bound_workspace, derived, effective_role, exists, has_manual_membership, is_manual,
+    manual_view, member_id, membership, memberships, personal_id, resolve_active, role_in,
+)
+from gofannon.services.workspace_budgets import (  # noqa: F401 - re-exported
+    BUDGETS, MIN_SPEND, charge, charges_workspace, require_allowance, set_budget, usage,
+)
 from gofannon.timeutil import now_iso
 
 if TYPE_CHECKING:  # pragma: no cover
-    from aiohttp import web
-
     from gofannon.auth import Identity
     from gofannon.kernel import Kernel
 
-COLLECTION = "workspaces"
-MEMBERS = "workspace_members"
 INVITATIONS = "workspace_invitations"
-BUDGETS = "workspace_budgets"
-HEADER = "X-Gofannon-Workspace"
-QUERY = "workspace"
-MANUAL_PREFIX = "ws:"
-PERSONAL_PREFIX = "personal:"
-ROLES = ("member", "admin")
 #: How many workspaces one user may create; bounds what one account can make the store hold.
 MAX_CREATED_PER_USER = 100
 MAX_MEMBERS = 1000
 MAX_INVITATIONS = 200
-MAX_ID_LENGTH = 256
-#: Below this a remaining allowance counts as exhausted (as for users).
-MIN_SPEND = 1e-9
 #: Resource collections whose documents carry ``workspaceId``; a workspace holding any cannot be deleted
 #: without ``force``.
 RESOURCE_COLLECTIONS = ("agents", "deployments", "demos", "agent_data_store", "gofannon_runs", "sessions")
-
-NOT_FOUND = "Workspace not found"
 DERIVED_READ_ONLY = ("This workspace's memberships come from the login provider; they are managed there, "
                      "not here")
-
-try:
-    from aiohttp import web as _web
-
-    ACTIVE_KEY: Any = _web.RequestKey("gofannon_workspace", object)
-except AttributeError:  # pragma: no cover - aiohttp < 3.14
-    ACTIVE_KEY = "gofannon_workspace"
-
-
-# -- ids and shapes ------------------------------------------------------------------------------------
-def personal_id(ident: "Identity") -> str:
-    """``personal:<provider>:<externalId>``; the uid is ``<provider>:<externalId>``."""
-    return PERSONAL_PREFIX + ident.uid
-
-
-def is_manual(workspace_id: str) -> bool:
-    return workspace_id.startswith(MANUAL_PREFIX)
-
-
-def _member_id(workspace_id: str, uid: str) -> str:
-    return f"{workspace_id}|{uid}"
 
 
 def _invitation_id(workspace_id: str, email: str) -> str:
@@ -89,118 +49,6 @@ def _slug(text: str) -> str:
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:40].strip("-")
     return slug or "workspace"
-
-
-def membership(workspace_id: str, role: str, display_name: str | None, source: str,
-               description: str | None = None) -> dict[str, Any]:
-    """The ``WorkspaceMembership`` wire shape (wire contract §2.7)."""
-    return {"workspaceId": workspace_id, "role": role, "displayName": display_name, "source": source,
-            "description": description}
-
-
-def _manual_view(ws: dict[str, Any], role: str) -> dict[str, Any]:
-    return membership(ws["_id"], role, ws.get("displayName"), "manual", ws.get("description"))
-
-
-def _derived(ident: "Identity") -> list[dict[str, Any]]:
-    """The login's memberships, personal first (it is always there, even for a token made before)."""
-    own = personal_id(ident)
-    found = [w for w in ident.workspaces if isinstance(w, dict) and w.get("workspaceId")]
-    personal = next((w for w in found if w["workspaceId"] == own), None)
-    rest = [w for w in found if w["workspaceId"] != own and not is_manual(str(w["workspaceId"]))]
-    return [personal or membership(own, "admin", "Personal", "auto_personal"), *rest]
-
-
-# -- memberships --------------------------------------------------------------------------------------
-async def memberships(kernel: "Kernel", ident: "Identity") -> list[dict[str, Any]]:
-    """Every workspace the caller is a member of: the login's (personal first), then those made here."""
-    result = _derived(ident)
-    docs = await kernel.store.find(MEMBERS, {"uid": ident.uid})
-    if docs:
-        ids = [d["workspaceId"] for d in docs]
-        spaces = await kernel.store.get_many(COLLECTION, ids)
-        for d in sorted(docs, key=lambda d: d["workspaceId"]):
-            ws = spaces.get(d["workspaceId"])
-            if ws is not None:
-                result.append(_manual_view(ws, d.get("role") or "member"))
-    return result
-
-
-async def has_manual_membership(kernel: "Kernel", uid: str) -> bool:
-    """Whether ``uid`` is a member of any workspace made here (which grants access to the platform even when
-    the login backend reported no membership)."""
-    return bool(await kernel.store.find(MEMBERS, {"uid": uid}, limit=1))
-
-
-async def role_in(kernel: "Kernel", ident: "Identity", workspace_id: str) -> str | None:
-    """The caller's own role in a workspace (None: not a member). Site-admin rights are not counted here."""
-    for w in _derived(ident):
-        if w["workspaceId"] == workspace_id:
-            return str(w.get("role") or "member")
-    if is_manual(workspace_id) and len(workspace_id) <= MAX_ID_LENGTH:
-        doc = await kernel.store.get(MEMBERS, _member_id(workspace_id, ident.uid))
-        if doc is not None:
-            return str(doc.get("role") or "member")
-    return None
-
-
-async def _exists(kernel: "Kernel", workspace_id: str) -> bool:
-    """Whether a site admin may act in ``workspace_id``: a workspace made here must exist; a
-    provider-derived one cannot be checked (its members are at the provider), so its form is enough."""
-    if len(workspace_id) > MAX_ID_LENGTH or ":" not in workspace_id:
-        return False
-    if is_manual(workspace_id):
-        return await kernel.store.get(COLLECTION, workspace_id) is not None
-    return True
-
-
-async def effective_role(kernel: "Kernel", ident: "Identity", workspace_id: str) -> str:
-    """The caller's role, site admins acting as admins anywhere; 404 for everybody else who is not a member
-    (the same answer as an unknown workspace, so ids do not leak)."""
-    role = await role_in(kernel, ident, workspace_id)
-    if role is not None:
-        return "admin" if ident.is_site_admin else role
-    if ident.is_site_admin and await _exists(kernel, workspace_id):
-        return "admin"
-    raise NotFound(NOT_FOUND)
-
-
-# -- the active workspace -------------------------------------------------------------------------------
-def bound_workspace(ident: "Identity") -> str | None:
-    """The workspace the caller's token is bound to, if any."""
-    bound = (ident.token or {}).get("workspaceId")
-    return str(bound) if bound else None
-
-
-async def resolve_active(kernel: "Kernel", ident: "Identity", named: str | None) -> tuple[str, str]:
-    """``(workspaceId, role)`` of a request that named ``named`` (or nothing).
-
-    Without a name: the token's bound workspace, else the personal one (no store read). A token bound to one
-    workspace cannot act in another (404, as for a non-member).
-    """
-    named = (named or "").strip() or None
-    bound = bound_workspace(ident)
-    if named is None:
-        named = bound or personal_id(ident)
-    elif bound is not None and named != bound:
-        raise NotFound(NOT_FOUND)
-    if named == personal_id(ident):
-        return named, "admin"
-    return named, await effective_role(kernel, ident, named)
-
-
-async def active_workspace(request: "web.Request") -> tuple[str, str]:
-    """The workspace this request acts in and the caller's role there, from the header
-    ``X-Gofannon-Workspace`` or the query parameter ``workspace``; computed once per request."""
-    cached = request.get(ACTIVE_KEY)
-    if cached is not None:
-        return cached  # type: ignore[no-any-return]
-    from gofannon.web.common import identity, kernel_of
-
-    named = request.headers.get(HEADER) or request.query.get(QUERY)
-    result = await resolve_active(kernel_of(request), identity(request), named)
-    request[ACTIVE_KEY] = result
-    return result
 
 
 # -- workspaces made here ----------------------------------------------------------------------------------
@@ -247,7 +95,7 @@ async def _put_member(kernel: "Kernel", workspace_id: str, uid: str, role: str, 
         doc["updatedAt"] = now
         return doc
 
-    stored = await kernel.store.update(MEMBERS, _member_id(workspace_id, uid), change)
+    stored = await kernel.store.update(MEMBERS, member_id(workspace_id, uid), change)
     assert stored is not None
     return stored
 
@@ -256,8 +104,8 @@ async def get(kernel: "Kernel", ident: "Identity", workspace_id: str) -> dict[st
     """The workspace as the caller sees it (with their role); 404 for non-members."""
     role = await effective_role(kernel, ident, workspace_id)
     if is_manual(workspace_id):
-        return _manual_view(await _load_manual(kernel, workspace_id), role)
-    for w in _derived(ident):
+        return manual_view(await _load_manual(kernel, workspace_id), role)
+    for w in derived(ident):
         if w["workspaceId"] == workspace_id:
             return {**membership(workspace_id, role, w.get("displayName"), str(w.get("source") or "")),
                     "description": w.get("description")}
@@ -295,7 +143,7 @@ async def update(kernel: "Kernel", ident: "Identity", workspace_id: str, *, disp
     stored = await kernel.store.update(COLLECTION, workspace_id, change)
     if stored is None:
         raise NotFound(NOT_FOUND)
-    return _manual_view(stored, "admin")
+    return manual_view(stored, "admin")
 
 
 #: The data store keys a shared workspace's records by the workspace id where a user's are keyed by uid.
@@ -338,6 +186,29 @@ async def delete(kernel: "Kernel", ident: "Identity", workspace_id: str, *, forc
     await kernel.store.delete(BUDGETS, workspace_id)
 
 
+async def move_agent(kernel: "Kernel", ident: "Identity", agent_id: str, target: str) -> dict[str, Any]:
+    """``POST /agents/{id}/move``: move an agent (and its deployment) to another workspace. The caller must be
+    an admin of both (the owner, for a personal one); an agent moves into a personal workspace only if it is
+    its author's; a token bound to a workspace moves nothing out of it. Returns the moved agent."""
+    from gofannon.services import agents, deployments
+    from gofannon.services.ownership import DEPLOY, OWNER_FIELD, workspace_of
+
+    doc = await agents.get_agent(kernel, ident, agent_id, DEPLOY)
+    bound = bound_workspace(ident)
+    if bound is not None and target != bound:
+        raise NotFound(NOT_FOUND)
+    if await effective_role(kernel, ident, target) != "admin":
+        raise Forbidden("Only an admin of the target workspace may move an agent into it")
+    if target.startswith(PERSONAL_PREFIX) and target != PERSONAL_PREFIX + str(doc.get(OWNER_FIELD)):
+        raise Conflict("An agent can move into a personal workspace only if it is its author's")
+    if workspace_of(doc) == target:
+        return agents.ordered(doc)
+    moved, deployment_moved = await agents.move_to(kernel, doc, target)
+    if deployment_moved:
+        await deployments.changed(kernel)
+    return moved
+
+
 # -- members ---------------------------------------------------------------------------------------------
 def _member_view(doc: dict[str, Any]) -> dict[str, Any]:
     return {"uid": doc["uid"], "displayName": doc.get("displayName"), "role": doc.get("role") or "member",
@@ -352,7 +223,7 @@ async def list_members(kernel: "Kernel", ident: "Identity", workspace_id: str) -
         own = await role_in(kernel, ident, workspace_id)
         if own is None:
             return []
-        source = next((str(w.get("source") or "") for w in _derived(ident) if w["workspaceId"] == workspace_id), "")
+        source = next((str(w.get("source") or "") for w in derived(ident) if w["workspaceId"] == workspace_id), "")
         return [{"uid": ident.uid, "displayName": ident.display_name, "role": own, "source": source}]
     await _load_manual(kernel, workspace_id)
     docs = await kernel.store.find(MEMBERS, {"workspaceId": workspace_id})
@@ -377,7 +248,7 @@ async def set_member(kernel: "Kernel", ident: "Identity", workspace_id: str, uid
         raise Unprocessable(f"role must be one of {', '.join(ROLES)}")
     if ":" not in uid or len(uid) > MAX_ID_LENGTH:
         raise Unprocessable("uid must be a user id as /auth/me reports it (<provider>:<id>)")
-    current = await kernel.store.get(MEMBERS, _member_id(workspace_id, uid))
+    current = await kernel.store.get(MEMBERS, member_id(workspace_id, uid))
     if current is None and await kernel.store.count(MEMBERS, {"workspaceId": workspace_id}) >= MAX_MEMBERS:
         raise Conflict(f"At most {MAX_MEMBERS} members per workspace")
     if current is not None and current.get("role") == "admin" and role != "admin" \
@@ -398,7 +269,7 @@ async def _keep_an_admin(kernel: "Kernel", workspace_id: str, *, restore: dict[s
     if await _admins(kernel, workspace_id):
         return
     doc = {k: v for k, v in restore.items() if k not in ("_id", "_rev")}
-    await kernel.store.put(MEMBERS, _member_id(workspace_id, str(restore["uid"])), doc)
+    await kernel.store.put(MEMBERS, member_id(workspace_id, str(restore["uid"])), doc)
     raise Conflict("A workspace needs at least one admin; make someone else admin first")
 
 
@@ -410,12 +281,12 @@ async def remove_member(kernel: "Kernel", ident: "Identity", workspace_id: str, 
         await effective_role(kernel, ident, workspace_id)
         if not is_manual(workspace_id):
             raise Conflict(DERIVED_READ_ONLY)
-    current = await kernel.store.get(MEMBERS, _member_id(workspace_id, uid))
+    current = await kernel.store.get(MEMBERS, member_id(workspace_id, uid))
     if current is None:
         raise NotFound("Member not found")
     if current.get("role") == "admin" and await _admins(kernel, workspace_id) == [uid]:
         raise Conflict("A workspace needs at least one admin; make someone else admin first")
-    await kernel.store.delete(MEMBERS, _member_id(workspace_id, uid))
+    await kernel.store.delete(MEMBERS, member_id(workspace_id, uid))
     if current.get("role") == "admin":
         await _keep_an_admin(kernel, workspace_id, restore=current)
 
@@ -464,128 +335,12 @@ async def accept_invitations(kernel: "Kernel", uid: str, email: str | None, disp
     for inv in invitations:
         workspace_id = inv["workspaceId"]
         if await kernel.store.get(COLLECTION, workspace_id) is not None:
-            if await kernel.store.get(MEMBERS, _member_id(workspace_id, uid)) is None:
+            if await kernel.store.get(MEMBERS, member_id(workspace_id, uid)) is None:
                 await _put_member(kernel, workspace_id, uid, inv.get("role") or "member", display_name,
                                   str(inv.get("invitedBy") or ""))
             joined.append(workspace_id)
         await kernel.store.delete(INVITATIONS, inv["_id"])
     return joined
-
-
-# -- budgets ---------------------------------------------------------------------------------------------
-def _now_ms() -> float:
-    return datetime.now(timezone.utc).timestamp() * 1000.0
-
-
-def _month_start_ms(now_ms: float, months_ahead: int) -> float:
-    now = datetime.fromtimestamp(now_ms / 1000.0, timezone.utc)
-    month0 = now.month - 1 + months_ahead
-    return datetime(now.year + month0 // 12, month0 % 12 + 1, 1, tzinfo=timezone.utc).timestamp() * 1000.0
-
-
-def _new_budget(workspace_id: str, now_ms: float) -> dict[str, Any]:
-    return {"workspaceId": workspace_id, "monthlyAllowance": None, "spendRemaining": None, "usage": 0.0,
-            "spendByMember": {}, "spendByModel": {}, "periodStart": _month_start_ms(now_ms, 0),
-            "allowanceResetDate": _month_start_ms(now_ms, 1)}
-
-
-def _apply_reset(doc: dict[str, Any], now_ms: float) -> bool:
-    """A new calendar month (UTC) starts the count again: spend back to the allowance, tallies emptied."""
-    reset_at = doc.get("allowanceResetDate")
-    if isinstance(reset_at, (int, float)) and reset_at > now_ms:
-        return False
-    allowance = doc.get("monthlyAllowance")
-    doc.update(spendRemaining=allowance, usage=0.0, spendByMember={}, spendByModel={},
-               periodStart=_month_start_ms(now_ms, 0), allowanceResetDate=_month_start_ms(now_ms, 1))
-    return True
-
-
-def _budget_view(workspace_id: str, doc: dict[str, Any] | None) -> dict[str, Any]:
-    doc = doc or _new_budget(workspace_id, _now_ms())
-    return {"workspaceId": workspace_id, "monthlyAllowance": doc.get("monthlyAllowance"),
-            "spendRemaining": doc.get("spendRemaining"), "usage": float(doc.get("usage") or 0.0),
-            "allowanceResetDate": doc.get("allowanceResetDate"), "periodStart": doc.get("periodStart"),
-            "spendByMember": dict(doc.get("spendByMember") or {}),
-            "spendByModel": dict(doc.get("spendByModel") or {})}
-
-
-async def _budget(kernel: "Kernel", workspace_id: str) -> dict[str, Any] | None:
-    doc = await kernel.store.get(BUDGETS, workspace_id)
-    if doc is not None and _apply_reset(doc, _now_ms()):
-        doc = await kernel.store.update(BUDGETS, workspace_id, _reset_only)
-    return doc
-
-
-def _reset_only(doc: dict[str, Any] | None) -> dict[str, Any] | None:
-    if doc is None or not _apply_reset(doc, _now_ms()):
-        return None
-    return doc
-
-
-async def set_budget(kernel: "Kernel", ident: "Identity", workspace_id: str, allowance: float | None) -> dict[str, Any]:
-    """Set (or with None, remove) a workspace's monthly allowance; what was spent this month counts."""
-    await _require_admin(kernel, ident, workspace_id)
-    if workspace_id.startswith(PERSONAL_PREFIX):
-        raise Conflict("A personal workspace has no budget of its own: its owner's allowance applies")
-    if allowance is not None and (not math.isfinite(allowance) or allowance < 0):
-        raise Unprocessable("monthlyAllowance must be a finite number >= 0, or null")
-    now = _now_ms()
-
-    def change(doc: dict[str, Any] | None) -> dict[str, Any]:
-        doc = doc or _new_budget(workspace_id, now)
-        _apply_reset(doc, now)
-        doc["monthlyAllowance"] = allowance
-        doc["spendRemaining"] = None if allowance is None else max(0.0, allowance - float(doc.get("usage") or 0.0))
-        doc["updatedAt"] = now_iso()
-        return doc
-
-    return _budget_view(workspace_id, await kernel.store.update(BUDGETS, workspace_id, change))
-
-
-async def usage(kernel: "Kernel", ident: "Identity", workspace_id: str) -> dict[str, Any]:
-    """This month's allowance, what is left, and the spend per member and per model (members and site admins)."""
-    await effective_role(kernel, ident, workspace_id)
-    return _budget_view(workspace_id, await _budget(kernel, workspace_id))
-
-
-def charges_workspace(workspace_id: str | None) -> bool:
-    """Calls in a personal workspace (or none) are charged to the user alone, as before workspaces."""
-    return bool(workspace_id) and not str(workspace_id).startswith(PERSONAL_PREFIX)
-
-
-async def require_allowance(kernel: "Kernel", workspace_id: str) -> None:
-    """402 when the workspace has an allowance and it is used up (after a due monthly reset)."""
-    doc = await _budget(kernel, workspace_id)
-    if doc is None or doc.get("monthlyAllowance") is None:
-        return
-    remaining = doc.get("spendRemaining")
-    if not isinstance(remaining, (int, float)) or remaining <= MIN_SPEND:
-        raise PaymentRequired("Insufficient workspace allowance to complete request")
-
-
-async def charge(kernel: "Kernel", workspace_id: str, uid: str, cost: float, model: str) -> dict[str, Any]:
-    """Count ``cost`` against the workspace, atomically (one read-modify-write of its budget document)."""
-    cost = float(cost)
-    if not math.isfinite(cost) or cost < 0:
-        raise Unprocessable("cost must be a finite number >= 0")
-    now = _now_ms()
-
-    def change(doc: dict[str, Any] | None) -> dict[str, Any]:
-        doc = doc or _new_budget(workspace_id, now)
-        _apply_reset(doc, now)
-        doc["usage"] = float(doc.get("usage") or 0.0) + cost
-        by_member = dict(doc.get("spendByMember") or {})
-        by_member[uid] = float(by_member.get(uid) or 0.0) + cost
-        by_model = dict(doc.get("spendByModel") or {})
-        by_model[model] = float(by_model.get(model) or 0.0) + cost
-        doc["spendByMember"], doc["spendByModel"] = by_member, by_model
-        if doc.get("monthlyAllowance") is not None:
-            doc["spendRemaining"] = max(0.0, float(doc.get("spendRemaining") or 0.0) - cost)
-        return doc
-
-    stored = await kernel.store.update(BUDGETS, workspace_id, change)
-    assert stored is not None
-    return stored
 
 
 # -- migration -------------------------------------------------------------------------------------------

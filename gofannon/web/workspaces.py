@@ -7,7 +7,7 @@ from aiohttp import web
 from gofannon.models.workspace import (
     BudgetBody, InvitationBody, MemberRoleBody, MoveBody, WorkspaceCreateBody, WorkspaceUpdateBody,
 )
-from gofannon.services import agents, workspaces
+from gofannon.services import workspaces
 from gofannon.web.common import api_doc, identity, json_response, kernel_of, no_content, parse_body
 
 routes = web.RouteTableDef()
@@ -136,6 +136,6 @@ async def get_usage(request: web.Request) -> web.Response:
          tags=TAGS)
 async def move_agent(request: web.Request) -> web.Response:
     body = await parse_body(request, MoveBody)
-    moved = await agents.move_agent(kernel_of(request), identity(request), request.match_info["agent_id"],
-                                    body.workspace_id)
+    moved = await workspaces.move_agent(kernel_of(request), identity(request), request.match_info["agent_id"],
+                                        body.workspace_id)
     return json_response(moved)
