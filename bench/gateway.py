@@ -1,0 +1,251 @@
+"""The OpenAI-compatible gateway (/v1): what it adds over calling the vendor directly, and LiteLLM's proxy.
+
+Usage: .venv/bin/python bench/gateway.py [--requests 500] [--seconds 5] [--connections 32]
+                                         [--store sqlite|memory] [--litellm-python /tmp/litellm-venv/bin/python]
+
+Starts, in one run:
+  * an instant local OpenAI-compatible upstream (a tiny aiohttp server answering chat completions, streamed
+    or not, with usage),
+  * a real `gofannon serve` whose catalog has an OpenAI-compatible provider at that upstream with a priced
+    model, called with a personal API token (every call goes through the allowance gate and is charged),
+  * optionally LiteLLM's proxy (`litellm --num_workers 1`, no database) in front of the same upstream, from a
+    separate virtualenv (`python -m venv /tmp/litellm-venv && /tmp/litellm-venv/bin/pip install 'litellm[proxy]'`),
+and measures for each: p50/p99 latency of sequential non-streamed calls from one client, p50 time to the
+first content chunk of a streamed call, requests/s at 32 connections (wrk, non-streamed), and the server
+process's CPU time per request during that wrk run (a figure other load on the machine does not distort).
+Targets: added p50 <= 1 ms, TTFC added <= 1 ms, throughput >= 10x LiteLLM's proxy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, free_port, login, wait_up  # noqa: E402
+
+PY = sys.executable
+MODEL = "m"
+BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 16}
+
+UPSTREAM = r'''
+import json, sys
+from aiohttp import web
+
+ANSWER = json.dumps({"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there!"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}}).encode()
+
+def chunk(delta, finish=None, usage=None):
+    c = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "m",
+         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    if usage:
+        c["choices"], c["usage"] = [], usage
+    return b"data: " + json.dumps(c).encode() + b"\n\n"
+
+STREAM = b"".join([chunk({"role": "assistant", "content": ""}), chunk({"content": "Hello"}),
+                   chunk({"content": " there!"}), chunk({}, "stop"),
+                   chunk({}, None, {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}),
+                   b"data: [DONE]\n\n"])
+
+async def chat(request):
+    body = await request.json()
+    if body.get("stream"):
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(STREAM)
+        return resp
+    return web.Response(body=ANSWER, content_type="application/json")
+
+app = web.Application()
+app.router.add_post("/v1/chat/completions", chat)
+app.router.add_get("/health", lambda r: web.Response(text="ok"))
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+'''
+
+
+def pct(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def latency(url: str, headers: dict[str, str], n: int, model: str) -> list[float]:
+    body = json.dumps({**BODY, "model": model})
+    samples = []
+    async with aiohttp.ClientSession() as s:
+        for i in range(n + 50):
+            t = time.perf_counter()
+            async with s.post(url, data=body, headers={**headers, "Content-Type": "application/json"}) as r:
+                data = await r.read()
+                assert r.status == 200, data
+            if i >= 50:
+                samples.append((time.perf_counter() - t) * 1000)
+    return samples
+
+
+async def ttfc(url: str, headers: dict[str, str], n: int, model: str) -> list[float]:
+    """Time until the first chunk carrying content arrives (the whole stream is read each time)."""
+    body = json.dumps({**BODY, "model": model, "stream": True})
+    samples = []
+    async with aiohttp.ClientSession() as s:
+        for i in range(n + 20):
+            t = time.perf_counter()
+            first = None
+            async with s.post(url, data=body, headers={**headers, "Content-Type": "application/json"}) as r:
+                assert r.status == 200, await r.text()
+                async for line in r.content:
+                    if first is None and b'"content":"Hello"' in line.replace(b" ", b""):
+                        first = time.perf_counter() - t
+            assert first is not None, "no content chunk"
+            if i >= 20:
+                samples.append(first * 1000)
+    return samples
+
+
+def wrk(url: str, headers: dict[str, str], seconds: int, connections: int, workdir: Path, model: str) -> float:
+    script = workdir / f"post-{abs(hash(url))}.lua"
+    lines = ['wrk.method = "POST"', f"wrk.body = '{json.dumps({**BODY, 'model': model})}'",
+             'wrk.headers["Content-Type"] = "application/json"']
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    script.write_text("\n".join(lines) + "\n")
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
+                         capture_output=True, text=True, check=True).stdout
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise SystemExit(f"wrk saw {non2xx.group(1)} error responses against {url}:\n{out}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process and its descendants so far (Linux /proc)."""
+    if pid is None:
+        return 0.0
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            for child in (task / "children").read_text().split():
+                total += cpu_seconds(int(child))
+    except (OSError, ValueError, IndexError):
+        pass
+    return total
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def measure(name: str, url: str, headers: dict[str, str], model: str, args: argparse.Namespace,
+                  tmp: Path, pid: int | None) -> dict[str, float]:
+    lat = await latency(url, headers, args.requests, model)
+    first = await ttfc(url, headers, max(50, args.requests // 5), model)
+    cpu = cpu_seconds(pid)
+    rps = wrk(url, headers, args.seconds, args.connections, tmp, model)
+    cpu_ms = (cpu_seconds(pid) - cpu) * 1000 / max(1.0, rps * args.seconds)
+    row = {"p50": pct(lat, 50), "p99": pct(lat, 99), "ttfc": pct(first, 50), "rps": rps, "cpu": cpu_ms}
+    print(f"  {name:<17}: p50 {row['p50']:7.3f} ms   p99 {row['p99']:7.3f} ms   TTFC p50 {row['ttfc']:7.3f} ms"
+          f"   {rps:8.0f} req/s   {cpu_ms:6.3f} ms CPU/request", flush=True)
+    return row
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=500)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--store", default="sqlite", choices=["sqlite", "memory"])
+    ap.add_argument("--litellm-python", default=None, help="python of a virtualenv with litellm[proxy]")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    tmp = Path(tempfile.mkdtemp(prefix="gofannon-bench-"))
+    up_port, k_port, l_port = free_port(), free_port(), free_port()
+    upstream = subprocess.Popen([PY, "-c", UPSTREAM, str(up_port)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    kernel = litellm = None
+    try:
+        await wait_up(f"http://127.0.0.1:{up_port}/health", upstream)
+        (tmp / "conf" / "catalog").mkdir(parents=True)
+        (tmp / "conf" / "catalog" / "bench.json").write_text(json.dumps({
+            "slug": "bench", "plugin": "openai_compat", "base_url": f"http://127.0.0.1:{up_port}/v1",
+            "models": {MODEL: {"pricing": {"input_cost_per_token": 1e-9, "output_cost_per_token": 2e-9}}}}))
+        env = {**os.environ, "APP_ENV": "local", "GOFANNON_DATA_DIR": str(tmp / "data"),
+               "GOFANNON_CONFIG_DIR": str(tmp / "conf"), "GOFANNON_STORAGE": args.store,
+               "GOFANNON_LOG_LEVEL": "WARNING", "GOFANNON_DEFAULT_ALLOWANCE": "1000000"}
+        env.pop("REDIS_URL", None)
+        kernel = subprocess.Popen([PY, "-m", "gofannon", "serve", "--port", str(k_port)], env=env, cwd=REPO,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{k_port}"
+        await wait_up(f"{base}/health", kernel)
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+            await login(base, s)
+            async with s.post(f"{base}/users/me/tokens", json={"name": "bench"}) as r:
+                token = (await r.json())["token"]
+        if args.litellm_python:
+            exe = Path(args.litellm_python).with_name("litellm")
+            (tmp / "litellm.yaml").write_text(
+                f"model_list:\n  - model_name: {MODEL}\n    litellm_params:\n      model: openai/{MODEL}\n"
+                f"      api_base: http://127.0.0.1:{up_port}/v1\n      api_key: sk-bench\n")
+            started = time.perf_counter()
+            litellm = subprocess.Popen([str(exe), "--config", str(tmp / "litellm.yaml"), "--port", str(l_port),
+                                        "--num_workers", "1"], stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL, cwd=tmp)
+            deadline = time.monotonic() + 120
+            async with aiohttp.ClientSession() as s:
+                while True:
+                    if litellm.poll() is not None or time.monotonic() > deadline:
+                        raise SystemExit("LiteLLM's proxy did not start")
+                    try:
+                        async with s.get(f"http://127.0.0.1:{l_port}/health/liveliness") as r:
+                            if r.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.2)
+            print(f"LiteLLM proxy up in {time.perf_counter() - started:.1f} s", flush=True)
+        print(f"Chat completions, instant upstream ({args.requests} sequential calls; TTFC over streamed calls; "
+              f"wrk {args.connections} connections, {args.seconds} s; kernel store {args.store}, charging every call)")
+        direct = await measure("upstream direct", f"http://127.0.0.1:{up_port}/v1/chat/completions", {}, MODEL,
+                               args, tmp, upstream.pid)
+        gof = await measure("gofannon /v1", f"{base}/v1/chat/completions",
+                            {"Authorization": f"Bearer {token}"}, f"bench/{MODEL}", args, tmp, kernel.pid)
+        print(f"  added by gofannon: p50 {gof['p50'] - direct['p50']:+.3f} ms (target <= 1)   "
+              f"TTFC {gof['ttfc'] - direct['ttfc']:+.3f} ms (target <= 1)   "
+              f"throughput {gof['rps'] / direct['rps']:.2f}x the upstream's")
+        if litellm is not None:
+            lit = await measure("LiteLLM proxy", f"http://127.0.0.1:{l_port}/v1/chat/completions", {}, MODEL,
+                                args, tmp, litellm.pid)
+            print(f"  added by LiteLLM : p50 {lit['p50'] - direct['p50']:+.3f} ms   "
+                  f"TTFC {lit['ttfc'] - direct['ttfc']:+.3f} ms")
+            print(f"  gofannon vs LiteLLM: throughput {gof['rps'] / lit['rps']:.1f}x (target >= 10x), "
+                  f"p50 {lit['p50'] / gof['p50']:.1f}x lower, CPU per request {lit['cpu'] / gof['cpu']:.1f}x less")
+        else:
+            print("  LiteLLM proxy: skipped (pass --litellm-python PATH to a virtualenv with litellm[proxy])")
+    finally:
+        stop(litellm)
+        stop(kernel)
+        stop(upstream)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
