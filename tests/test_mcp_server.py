@@ -17,6 +17,7 @@ from mcp import types
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import ToolsListChanged
 from test_agents_crud import create
 
 ECHO = "async def run(input_dict, tools):\n    return {'outputText': 'echo: ' + input_dict['inputText']}\n"
@@ -261,17 +262,77 @@ async def test_a_scoped_token_sees_and_calls_only_the_agents_it_names(alice: Cli
         assert [x["agentName"] for x in (await r.json())["runs"]] == ["echo"]
 
 
-async def test_a_client_probing_the_2026_revision_falls_back_to_the_handshake(alice: Client) -> None:
+@asynccontextmanager
+async def stateless_client(url: str, token: str) -> AsyncIterator[Any]:
+    """The SDK's high-level client in its default ``auto`` mode (probes ``server/discover`` first)."""
     from mcp.client.client import Client as McpClient
 
-    await deploy(alice, name="Echo", friendlyName="echo", code=ECHO)
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"},
+                                  timeout=httpx2.Timeout(30, read=120)) as http:
+        async with McpClient(streamable_http_client(url, http_client=http), mode="auto") as client:
+            yield client
+
+
+async def test_an_auto_mode_client_speaks_the_stateless_2026_revision(alice: Client) -> None:
+    await deploy(alice, name="Echo", friendlyName="echo", code=ECHO, outputSchema={"outputText": "string"})
+    await deploy(alice, name="Talker", friendlyName="talker", code=SLOW_TALKER)
     token = await new_token(alice)
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
-        async with McpClient(streamable_http_client(alice.url("/mcp"), http_client=http), mode="auto") as client:
-            assert client.protocol_version == "2025-11-25"
-            assert [t.name for t in (await client.list_tools()).tools] == ["echo"]
-            result = await client.call_tool("echo", {"inputText": "auto"})
-    assert result.structured_content == {"outputText": "echo: auto"}
+    seen: list[str | None] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(message)
+
+    async with stateless_client(alice.url("/mcp"), token) as client:
+        assert client.protocol_version == "2026-07-28"
+        assert client.server_capabilities.tools is not None and client.server_capabilities.tools.list_changed
+        assert sorted(t.name for t in (await client.list_tools()).tools) == ["echo", "talker"]
+        echoed = await client.call_tool("echo", {"inputText": "now"})
+        talked = await client.call_tool("talker", {"inputText": "x"}, progress_callback=on_progress)
+        with pytest.raises(MCPError) as unknown:
+            await client.call_tool("nope", {})
+    assert echoed.structured_content == {"outputText": "echo: now"} and not echoed.is_error
+    assert talked.structured_content == {"outputText": "finished"}
+    assert any(m and m.startswith("step") for m in seen)
+    assert unknown.value.error.code == -32602
+    async with alice.get("/runs") as r:  # no session, but each call is a run record all the same
+        assert sorted(x["agentName"] for x in (await r.json())["runs"]) == ["echo", "talker"]
+
+
+async def test_a_stateless_call_whose_stream_is_closed_stops_its_run(alice: Client,
+                                                                     site: tuple[str, list[float]]) -> None:
+    url, hits = site
+    await deploy(alice, name="Looper", friendlyName="looper", code=LOOPER, inputSchema={"url": "string"})
+    token = await new_token(alice)
+    async with stateless_client(alice.url("/mcp"), token) as client:
+        async with anyio.create_task_group() as tg:
+            async def call() -> None:
+                await client.call_tool("looper", {"url": url})
+
+            tg.start_soon(call)
+            while len(hits) < 3:
+                await asyncio.sleep(0.05)
+            tg.cancel_scope.cancel()  # at 2026-07-28 the client cancels by closing the response stream
+    for _ in range(100):
+        async with alice.get("/runs") as r:
+            run = (await r.json())["runs"][0]
+        if run["status"] != "running":
+            break
+        await asyncio.sleep(0.1)
+    assert run["status"] == "stopped"
+    await asyncio.sleep(0.3)
+    count = len(hits)
+    await asyncio.sleep(0.5)
+    assert len(hits) == count
+
+
+async def test_a_stateless_listen_stream_hears_a_new_deployment(alice: Client) -> None:
+    token = await new_token(alice)
+    async with stateless_client(alice.url("/mcp"), token) as client:
+        async with client.listen(tools_list_changed=True) as subscription:
+            await deploy(alice, name="Late", friendlyName="late", code=ECHO)
+            event = await asyncio.wait_for(subscription.__aiter__().__anext__(), 20)
+            assert isinstance(event, ToolsListChanged)
+            assert [t.name for t in (await client.list_tools()).tools] == ["late"]
 
 
 async def test_a_token_over_its_rate_or_budget_is_refused_before_anything_runs(alice: Client) -> None:

@@ -95,7 +95,8 @@ async def test_an_unsupported_protocol_version_header_is_a_400_naming_the_suppor
                                                                           "arguments": {"inputText": "x"}}}
     status, body, _ = await raw.post(call, Mcp_Session_Id=sid, MCP_Protocol_Version="1999-01-01")
     assert status == 400 and body["error"]["code"] == -32022
-    assert body["error"]["data"] == {"supported": ["2025-06-18", "2025-11-25"], "requested": "1999-01-01"}
+    assert body["error"]["data"] == {"supported": ["2025-06-18", "2025-11-25", "2026-07-28"],
+                                     "requested": "1999-01-01"}
     assert await runs_of(client) == []
 
 
@@ -178,3 +179,32 @@ async def test_the_remote_tools_route_still_answers_beside_mcp(setup: Any) -> No
     client, raw = setup
     async with client.post("/mcp/tools", json={}) as r:  # the reference's route: its own 422, not JSON-RPC
         assert r.status == 422 and "detail" in await r.json()
+
+
+def stateless(method: str, params: dict[str, Any] | None = None, *, meta: bool = True) -> dict[str, Any]:
+    body: dict[str, Any] = {"jsonrpc": "2.0", "id": 9, "method": method, "params": dict(params or {})}
+    if meta:
+        body["params"]["_meta"] = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                   "io.modelcontextprotocol/clientCapabilities": {}}
+    return body
+
+
+async def test_stateless_requests_whose_envelope_or_headers_disagree_are_refused(setup: Any) -> None:
+    client, raw = setup
+    v = {"MCP_Protocol_Version": "2026-07-28"}
+    call = stateless("tools/call", {"name": "echo", "arguments": {"inputText": "x"}})
+    status, body, _ = await raw.post(call, Mcp_Method="tools/call", Mcp_Name="other", **v)
+    assert status == 400 and body["error"]["code"] == -32020 and "Mcp-Name" in body["error"]["message"]
+    status, body, _ = await raw.post(call, Mcp_Method="tools/list", Mcp_Name="echo", **v)
+    assert status == 400 and body["error"]["code"] == -32020
+    status, body, _ = await raw.post(stateless("tools/list", meta=False), Mcp_Method="tools/list", **v)
+    assert status == 400 and body["error"]["code"] == -32602 and "_meta" in body["error"]["message"]
+    status, body, _ = await raw.post(stateless("ping"), Mcp_Method="ping", **v)  # removed in 2026-07-28
+    assert status == 404 and body["error"]["code"] == -32601
+    status, body, _ = await raw.post(stateless("tools/list"), Mcp_Method="tools/list", **v)
+    assert status == 200 and [t["name"] for t in body["result"]["tools"]] == ["echo"]
+    assert body["result"]["resultType"] == "complete" and body["result"]["cacheScope"] == "private"
+    async with raw.session.get(client.url("/mcp"), headers={**raw.headers(), "MCP-Protocol-Version": "2026-07-28",
+                                                              "Accept": "text/event-stream"}) as r:
+        assert r.status == 405 and r.headers["Allow"] == "POST"
+    assert await runs_of(client) == []

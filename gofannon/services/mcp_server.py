@@ -121,8 +121,121 @@ def supported_versions() -> tuple[str, ...]:
     return _VERSIONS
 
 
+_MODERN: tuple[str, ...] | None = None
+
+
+def modern_versions() -> tuple[str, ...]:
+    """The SDK's stateless revisions (2026-07-28): no session, every request carries its envelope in ``_meta``."""
+    global _MODERN
+    if _MODERN is None:
+        from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+        _MODERN = tuple(MODERN_PROTOCOL_VERSIONS)
+    return _MODERN
+
+
+#: HTTP status of a JSON-RPC error on the stateless revisions (as the SDK's own server answers them).
+MODERN_HTTP_STATUS = {PARSE_ERROR: 400, INVALID_REQUEST: 400, INVALID_PARAMS: 400, -32020: 400, -32021: 400,
+                      UNSUPPORTED_PROTOCOL_VERSION: 400, METHOD_NOT_FOUND: 404}
+HEADER_MISMATCH = -32020
+
+
+def modern_error(code: int, message: str, *, data: Any = None) -> McpError:
+    return McpError(code, message, http_status=MODERN_HTTP_STATUS.get(code, 200), data=data)
+
+
+def check_envelope(message: dict[str, Any], headers: Any) -> str:
+    """The per-request envelope of a stateless request, checked rung by rung as the SDK's server does
+    (``mcp.shared.inbound.classify_inbound_request``, not imported: the ``mcp`` package costs a second to
+    import): ``_meta`` carries the protocol version and client capabilities, ``MCP-Protocol-Version``,
+    ``Mcp-Method`` and (for ``tools/call``) ``Mcp-Name`` agree with the body, and the version is served."""
+    t = sdk()
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    if not isinstance(meta, dict):
+        raise modern_error(INVALID_PARAMS, "params._meta must be an object carrying the required "
+                           f"{t.PROTOCOL_VERSION_META_KEY!r} and {t.CLIENT_CAPABILITIES_META_KEY!r} envelope keys")
+    missing = [k for k in (t.PROTOCOL_VERSION_META_KEY, t.CLIENT_CAPABILITIES_META_KEY) if k not in meta]
+    if missing:
+        raise modern_error(INVALID_PARAMS, f"params._meta is missing the required envelope key(s): {', '.join(missing)}")
+    version = meta[t.PROTOCOL_VERSION_META_KEY]
+    if headers.get("MCP-Protocol-Version") != version:
+        raise modern_error(HEADER_MISMATCH, "MCP-Protocol-Version header does not match the request's protocol version")
+    if headers.get("Mcp-Method") != message.get("method"):
+        raise modern_error(HEADER_MISMATCH, "Mcp-Method header does not match the request body's method")
+    if message.get("method") == "tools/call" and isinstance(params.get("name"), str):
+        if _decode_header(headers.get("Mcp-Name")) != params["name"]:
+            raise modern_error(HEADER_MISMATCH, "Mcp-Name header does not match the request body's 'name' parameter")
+    if not isinstance(version, str):
+        raise modern_error(INVALID_PARAMS, "the protocol-version envelope value must be a string")
+    if version not in modern_versions():
+        raise modern_error(UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version",
+                           data={"supported": list(modern_versions()), "requested": version})
+    return version
+
+
+def _decode_header(value: str | None) -> str | None:
+    """An ``Mcp-Name`` value, unwrapping the ``=?base64?...?=`` form clients use for unsafe characters."""
+    if value is None or not (value.startswith("=?base64?") and value.endswith("?=")):
+        return value
+    import base64
+    import binascii
+
+    try:
+        return base64.b64decode(value[9:-2], validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def server_info() -> dict[str, Any]:
+    from gofannon import __version__
+
+    return {"name": SERVER_NAME, "title": "Gofannon", "version": __version__}
+
+
+INSTRUCTIONS = ("Each tool is an agent deployed on this Gofannon server; calling one runs it as you, charged to your "
+                "budget.")
+
+
+def shaped(method: str, version: str, result: dict[str, Any]) -> dict[str, Any]:
+    """A result in the shape of ``version``'s schema, through the SDK's per-revision result models
+    (fields a revision does not know are dropped; stateless revisions get ``resultType`` and the
+    ``serverInfo`` stamp)."""
+    from mcp_types.methods import serialize_server_result
+
+    if version in modern_versions():
+        result = {**result, "resultType": "complete",
+                  "_meta": {**(result.get("_meta") or {}), sdk().SERVER_INFO_META_KEY: server_info()}}
+    return serialize_server_result(method, version, result)  # type: ignore[no-any-return]
+
+
+def discover(version: str) -> dict[str, Any]:
+    """``server/discover``: every revision served, the capabilities, the instructions."""
+    return shaped("server/discover", version, {
+        "supportedVersions": [*supported_versions(), *modern_versions()],
+        "capabilities": {"tools": {"listChanged": True}}, "instructions": INSTRUCTIONS,
+        "ttlMs": 0, "cacheScope": "public",
+    })
+
+
+def validate_params(method: str, version: str, params: dict[str, Any] | None) -> None:
+    """A stateless request's params against ``version``'s schema (the SDK's per-revision request models)."""
+    from pydantic import ValidationError
+
+    from mcp_types.methods import validate_client_request
+
+    try:
+        validate_client_request(method, version, params)
+    except KeyError:
+        raise modern_error(METHOD_NOT_FOUND, f"Method not found: {method}") from None
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "params"
+        raise modern_error(INVALID_PARAMS, f"Invalid params: {where}: {first['msg']}") from None
+
+
 def unsupported_version(requested: str) -> McpError:
-    supported = list(supported_versions())
+    supported = [*supported_versions(), *modern_versions()]
     return McpError(UNSUPPORTED_PROTOCOL_VERSION,
                     f"Unsupported MCP-Protocol-Version {requested!r}; this server speaks {', '.join(supported)}",
                     http_status=400, data={"supported": supported, "requested": requested})
@@ -162,14 +275,11 @@ async def create_session(kernel: "Kernel", ident: "Identity", params: dict[str, 
         "createdAt": now.isoformat(timespec="microseconds"),
         "expiresAt": (now + SESSION_TTL).isoformat(timespec="microseconds"),
     }, rev=None)
-    from gofannon import __version__
-
     result = t.InitializeResult(
         protocol_version=version,
         capabilities=t.ServerCapabilities(tools=t.ToolsCapability(list_changed=True)),
-        server_info=t.Implementation(name=SERVER_NAME, title="Gofannon", version=__version__),
-        instructions="Each tool is an agent deployed on this Gofannon server; calling one runs it as you, "
-                     "charged to your budget.",
+        server_info=t.Implementation(**server_info()),
+        instructions=INSTRUCTIONS,
     )
     return session_id, _result(result)
 
@@ -303,11 +413,17 @@ async def catalog(kernel: "Kernel") -> Catalog:
     return fresh
 
 
-async def list_tools_json(kernel: "Kernel", ident: "Identity") -> str:
-    """The ``ListToolsResult`` as JSON text, assembled from each tool's cached encoding."""
+async def list_tools_json(kernel: "Kernel", ident: "Identity", version: str | None = None) -> str:
+    """The ``ListToolsResult`` as JSON text, assembled from each tool's cached encoding.
+
+    On the stateless revisions it carries the caching directives (``ttlMs`` 0, ``cacheScope`` private: the
+    list depends on the caller) and the ``serverInfo`` stamp."""
     cat = await catalog(kernel)
-    parts = [text for name, (text, _tool) in cat.tools.items() if tool_allowed(ident, name)]
-    return '{"tools":[' + ",".join(parts) + "]}"
+    parts = ",".join(text for name, (text, _tool) in cat.tools.items() if tool_allowed(ident, name))
+    if version is None or version not in modern_versions():
+        return '{"tools":[' + parts + "]}"
+    meta = dumps({sdk().SERVER_INFO_META_KEY: server_info()})
+    return '{"tools":[' + parts + '],"ttlMs":0,"cacheScope":"private","resultType":"complete","_meta":' + meta + "}"
 
 
 # -- tools/call ----------------------------------------------------------------------------------------
@@ -359,6 +475,8 @@ async def start_call(kernel: "Kernel", ident: "Identity", session_id: str, req_i
         "status": "running", "startedAt": now_iso(), "completedAt": None, "inputDict": call.arguments,
         "error": None, OWNER_FIELD: ident.uid, "result": None, "schemaWarnings": None, "opsLog": None, "events": [],
     }
+    if spec.get("workspaceId"):
+        record["workspaceId"] = spec["workspaceId"]  # as runs.start_recorded: members of a shared workspace see it
     try:
         await kernel.store.put(RUNS, run_id, record, rev=None)
     except RevisionConflict:

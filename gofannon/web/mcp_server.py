@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -95,9 +96,16 @@ def caller(request: web.Request) -> Any:
     return ident
 
 
-def check_version(request: web.Request) -> None:
+def check_version(request: web.Request, *, stateful: bool = False) -> None:
+    """``MCP-Protocol-Version``, when sent, is one the server speaks; GET and DELETE (``stateful``) belong to the
+    session revisions only (405 on a stateless one, as the SDK's server answers)."""
     version = request.headers.get(VERSION_HEADER)
-    if version is not None and version not in svc.supported_versions():
+    if version is None:
+        return
+    if version in svc.modern_versions() and stateful:
+        raise McpError(INVALID_REQUEST, f"Protocol revision {version} has no sessions or server stream: POST only",
+                       http_status=405, headers={"Allow": "POST"})
+    if version not in svc.supported_versions():
         raise svc.unsupported_version(version)
 
 
@@ -157,6 +165,8 @@ async def mcp_post(request: web.Request) -> web.StreamResponse:
         method = message.get("method")
         req_id = message.get("id")
         params = message.get("params")
+        if request.headers.get(VERSION_HEADER) in svc.modern_versions():
+            return await _stateless(request, ident, message)
         if method is None:
             return web.Response(status=202)  # a response to a server request: we send none, nothing to do
         is_request = "id" in message
@@ -167,15 +177,13 @@ async def mcp_post(request: web.Request) -> web.StreamResponse:
         session_id = session_id_of(request)
         if method == "tools/call" and is_request:
             return await _call_tool(request, ident, session_id, req_id, params)
-        await svc.load_session(kernel, ident, session_id)
+        session = await svc.load_session(kernel, ident, session_id)
         if not is_request:
             if method == "notifications/cancelled":
                 await svc.cancel(kernel, ident, session_id, params)
             return web.Response(status=202)
         if method == "tools/list":
-            text = await svc.list_tools_json(kernel, ident)
-            return web.Response(text=f'{{"jsonrpc":"2.0","id":{json.dumps(req_id)},"result":{text}}}',
-                                content_type="application/json")
+            return _raw_result(req_id, await svc.list_tools_json(kernel, ident, session.get("protocolVersion")))
         if method == "ping":
             return _answer({"jsonrpc": "2.0", "id": req_id, "result": {}})
         if method == "initialize":
@@ -189,23 +197,64 @@ async def mcp_post(request: web.Request) -> web.StreamResponse:
         return _unauthorized(request, exc)
 
 
-async def _call_tool(request: web.Request, ident: Any, session_id: str, req_id: Any,
-                     params: dict[str, Any] | None) -> web.StreamResponse:
-    """Run the agent; SSE (progress notifications, then the result) when the request asked for progress."""
+def _raw_result(req_id: Any, result_json: str) -> web.Response:
+    return web.Response(text=f'{{"jsonrpc":"2.0","id":{json.dumps(req_id)},"result":{result_json}}}',
+                        content_type="application/json")
+
+
+async def _stateless(request: web.Request, ident: Any, message: dict[str, Any]) -> web.StreamResponse:
+    """A request of a stateless revision (2026-07-28): no session; its envelope rides in ``params._meta``."""
     kernel = kernel_of(request)
-    # The session and the call are checked side by side (one store round trip less); a bad session wins.
-    session, prepared = await asyncio.gather(svc.load_session(kernel, ident, session_id),
-                                             svc.prepare_call(kernel, ident, params), return_exceptions=True)
-    for outcome in (session, prepared):
-        if isinstance(outcome, BaseException):
-            raise outcome
-    call: svc.ToolCall = prepared  # type: ignore[assignment]
-    await svc.start_call(kernel, ident, session_id, req_id, call)
+    if "id" not in message:
+        return web.Response(status=202)  # no client notification means anything here (cancel = close the stream)
+    method = message.get("method")
+    if method is None:
+        raise McpError(INVALID_REQUEST, "Body must be a single JSON-RPC request or notification object",
+                       http_status=400)
+    version = svc.check_envelope(message, request.headers)
+    req_id, params = message["id"], message.get("params")
+    if method not in ("server/discover", "tools/list", "tools/call", "subscriptions/listen"):
+        raise svc.modern_error(svc.METHOD_NOT_FOUND, f"Method not found: {method}")
+    svc.validate_params(method, version, params)
+    if method == "server/discover":
+        return _answer({"jsonrpc": "2.0", "id": req_id, "result": svc.discover(version)})
+    if method == "tools/list":
+        return _raw_result(req_id, await svc.list_tools_json(kernel, ident, version))
+    if method == "tools/call":
+        return await _call_tool(request, ident, None, req_id, params, version=version)
+    return await _listen(request, ident, req_id, params or {})
+
+
+async def _call_tool(request: web.Request, ident: Any, session_id: str | None, req_id: Any,
+                     params: dict[str, Any] | None, *, version: str | None = None) -> web.StreamResponse:
+    """Run the agent; SSE (progress notifications, then the result) when the request asked for progress.
+
+    ``session_id`` is None on the stateless revisions: the run then gets an id of its own, and closing the
+    response stream is what cancels it."""
+    kernel = kernel_of(request)
+    if session_id is None:
+        call = await svc.prepare_call(kernel, ident, params)
+        run_key = uuid.uuid4().hex
+    else:
+        # The session and the call are checked side by side (one store round trip less); a bad session wins.
+        session, prepared = await asyncio.gather(svc.load_session(kernel, ident, session_id),
+                                                 svc.prepare_call(kernel, ident, params), return_exceptions=True)
+        for outcome in (session, prepared):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        call = prepared  # type: ignore[assignment]
+        version = session.get("protocolVersion")  # type: ignore[union-attr]
+        run_key = session_id
+    await svc.start_call(kernel, ident, run_key, req_id, call)
     if call.progress_token is None or "text/event-stream" not in request.headers.get("Accept", "text/event-stream"):
-        result = await svc.wait_call(kernel, call, progress=None, gone=lambda: _gone(request))
+        try:
+            result = await svc.wait_call(kernel, call, progress=None, gone=lambda: _gone(request))
+        except asyncio.CancelledError:  # the server cancelled the handler: the client is gone
+            await asyncio.shield(svc.runs.stop_local(kernel, call.run_id))
+            raise
         if result is None:
             raise McpError(svc.REQUEST_CANCELLED, "Request cancelled")
-        return _answer({"jsonrpc": "2.0", "id": req_id, "result": result})
+        return _answer({"jsonrpc": "2.0", "id": req_id, "result": svc.shaped("tools/call", str(version), result)})
     resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
     await resp.prepare(request)
     broken = False
@@ -226,10 +275,48 @@ async def _call_tool(request: web.Request, ident: Any, session_id: str, req_id: 
         raise
     if result is not None and not broken:
         try:
-            await resp.write(_sse({"jsonrpc": "2.0", "id": req_id, "result": result}))
+            shaped = svc.shaped("tools/call", str(version), result)
+            await resp.write(_sse({"jsonrpc": "2.0", "id": req_id, "result": shaped}))
             await resp.write_eof()
         except (ConnectionResetError, ConnectionError):
             pass
+    return resp
+
+
+async def _listen(request: web.Request, ident: Any, req_id: Any, params: dict[str, Any]) -> web.StreamResponse:
+    """``subscriptions/listen`` (stateless revisions): an event stream that acknowledges what it will carry,
+    then ``notifications/tools/list_changed`` when deployments change; the result ends it (at shutdown)."""
+    if "text/event-stream" not in request.headers.get("Accept", ""):
+        raise McpError(INVALID_REQUEST, "Not Acceptable: subscriptions/listen answers text/event-stream",
+                       http_status=406)
+    wanted = bool((params.get("notifications") or {}).get("toolsListChanged"))
+    kernel = kernel_of(request)
+    hub = svc.streams(kernel)
+    key = f"listen:{uuid.uuid4().hex}"
+    queue = await hub.open(key)
+    resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
+    await resp.prepare(request)
+    honoured = {"toolsListChanged": True} if wanted else {}
+    stamp = {"io.modelcontextprotocol/subscriptionId": req_id}  # on every frame of the stream
+    try:
+        await resp.write(_sse({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+                               "params": {"notifications": honoured, "_meta": stamp}}))
+        while True:
+            try:
+                note = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+            except asyncio.TimeoutError:
+                await resp.write(b": keepalive\n\n")
+                continue
+            if note is None:
+                done = {"resultType": "complete", "_meta": stamp}
+                await resp.write(_sse({"jsonrpc": "2.0", "id": req_id, "result": done}))
+                break
+            if wanted:
+                await resp.write(_sse({**note, "params": {**(note.get("params") or {}), "_meta": stamp}}))
+    except (ConnectionResetError, ConnectionError):
+        pass
+    finally:
+        hub.drop(key, queue)
     return resp
 
 
@@ -244,7 +331,7 @@ async def mcp_get(request: web.Request) -> web.StreamResponse:
         ident = caller(request)
         if "text/event-stream" not in request.headers.get("Accept", ""):
             raise McpError(INVALID_REQUEST, "Not Acceptable: the server stream is text/event-stream", http_status=406)
-        check_version(request)
+        check_version(request, stateful=True)
         session_id = session_id_of(request)
         await svc.load_session(kernel, ident, session_id)
     except McpError as exc:
@@ -284,7 +371,7 @@ async def mcp_delete(request: web.Request) -> web.StreamResponse:
     try:
         check_origin(request)
         ident = caller(request)
-        check_version(request)
+        check_version(request, stateful=True)
         await svc.end_session(kernel, ident, session_id_of(request))
     except McpError as exc:
         return _error(exc)
