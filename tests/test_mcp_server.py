@@ -354,3 +354,32 @@ async def test_a_token_over_its_rate_or_budget_is_refused_before_anything_runs(a
     assert slowed.value.error.code == -32005 and "per minute" in slowed.value.error.message
     async with alice.get("/runs") as r:
         assert [x["inputDict"] for x in (await r.json())["runs"]] == [{"inputText": "x"}]
+
+
+async def test_a_run_past_the_wall_clock_limit_is_an_error_result_saying_timeout(serve: Any) -> None:
+    client = await serve(GOFANNON_SANDBOX_TIMEOUT_S="1")
+    await client.login("alice")
+    sleeper = "import asyncio\nasync def run(input_dict, tools):\n    await asyncio.sleep(30)\n"
+    await deploy(client, name="Sleeper", friendlyName="sleeper", code=sleeper)
+    token = await new_token(client)
+    async with mcp_session(client.url("/mcp"), token) as session:
+        await session.initialize()
+        result = await session.call_tool("sleeper", {"inputText": "x"})
+    assert result.is_error and "timeout" in result.content[0].text
+
+
+async def test_an_expired_session_must_initialize_again(alice: Client) -> None:
+    from gofannon.services.mcp_server import SESSIONS
+    from gofannon.web.keys import KERNEL
+
+    token = await new_token(alice)
+    kernel = alice.server.app[KERNEL]
+    async with mcp_session(alice.url("/mcp"), token) as session:
+        await session.initialize()
+        await session.send_ping()
+        (doc,) = await kernel.store.list(SESSIONS)
+        await kernel.store.update(SESSIONS, doc["_id"], lambda d: {**d, "expiresAt": "2020-01-01T00:00:00.000000"})
+        with pytest.raises(MCPError) as expired:
+            await session.send_ping()
+    assert "initialize again" in expired.value.error.message
+    assert await kernel.store.get(SESSIONS, doc["_id"]) is None
