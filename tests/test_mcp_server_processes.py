@@ -50,3 +50,29 @@ async def test_a_session_started_on_one_process_continues_on_another(serve: Any,
     assert talked.structured_content == {"outputText": "finished"} and progress
     posts = [port for port, method in balancer.served if method == "POST"]
     assert set(posts) == {one.server.port, two.server.port}  # both processes answered the one session
+
+
+async def test_a_deployment_made_through_another_process_reaches_open_streams(serve: Any, rq_worker: Any) -> None:
+    import asyncio
+
+    from mcp import types
+
+    env = rq_worker(GOFANNON_STORAGE="redis", GOFANNON_REDIS_PREFIX=f"mcp{os.getpid()}{time.monotonic_ns()}:",
+                    GOFANNON_QUEUE=f"mcp-{os.getpid()}-{time.monotonic_ns()}")
+    one = await serve(**env)
+    two = await serve(**env)
+    await two.login("alice")
+    token = await new_token(two)
+    changed = asyncio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    async with mcp_session(one.url("/mcp"), token, message_handler=on_message) as session:  # all on process one
+        await session.initialize()
+        assert (await session.list_tools()).tools == []
+        await asyncio.sleep(0.3)  # let the client open its GET stream
+        await deploy(two, name="Elsewhere", friendlyName="elsewhere", code=ECHO)  # deployed through process two
+        await asyncio.wait_for(changed.wait(), 20)
+        assert [t.name for t in (await session.list_tools()).tools] == ["elsewhere"]
