@@ -201,6 +201,9 @@ def shaped(method: str, version: str, result: dict[str, Any]) -> dict[str, Any]:
     """A result in the shape of ``version``'s schema, through the SDK's per-revision result models
     (fields a revision does not know are dropped; stateless revisions get ``resultType`` and the
     ``serverInfo`` stamp)."""
+    if version not in modern_versions() and method == "tools/call":
+        # Built by the SDK's CallToolResult, whose fields all exist since 2025-06-18 but for ``resultType``.
+        return {k: v for k, v in result.items() if k != "resultType"}
     from mcp_types.methods import serialize_server_result
 
     if version in modern_versions():
