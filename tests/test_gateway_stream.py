@@ -31,6 +31,7 @@ class StreamingVendor:
     def __init__(self) -> None:
         self.more = asyncio.Event()
         self.fail_midway = False
+        self.trickle = False
         self.dropped = asyncio.Event()
         self.finished = asyncio.Event()
         self.port = 0
@@ -52,8 +53,11 @@ class StreamingVendor:
         await send({"content": "first "})
         # Wait for the test's signal, noticing a client that went away meanwhile.
         try:
+            while self.trickle:  # keeps streaming, so the kernel's next write to the gone client fails
+                await asyncio.sleep(0.01)
+                await send({"content": "."})
             await self.more.wait()
-        except asyncio.CancelledError:  # the test server cancels a handler whose client went away
+        except (asyncio.CancelledError, ConnectionError):  # the test server cancels a handler whose client left
             self.dropped.set()
             raise
         if self.fail_midway:
@@ -145,9 +149,11 @@ async def test_the_first_chunk_arrives_while_the_vendor_is_still_answering(live:
     assert history[-1]["responseCost"] == pytest.approx(5 * 0.01 + 2 * 0.02)
 
 
+@pytest.mark.parametrize("trickle", [False, True], ids=["vendor_waiting", "vendor_streaming"])
 async def test_a_client_that_hangs_up_stops_the_vendor_stream_and_pays_for_what_it_got(
-        either: Gateway, vendor: StreamingVendor) -> None:
+        either: Gateway, vendor: StreamingVendor, trickle: bool) -> None:
     live = either
+    vendor.trickle = trickle
     async with aiohttp.ClientSession() as http:
         resp = await http.post(live.client.url("/v1/chat/completions"), headers={
             "Authorization": f"Bearer {live.token}"}, json={

@@ -378,7 +378,10 @@ class Chunks:
 
 
 # -- calls ----------------------------------------------------------------------------------------------
-def _estimate(target: Target, req: ChatRequest) -> float:
+def _estimate(target: Target, req: ChatRequest, ident: "Identity") -> float:
+    """The cost ``scopes.reserve`` holds for this call (0 without a token spend limit: nothing is reserved)."""
+    if not scopes.spend_limited(ident):
+        return 0.0
     cat = catalog_mod.active()
     provider, model = str(target.provider), target.model
     price = cat.price(provider, model)
@@ -408,7 +411,7 @@ async def complete(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> dic
         return completion_object(req.model, answer, [], "stop", _usage(None))
     from gofannon.llm.service import call_llm
 
-    reservation = await scopes.reserve(kernel, ident, _estimate(target, req))
+    reservation = await scopes.reserve(kernel, ident, _estimate(target, req, ident))
     try:
         result = await call_llm(kernel, ident, str(target.provider), target.model, req.messages, req.parameters,
                                 tools=req.tools, workspace_id=req.workspace_id)
@@ -440,17 +443,17 @@ async def stream(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> Async
         return
     from gofannon.llm.service import stream_llm
 
-    reservation = await scopes.reserve(kernel, ident, _estimate(target, req))
+    reservation = await scopes.reserve(kernel, ident, _estimate(target, req, ident))
     events = stream_llm(kernel, ident, str(target.provider), target.model, req.messages, req.parameters,
                         tools=req.tools, workspace_id=req.workspace_id)
+    pump = _Pump(events)
     streamed: list[str] = []
     settled = False
     try:
-        first = await events.__anext__()
+        event = await pump.next()
         yield chunks.delta({"role": "assistant", "content": ""})
         saw_tool_events = False
-        event = first
-        while True:
+        while event is not None:
             if event.kind == "content" and event.text:
                 streamed.append(event.text)
                 yield chunks.delta({"content": event.text})
@@ -468,17 +471,53 @@ async def stream(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> Async
                 if req.include_usage:
                     yield chunks.usage(_usage(final.usage))
                 return
-            event = await events.__anext__()
-    except StopAsyncIteration:
-        return
+            event = await pump.next()
     except GofannonError:
         raise
     except Exception as exc:  # noqa: BLE001 - the vendor's connection failing mid-stream is the provider's failure
         raise UpstreamError(f"{target.provider}/{target.model} stream failed: {type(exc).__name__}: {exc}") from None
     finally:
+        await pump.stop()
         if not settled:
-            await asyncio.shield(_abandoned(kernel, ident, target, req, streamed, reservation))
-        await events.aclose()
+            if pump.final is not None:  # the provider finished (and stream_llm charged the caller): the real cost
+                await scopes.settle(kernel, reservation, _cost(target, pump.final.usage))
+            else:
+                await asyncio.shield(_abandoned(kernel, ident, target, req, streamed, reservation))
+
+
+class _Pump:
+    """Reads a provider stream in its own task, so stopping it is a cancellation that lands where the
+    provider's generators wait on the vendor's connection: the exception unwinds every one of them and their
+    ``async with`` blocks close the connection at once. (Closing a generator chain suspended at a ``yield``
+    instead would leave the inner generators to the garbage collector, and the vendor's stream open.) The
+    events are queued without bound, so the task always waits on the vendor, never on the reader."""
+
+    def __init__(self, events: AsyncIterator[Any]) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.final: Completion | None = None
+        self.task = asyncio.create_task(self._run(events))
+
+    async def _run(self, events: AsyncIterator[Any]) -> None:
+        try:
+            async for event in events:
+                if event.kind == "done":
+                    self.final = event.completion or Completion("")
+                self.queue.put_nowait(event)
+            self.queue.put_nowait(None)
+        except Exception as exc:  # noqa: BLE001 - handed to the reader, who raises it
+            self.queue.put_nowait(exc)
+
+    async def next(self) -> Any:
+        """The next event, None at the end; the provider's error is raised here."""
+        item = await self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def stop(self) -> None:
+        if not self.task.done():
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
 
 
 async def _abandoned(kernel: "Kernel", ident: "Identity", target: Target, req: ChatRequest, streamed: list[str],

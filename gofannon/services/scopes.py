@@ -132,7 +132,8 @@ def _live(doc: dict[str, Any], now: float) -> dict[str, list[float]]:
     return {k: v for k, v in held.items() if isinstance(v, list) and len(v) == 2 and float(v[1]) > now}
 
 
-def _spend_limited(ident: "Identity") -> str | None:
+def spend_limited(ident: "Identity") -> str | None:
+    """The id of the caller's token when it has a ``maxSpend`` (whose calls reserve), else None."""
     token = ident.token
     if token and token.get("maxSpend") is not None and token.get("id"):
         return str(token["id"])
@@ -144,7 +145,7 @@ async def reserve(kernel: "Kernel", ident: "Identity", estimate: float, *,
     """Reserve ``estimate`` USD of the caller's token budget; None when the token has no ``maxSpend``.
     429 ``insufficient_quota`` when the spend so far plus what running calls reserved plus ``estimate``
     would pass ``maxSpend`` (or the spend already reached it)."""
-    token_id = _spend_limited(ident)
+    token_id = spend_limited(ident)
     if token_id is None:
         return None
     estimate = max(0.0, float(estimate))
