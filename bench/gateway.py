@@ -37,6 +37,7 @@ from _common import REPO, free_port, login, wait_up  # noqa: E402
 
 PY = sys.executable
 MODEL = "m"
+LITELLM_KEY = "sk-bench-master-7f3c9e2a1b5d4f60"
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 16}
 
 UPSTREAM = r'''
@@ -202,9 +203,10 @@ async def main() -> None:
                 token = (await r.json())["token"]
         if args.litellm_python:
             exe = Path(args.litellm_python).with_name("litellm")
-            (tmp / "litellm.yaml").write_text(
+            (tmp / "litellm.yaml").write_text(  # a master key, no database: it authenticates each call too
                 f"model_list:\n  - model_name: {MODEL}\n    litellm_params:\n      model: openai/{MODEL}\n"
-                f"      api_base: http://127.0.0.1:{up_port}/v1\n      api_key: sk-bench\n")
+                f"      api_base: http://127.0.0.1:{up_port}/v1\n      api_key: sk-bench\n"
+                f"general_settings:\n  master_key: {LITELLM_KEY}\n")
             started = time.perf_counter()
             litellm = subprocess.Popen([str(exe), "--config", str(tmp / "litellm.yaml"), "--port", str(l_port),
                                         "--num_workers", "1"], stdout=subprocess.DEVNULL,
@@ -232,8 +234,8 @@ async def main() -> None:
               f"TTFC {gof['ttfc'] - direct['ttfc']:+.3f} ms (target <= 1)   "
               f"throughput {gof['rps'] / direct['rps']:.2f}x the upstream's")
         if litellm is not None:
-            lit = await measure("LiteLLM proxy", f"http://127.0.0.1:{l_port}/v1/chat/completions", {}, MODEL,
-                                args, tmp, litellm.pid)
+            lit = await measure("LiteLLM proxy", f"http://127.0.0.1:{l_port}/v1/chat/completions",
+                                {"Authorization": f"Bearer {LITELLM_KEY}"}, MODEL, args, tmp, litellm.pid)
             print(f"  added by LiteLLM : p50 {lit['p50'] - direct['p50']:+.3f} ms   "
                   f"TTFC {lit['ttfc'] - direct['ttfc']:+.3f} ms")
             print(f"  gofannon vs LiteLLM: throughput {gof['rps'] / lit['rps']:.1f}x (target >= 10x), "
