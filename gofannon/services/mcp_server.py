@@ -533,6 +533,11 @@ async def wait_call(kernel: "Kernel", call: ToolCall, *, progress: Progress | No
     return call_result(call, done)
 
 
+async def abandon(kernel: "Kernel", call: ToolCall) -> None:
+    """Stop a call's run because its caller went away (the handler was cancelled)."""
+    await runs.stop_local(kernel, call.run_id)
+
+
 def call_result(call: ToolCall, done: dict[str, Any]) -> dict[str, Any]:
     """A run's end as a ``CallToolResult``: the agent's error is a result with ``isError`` (the model sees it)."""
     t = sdk()

@@ -250,7 +250,7 @@ async def _call_tool(request: web.Request, ident: Any, session_id: str | None, r
         try:
             result = await svc.wait_call(kernel, call, progress=None, gone=lambda: _gone(request))
         except asyncio.CancelledError:  # the server cancelled the handler: the client is gone
-            await asyncio.shield(svc.runs.stop_local(kernel, call.run_id))
+            await asyncio.shield(svc.abandon(kernel, call))
             raise
         if result is None:
             raise McpError(svc.REQUEST_CANCELLED, "Request cancelled")
@@ -271,7 +271,7 @@ async def _call_tool(request: web.Request, ident: Any, session_id: str | None, r
     try:
         result = await svc.wait_call(kernel, call, progress=progress, gone=lambda: broken or _gone(request))
     except asyncio.CancelledError:  # the server cancelled the handler: the client is gone
-        await asyncio.shield(svc.runs.stop_local(kernel, call.run_id))
+        await asyncio.shield(svc.abandon(kernel, call))
         raise
     if result is not None and not broken:
         try:
