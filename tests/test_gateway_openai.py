@@ -230,3 +230,23 @@ async def test_the_v1_routes_are_in_the_openapi_document(gw: Gateway) -> None:
         paths = (await r.json())["paths"]
     assert "get" in paths["/v1/models"] and "get" in paths["/v1/models/{model_id}"]
     assert paths["/v1/chat/completions"]["post"]["requestBody"]
+
+
+async def test_a_users_own_provider_key_makes_its_models_usable(serve: Any, fake_llm: FakeLLMServer) -> None:
+    env = {k: v for k, v in fake_llm.env.items() if k != "OPENAI_API_KEY"}  # no operator key for openai
+    client = await serve(**env, GOFANNON_STORAGE="memory")
+    await client.login("alice")
+    sdk = openai.AsyncOpenAI(base_url=client.url("/v1"), api_key=await make_token(client), max_retries=0)
+    assert not [m async for m in sdk.models.list() if m.id.startswith("openai/")]
+    async with client.put("/users/me/api-keys", json={"provider": "openai", "api_key": "sk-alices-own-key"}) as r:
+        assert r.status == 200
+    assert "openai/gpt-4o" in [m.id async for m in sdk.models.list()]
+    got = await sdk.chat.completions.create(model="openai/gpt-4o", messages=USER_HI)
+    assert got.choices[0].message.content == "Hello from the fake model"
+    assert fake_llm.requests[-1].api_key == "sk-alices-own-key"
+
+
+async def test_the_session_cookie_works_too(gw: Gateway) -> None:
+    async with gw.client.post("/v1/chat/completions", json={"model": MODEL, "messages": USER_HI}) as r:
+        assert r.status == 200
+        assert (await r.json())["choices"][0]["message"]["content"] == "Hello from the fake model"
