@@ -101,3 +101,35 @@ async def test_an_agents_own_llm_calls_are_charged_to_the_caller(agw: Gateway) -
         assert history[-1]["metadata"]["model"] == "chat-1" and history[-1]["responseCost"] > 0
     finally:
         await bob.client.session.close()
+
+
+async def test_a_shared_workspaces_agent_is_a_model_for_its_members_only(serve: Any, fake_llm: FakeLLMServer,
+                                                                        tmp_path: Path) -> None:
+    alice = await start_gateway(serve, fake_llm, tmp_path)
+    bob = Gateway(Client(alice.client.server, aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))),
+                  "", fake_llm)
+    try:
+        await bob.client.login("bob")
+        bob.token = await make_token(bob.client)
+        async with alice.client.post("/workspaces", json={"displayName": "Team", "description": "d"}) as r:
+            ws = (await r.json())["workspaceId"]
+        header = {"X-Gofannon-Workspace": ws}
+        async with alice.client.post("/agents", headers=header, json={
+                "name": "team_echo", "description": "d", "code": ECHO, "friendlyName": "team_echo"}) as r:
+            assert r.status == 201, await r.text()
+            agent_id = (await r.json())["_id"]
+        async with alice.client.post(f"/agents/{agent_id}/deploy", headers=header) as r:
+            assert r.status == 201, await r.text()
+        hi = [{"role": "user", "content": "hi"}]
+        # bob is not a member: not listed, and the 404 of an unknown model
+        assert "agent/team_echo" not in [m.id async for m in bob.sdk().models.list()]
+        with pytest.raises(openai.NotFoundError):
+            await bob.sdk().chat.completions.create(model="agent/team_echo", messages=hi)
+        async with alice.client.put(f"/workspaces/{ws}/members/dev_stub:bob", json={"role": "member"}) as r:
+            assert r.status == 200, await r.text()
+        in_ws = bob.sdk(default_headers=header)
+        assert "agent/team_echo" in [m.id async for m in in_ws.models.list()]
+        got = await in_ws.chat.completions.create(model="agent/team_echo", messages=hi)
+        assert got.choices[0].message.content == "echo: hi"
+    finally:
+        await bob.client.session.close()

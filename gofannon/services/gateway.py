@@ -74,15 +74,16 @@ def catalog_target(model_id: str) -> Target | None:
     return Target(model_id, provider, model)
 
 
-async def resolve(kernel: "Kernel", model_id: Any) -> Target:
-    """The target of a model id; 404 ``model_not_found`` for an unknown one."""
+async def resolve(kernel: "Kernel", model_id: Any, ident: "Identity") -> Target:
+    """The target of a model id; 404 ``model_not_found`` for an unknown one (and for an agent of a shared
+    workspace the caller is not in, as ``/rest`` answers)."""
     if not isinstance(model_id, str) or not model_id.strip():
         raise InvalidRequest("You must provide a model parameter.", "model")
     if model_id.startswith(AGENT_PREFIX):
         from gofannon.services import deployments
 
         try:
-            agent = await deployments.load_deployed(kernel, model_id[len(AGENT_PREFIX):])
+            agent = await deployments.load_deployed(kernel, model_id[len(AGENT_PREFIX):], ident)
         except NotFound:
             raise ModelNotFound(model_id) from None
         return Target(model_id, model=model_id[len(AGENT_PREFIX):], agent=agent)
@@ -120,9 +121,10 @@ async def usable_providers(kernel: "Kernel", ident: "Identity") -> set[str]:
     return out
 
 
-async def list_models(kernel: "Kernel", ident: "Identity") -> list[dict[str, Any]]:
-    """Every model the caller can use: usable catalog models, then deployed agents; a scoped token sees
-    only the ids it may use."""
+async def list_models(kernel: "Kernel", ident: "Identity", workspace_id: str | None = None) -> list[dict[str, Any]]:
+    """Every model the caller can use: usable catalog models, then deployed agents (the public ones, and
+    those of ``workspace_id``, a shared workspace the caller acts in); a scoped token sees only the ids it
+    may use."""
     from gofannon.services import deployments
 
     cat = catalog_mod.active()
@@ -132,7 +134,7 @@ async def list_models(kernel: "Kernel", ident: "Identity") -> list[dict[str, Any
             model_id = f"{slug}/{model}"
             if scopes.may_use(ident, model_id):
                 out.append(_model_object(model_id, slug))
-    for name, agent in await deployments._resolved(kernel):
+    for name, agent in await deployments.deployed_agents(kernel, workspace_id):
         model_id = AGENT_PREFIX + name
         if scopes.may_use(ident, model_id):
             out.append(_model_object(model_id, "gofannon", _created_of(agent)))
@@ -141,7 +143,7 @@ async def list_models(kernel: "Kernel", ident: "Identity") -> list[dict[str, Any
 
 async def get_model(kernel: "Kernel", ident: "Identity", model_id: str) -> dict[str, Any]:
     """One model the caller can use, or 404 ``model_not_found`` (unknown, unusable and out of scope alike)."""
-    target = await resolve(kernel, model_id)
+    target = await resolve(kernel, model_id, ident)
     if not scopes.may_use(ident, model_id):
         raise ModelNotFound(model_id)
     if target.agent is not None:
@@ -404,7 +406,7 @@ async def _release(kernel: "Kernel", reservation: scopes.Reservation | None) -> 
 
 async def complete(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> dict[str, Any]:
     """A non-streamed ``chat.completion``."""
-    target = await resolve(kernel, req.model)
+    target = await resolve(kernel, req.model, ident)
     await scopes.admit(kernel, ident, req.model)
     if target.agent is not None:
         answer = await run_agent(kernel, ident, target, req)
@@ -429,7 +431,7 @@ async def stream(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> Async
     arrived, so every error before it (scope, budget, provider) is raised by the first ``__anext__`` and
     can still be an HTTP status. Closing the iterator early stops the provider call; the caller is then
     charged an estimate of what was streamed (the provider's usage never arrives)."""
-    target = await resolve(kernel, req.model)
+    target = await resolve(kernel, req.model, ident)
     await scopes.admit(kernel, ident, req.model)
     chunks = Chunks(req.model)
     if target.agent is not None:

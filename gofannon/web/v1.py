@@ -86,7 +86,9 @@ def is_v1(path: str) -> bool:
          tags=["openai"])
 async def list_models(request: web.Request) -> web.Response:
     ident = identity(request)
-    data = await gateway.list_models(kernel_of(request), ident)
+    workspace_id, _role = await active_workspace(request)
+    shared = workspace_id if charges_workspace(workspace_id) else None
+    data = await gateway.list_models(kernel_of(request), ident, shared)
     return json_response({"object": "list", "data": data})
 
 
