@@ -1,7 +1,7 @@
 """What metrics cost: ``GET /health`` and ``GET /agents`` (50 agents) with ``GOFANNON_METRICS`` on vs off.
 
 Two ``gofannon serve`` processes (embedded SQLite, fresh data dirs) run side by side, one with metrics and
-one without, and are loaded alternately with wrk (on, off, on, off, ...) so background noise hits both
+one without, and are loaded alternately with wrk (on, off, off, on, ...) so background noise hits both
 alike. Target: with metrics on, at least 0.9x the throughput with them off, for both routes. It also prints
 the server's CPU time per request (from /proc), which other load on the machine disturbs much less than
 throughput. Usage:
@@ -78,7 +78,8 @@ async def main() -> int:
             for mode, (_, base, sid) in servers.items():  # warm-up
                 wrk(f"{base}{path}", sid, 1, args.connections)
             for i in range(args.rounds):
-                for mode, (proc, base, sid) in servers.items():
+                order = list(servers.items()) if i % 2 == 0 else list(servers.items())[::-1]  # no order bias
+                for mode, (proc, base, sid) in order:
                     used = cpu_seconds(proc.pid)
                     rps = wrk(f"{base}{path}", sid if path == "/agents" else None, args.seconds, args.connections)
                     per_request_us = (cpu_seconds(proc.pid) - used) / (rps * args.seconds) * 1e6

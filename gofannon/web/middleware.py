@@ -112,7 +112,12 @@ def build_middleware(app: web.Application) -> Any:
                 ctx.user_id = ident.uid
         return await handler(request)
 
-    async def observed(request: web.Request, handler: Handler, ctx: RequestContext) -> web.StreamResponse:
+    @web.middleware
+    async def kernel_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        ctx = RequestContext(request_id_from(request.headers.get("X-Request-Id")))
+        CURRENT.set(ctx)
+        if not observers:
+            return await serve(request, handler, ctx)
         states = [observer.started(request) for observer in observers]
         started, status = perf_counter(), 500
         try:
@@ -127,16 +132,9 @@ def build_middleware(app: web.Application) -> Any:
             raise
         finally:
             elapsed = perf_counter() - started
+            route, method = ctx.route or "other", request.method
             for observer, state in zip(observers, states):
-                observer.finished(state, ctx.route or "other", request.method, status, elapsed)
-
-    @web.middleware
-    async def kernel_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        ctx = RequestContext(request_id_from(request.headers.get("X-Request-Id")))
-        CURRENT.set(ctx)
-        if observers:
-            return await observed(request, handler, ctx)
-        return await serve(request, handler, ctx)
+                observer.finished(state, route, method, status, elapsed)
 
     async def serve(request: web.Request, handler: Handler, ctx: RequestContext) -> web.StreamResponse:
         origin = request.headers.get("Origin")
