@@ -250,3 +250,22 @@ async def test_the_session_cookie_works_too(gw: Gateway) -> None:
     async with gw.client.post("/v1/chat/completions", json={"model": MODEL, "messages": USER_HI}) as r:
         assert r.status == 200
         assert (await r.json())["choices"][0]["message"]["content"] == "Hello from the fake model"
+
+
+async def test_a_call_in_a_shared_workspace_is_charged_to_it_and_stops_when_its_budget_is_gone(gw: Gateway) -> None:
+    async with gw.client.post("/workspaces", json={"displayName": "Team", "description": "d"}) as r:
+        ws = (await r.json())["workspaceId"]
+    async with gw.client.put(f"/workspaces/{ws}/budget", json={"monthlyAllowance": 10}) as r:
+        assert r.status == 200, await r.text()
+    sdk = gw.sdk(default_headers={"X-Gofannon-Workspace": ws})
+    gw.fake.script(Reply("team answer", input_tokens=100, output_tokens=50))
+    got = await sdk.chat.completions.create(model=MODEL, messages=USER_HI)
+    assert got.choices[0].message.content == "team answer"
+    async with gw.client.get(f"/workspaces/{ws}/usage") as r:
+        usage = await r.json()
+    assert usage["spendRemaining"] == pytest.approx(10 - (100 * PRICE_IN + 50 * PRICE_OUT))
+    async with gw.client.put(f"/workspaces/{ws}/budget", json={"monthlyAllowance": 0}) as r:
+        assert r.status == 200, await r.text()
+    with pytest.raises(openai.RateLimitError) as err:
+        await sdk.chat.completions.create(model=MODEL, messages=USER_HI)
+    assert err.value.code == "insufficient_quota"

@@ -535,10 +535,18 @@ async def _abandoned(kernel: "Kernel", ident: "Identity", target: Target, req: C
     usage = Usage(input_tokens=math.ceil(prompt / CHARS_PER_TOKEN),
                   output_tokens=math.ceil(sum(len(s) for s in streamed) / CHARS_PER_TOKEN))
     cost = _cost(target, usage)
+    metadata: dict[str, Any] = {
+        "provider": target.provider, "model": target.model, "inputTokens": usage.input_tokens,
+        "outputTokens": usage.output_tokens, "estimated": True, "streamAbandoned": True}
     try:
-        await users.charge(kernel, ident.uid, cost, {
-            "provider": target.provider, "model": target.model, "inputTokens": usage.input_tokens,
-            "outputTokens": usage.output_tokens, "estimated": True, "streamAbandoned": True})
+        if req.workspace_id:  # a shared workspace pays as for any call made in it
+            from gofannon.services import workspace_budgets
+
+            metadata["workspaceId"] = req.workspace_id
+            await asyncio.gather(users.charge(kernel, ident.uid, cost, metadata), workspace_budgets.charge(
+                kernel, req.workspace_id, ident.uid, cost, f"{target.provider}/{target.model}"))
+        else:
+            await users.charge(kernel, ident.uid, cost, metadata)
     finally:
         await scopes.settle(kernel, reservation, cost)
 
