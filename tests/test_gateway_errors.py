@@ -113,3 +113,14 @@ async def test_a_provider_timeout_is_504(serve: Any, fake_llm: FakeLLMServer, tm
         await gw.sdk().chat.completions.create(model=MODEL, messages=USER)
     assert err.value.status_code == 504 and err.value.type == "server_error"
 
+
+
+async def test_reasoning_effort_goes_to_models_that_have_it_only(gw: Gateway) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        await gw.sdk().chat.completions.create(model="openai/gpt-4o", messages=USER, reasoning_effort="high")
+    assert err.value.param == "reasoning_effort" and not gw.fake.requests
+    with pytest.raises(openai.BadRequestError) as err:  # the catalog's choices for the model apply
+        await gw.sdk().chat.completions.create(model="openai/o3", messages=USER, reasoning_effort="xhigh")
+    assert "reasoning_effort" in err.value.message
+    await gw.sdk().chat.completions.create(model="openai/o3", messages=USER, reasoning_effort="low")
+    assert gw.fake.requests[0].json["reasoning"]["effort"] == "low"  # o3 goes through the Responses API

@@ -380,6 +380,17 @@ class Chunks:
 
 
 # -- calls ----------------------------------------------------------------------------------------------
+def check_model_options(target: Target, req: ChatRequest) -> None:
+    """400 for ``reasoning_effort`` on a model the catalog gives none (OpenAI refuses it the same way),
+    rather than passing it to a vendor that would fail the call."""
+    if "reasoning_effort" not in req.parameters:
+        return
+    config = catalog_mod.active().model(str(target.provider), target.model) or {}
+    if "reasoning_effort" not in (config.get("parameters") or {}):
+        raise InvalidRequest(f"The model '{target.id}' does not support 'reasoning_effort'.", "reasoning_effort",
+                             "unsupported_parameter")
+
+
 def _estimate(target: Target, req: ChatRequest, ident: "Identity") -> float:
     """The cost ``scopes.reserve`` holds for this call (0 without a token spend limit: nothing is reserved)."""
     if not scopes.spend_limited(ident):
@@ -413,6 +424,7 @@ async def complete(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> dic
         return completion_object(req.model, answer, [], "stop", _usage(None))
     from gofannon.llm.service import call_llm
 
+    check_model_options(target, req)
     reservation = await scopes.reserve(kernel, ident, _estimate(target, req, ident))
     try:
         result = await call_llm(kernel, ident, str(target.provider), target.model, req.messages, req.parameters,
@@ -445,6 +457,7 @@ async def stream(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> Async
         return
     from gofannon.llm.service import stream_llm
 
+    check_model_options(target, req)
     reservation = await scopes.reserve(kernel, ident, _estimate(target, req, ident))
     events = stream_llm(kernel, ident, str(target.provider), target.model, req.messages, req.parameters,
                         tools=req.tools, workspace_id=req.workspace_id)
