@@ -164,7 +164,7 @@ async def test_scopes_hold_across_two_api_processes_on_redis(serve: Any, fake_ll
     budget = await created(one, maxSpend=0.3)
     sdks = [openai.AsyncOpenAI(base_url=c.url("/v1"), api_key=budget["token"], max_retries=0) for c in (one, two)]
     results = await asyncio.gather(
-        *[sdks[i % 2].chat.completions.create(model=MODEL, messages=USER, max_tokens=5) for i in range(100)],
+        *[sdks[i % 2].chat.completions.create(model=MODEL, messages=USER, max_tokens=5) for i in range(200)],
         return_exceptions=True)
     ok = [r for r in results if not isinstance(r, Exception)]
     assert ok and all(isinstance(r, openai.RateLimitError) for r in results if isinstance(r, Exception))
