@@ -13,8 +13,9 @@ import aiohttp
 import openai
 import pytest
 from conftest import Client
-from fakes import FakeLLMServer
-from test_gateway_openai import MODEL, PRICE_IN, PRICE_OUT, Gateway, fake_catalog, gw, make_token  # noqa: F401
+from fakes import FakeLLMServer, Reply
+from test_gateway_openai import (  # noqa: F401 - gw is a fixture
+    MODEL, PRICE_IN, PRICE_OUT, Gateway, fake_catalog, gw, make_token, start_gateway)
 from test_rest import deploy
 
 USER = [{"role": "user", "content": "hi"}]
@@ -179,3 +180,19 @@ async def test_scopes_hold_across_two_api_processes_on_redis(serve: Any, fake_ll
         *[sdks[i % 2].chat.completions.create(model=MODEL, messages=USER) for i in range(30)],
         return_exceptions=True)
     assert len([r for r in results[2:] if not isinstance(r, Exception)]) == 7
+
+
+async def test_a_failed_call_gives_its_reservation_back(serve: Any, fake_llm: FakeLLMServer, tmp_path: Path) -> None:
+    gw = await start_gateway(serve, fake_llm, tmp_path, LLM_RATE_LIMIT_RETRIES="0")
+    made = await created(gw.client, maxSpend=0.06)  # room for one call's reservation at a time
+    sdk = gw.sdk(made["token"])
+    fake_llm.respond(lambda request: Reply(status=500, error="down"))
+    for _ in range(3):
+        with pytest.raises(openai.InternalServerError):
+            await sdk.chat.completions.create(model=MODEL, messages=USER, max_tokens=5)
+        with pytest.raises(openai.InternalServerError):  # streamed: refused before the stream starts
+            await sdk.chat.completions.create(model=MODEL, messages=USER, max_tokens=5, stream=True)
+    fake_llm.respond(None)
+    got = await sdk.chat.completions.create(model=MODEL, messages=USER, max_tokens=5)
+    assert got.choices[0].message.content
+    assert (await tokens_of(gw.client))[made["id"]]["spend"] == pytest.approx(CALL_COST)
