@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from gofannon.kernel import Kernel
 
 routes = web.RouteTableDef()
+log = logging.getLogger("gofannon.web.meta")
 
 _HEALTH = {"status": "healthy", "service": "user-service"}
 _health_bodies: dict[str | None, bytes] = {}
@@ -88,14 +90,18 @@ async def _check_auth(kernel: "Kernel") -> dict[str, Any]:
 _READY_CHECKS = {"store": _check_store, "queue": _check_queue, "sandbox": _check_sandbox, "auth": _check_auth}
 
 
-async def _run_check(kernel: "Kernel", check: Any) -> dict[str, Any]:
+async def _run_check(kernel: "Kernel", name: str, check: Any) -> dict[str, Any]:
+    """One check's result. The probe is public, so a failure names only the exception's type; its message
+    (which may name internal hosts) goes to the log, with the probe's request id."""
     try:
         async with asyncio.timeout(READY_CHECK_TIMEOUT_S):
             return await check(kernel)  # type: ignore[no-any-return]
     except TimeoutError:
+        log.warning("readiness: %s did not answer within %g s", name, READY_CHECK_TIMEOUT_S)
         return {"ok": False, "error": f"no answer within {READY_CHECK_TIMEOUT_S:g} s"}
     except Exception as exc:  # noqa: BLE001 - a failed dependency is the answer, not an error
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        log.warning("readiness: %s failed: %s: %s", name, type(exc).__name__, exc)
+        return {"ok": False, "error": f"{type(exc).__name__} (details in the service log)"}
 
 
 @routes.get("/health/ready")
@@ -104,7 +110,7 @@ async def _run_check(kernel: "Kernel", check: Any) -> dict[str, Any]:
          tags=["meta"])
 async def ready(request: web.Request) -> web.Response:
     kernel = kernel_of(request)
-    results = await asyncio.gather(*(_run_check(kernel, check) for check in _READY_CHECKS.values()))
+    results = await asyncio.gather(*(_run_check(kernel, name, check) for name, check in _READY_CHECKS.items()))
     checks = dict(zip(_READY_CHECKS, results))
     ok = all(result["ok"] for result in results)
     body = {"status": "ready" if ok else "not ready", "checks": checks, "pid": os.getpid()}
