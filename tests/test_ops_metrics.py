@@ -224,6 +224,19 @@ async def test_a_worker_serves_its_own_metrics_on_its_metrics_port(
             assert value(samples, "gofannon_llm_tokens_total", provider="openai", model="gpt-4o", type="output") == 6
             assert ("gofannon_job_queue_depth", (("queue", "gofannon"),)) in samples
             assert value(samples, "gofannon_job_queue_depth", queue="gofannon") == 0
+            # the job carried the request id of the POST that submitted it: the worker's lines about it have it
+            fake_openai.script(Reply(status=401, error="bad key", error_code="invalid_api_key"))
+            async with client.post("/chat", json={"messages": [{"role": "user", "content": "x"}],
+                                                  "provider": "openai", "model": "gpt-4o"},
+                                   headers={"X-Request-Id": "from-the-api-42"}) as r:
+                ticket = (await r.json())["ticket_id"]
+            assert (await wait_ticket(client, ticket))["status"] == "failed"
+            for _ in range(100):
+                if "chat_ticket_failed" in log_path.read_text():
+                    break
+                await asyncio.sleep(0.05)
+            failed = [line for line in log_path.read_text().splitlines() if "chat_ticket_failed" in line]
+            assert failed and "[request_id=from-the-api-42]" in failed[0], log_path.read_text()[-2000:]
         finally:
             worker.terminate()
             worker.wait(30)
