@@ -51,7 +51,11 @@ class Throwaway:
             request.app[KERNEL].record("test_ops_event", "something happened", metadata={"n": 1})
             return web.json_response({"ok": True})
 
+        async def leak(request: web.Request) -> web.Response:
+            raise RuntimeError(f"careless code quoting {request.headers.get('Authorization')}")
+
         register("GET", "/test-ops/boom", boom, public=True)
+        register("GET", "/test-ops/leak", leak)
         register("GET", "/test-ops/stream", stream, public=True)
         register("GET", "/test-ops/chatty", chatty)
 
@@ -174,9 +178,13 @@ async def test_tokens_and_keys_never_reach_the_log(ops_app: Any, captured_logs: 
             assert r.status == 200
     async with client.get("/test-ops/chatty") as r:  # a browser: the session cookie
         assert r.status == 200
+    async with aiohttp.ClientSession() as bare:  # a traceback quoting the token
+        async with bare.get(client.url("/test-ops/leak"), headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 500
     log.error("config dump: key=%s and %s", secret_key, admin_password)
     text = logs.getvalue()
     assert "secret-test" in text and "incoming headers" in text  # the headers were logged ...
+    assert "careless code quoting" in text  # ... and the traceback ...
     assert token not in text and token.split("_")[-1] not in text  # ... without the token
     assert secret_key not in text and admin_password not in text
     assert session_cookie not in text
