@@ -174,10 +174,26 @@ async def reserve(kernel: "Kernel", ident: "Identity", estimate: float, *,
         doc["reservations"] = held
         return doc
 
-    await kernel.store.update(COLLECTION, token_id, fn)
+    reservation = Reservation(token_id, res_id, estimate)
+    update = asyncio.ensure_future(kernel.store.update(COLLECTION, token_id, fn))
+    try:
+        await asyncio.shield(update)
+    except asyncio.CancelledError:  # the caller went away while the store was writing: give it back after
+        kernel.spawn(_release_after(kernel, update, reservation, refused), name="scopes.release")
+        raise
     if refused:
         raise TokenBudgetExhausted(refused[0])
-    return Reservation(token_id, res_id, estimate)
+    return reservation
+
+
+async def _release_after(kernel: "Kernel", update: "asyncio.Future[Any]", reservation: Reservation,
+                         refused: list[str]) -> None:
+    try:
+        await update
+    except Exception:  # noqa: BLE001 - nothing was reserved
+        return
+    if not refused:
+        await release(kernel, reservation)
 
 
 async def check_budget(kernel: "Kernel", ident: "Identity") -> None:
