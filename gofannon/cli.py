@@ -29,17 +29,17 @@ def _configure_logging(settings: Settings) -> None:
         raise SystemExit(f"gofannon: bad configuration: {exc}") from None
 
 
-def _metrics_starter(settings: Settings) -> Any:
-    """``start_metrics_server`` of the metrics plugin, or stop with why ``--metrics-port`` cannot work."""
+def _metrics_plugin(settings: Settings) -> Any:
+    """The metrics plugin (``start_metrics_server``, ``watch_kernel``), or stop with why ``--metrics-port``
+    cannot work."""
     if not settings.metrics:
         raise SystemExit("gofannon: --metrics-port needs metrics on (GOFANNON_METRICS is off)")
     from gofannon.plugins import build_plugin_manager
 
     plugin = build_plugin_manager(settings).pm.get_plugin("metrics")
-    starter = getattr(plugin, "start_metrics_server", None)
-    if starter is None:
+    if not (hasattr(plugin, "start_metrics_server") and hasattr(plugin, "watch_kernel")):
         raise SystemExit("gofannon: --metrics-port needs the metrics plugin, which is not loaded")
-    return starter
+    return plugin
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -53,7 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers = parse_workers(args.workers if args.workers is not None else settings.workers)
     except ValueError as exc:
         raise SystemExit(f"gofannon: bad configuration: {exc}") from None
-    start_metrics = _metrics_starter(settings) if args.metrics_port is not None else None
+    start_metrics = _metrics_plugin(settings).start_metrics_server if args.metrics_port is not None else None
     if workers > 1:
         from gofannon.supervisor import Supervisor
 
@@ -77,9 +77,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings()
     _configure_logging(settings)
+    new_kernel: Any = Kernel
     if args.metrics_port is not None:
-        _metrics_starter(settings)(args.metrics_port, args.metrics_host or settings.host, settings)
-    return run_worker(settings, Kernel, burst=args.burst, name=args.name, concurrency=args.concurrency,
+        metrics = _metrics_plugin(settings)
+        metrics.start_metrics_server(args.metrics_port, args.metrics_host or settings.host, settings)
+
+        def new_kernel(*a: Any, **kw: Any) -> Kernel:
+            """The worker's kernel, watched by the metrics plugin (store latency, sandbox pool)."""
+            kernel = Kernel(*a, **kw)
+            metrics.watch_kernel(kernel)
+            return kernel
+    return run_worker(settings, new_kernel, burst=args.burst, name=args.name, concurrency=args.concurrency,
                       grace=args.grace)
 
 

@@ -224,6 +224,9 @@ async def test_a_worker_serves_its_own_metrics_on_its_metrics_port(
             assert value(samples, "gofannon_llm_tokens_total", provider="openai", model="gpt-4o", type="output") == 6
             assert ("gofannon_job_queue_depth", (("queue", "gofannon"),)) in samples
             assert value(samples, "gofannon_job_queue_depth", queue="gofannon") == 0
+            assert value(samples, "gofannon_store_operation_duration_seconds_count", backend="sqlite",
+                         operation="update") >= 1  # the worker's own store, timed
+            assert value(samples, "gofannon_sandbox_pool_size") == 1
             # the job carried the request id of the POST that submitted it: the worker's lines about it have it
             fake_openai.script(Reply(status=401, error="bad key", error_code="invalid_api_key"))
             async with client.post("/chat", json={"messages": [{"role": "user", "content": "x"}],

@@ -58,9 +58,19 @@ def gofannon_shutdown(app: "web.Application") -> None:
 
 
 def watch_kernel(kernel: "Kernel") -> None:
-    """Time the kernel's store operations and read its queue and sandbox pool at scrape time."""
-    if kernel.store is not None and not isinstance(kernel.store, StoreTimer):
-        kernel.store = StoreTimer(kernel.store, kernel.settings.storage)
+    """Time the kernel's store operations and read its queue and sandbox pool at scrape time. Before the
+    kernel opens, the store's factory is wrapped (so a worker's store is timed too); after, the store."""
+    name = kernel.settings.storage
+    if kernel.store is None:
+        factory = kernel.storage_backends.get(name)
+        if factory is not None and not getattr(factory, "_gofannon_timed", False):
+            def timed_factory(settings: Any, _factory: Any = factory) -> StoreTimer:
+                return StoreTimer(_factory(settings), name)
+
+            timed_factory._gofannon_timed = True  # type: ignore[attr-defined]
+            kernel.storage_backends[name] = timed_factory
+    elif not isinstance(kernel.store, StoreTimer):
+        kernel.store = StoreTimer(kernel.store, name)
     if kernel not in _KERNELS:
         _KERNELS.append(kernel)
 
