@@ -8,6 +8,7 @@ processes of ``gofannon serve --workers N`` add up. Both have the same small int
 from __future__ import annotations
 
 import bisect
+import inspect
 import os
 import threading
 import time
@@ -272,14 +273,15 @@ _TIMED = ("get", "get_many", "put", "put_many", "delete", "delete_many", "list",
 
 
 class StoreTimer:
-    """Wraps the kernel's document store and times each operation; everything else passes through."""
+    """Wraps the kernel's document store and times each operation; every other attribute is read from
+    the store itself (so code that needs the backend's own attributes still finds them)."""
 
     def __init__(self, store: Any, backend: str) -> None:
         self._store = store
         self._backend = _label(backend, 40)
         for op in _TIMED:
             method = getattr(store, op, None)
-            if method is not None:
+            if method is not None and inspect.iscoroutinefunction(method):
                 setattr(self, op, self._timed(op, method))
 
     def _timed(self, op: str, method: Any) -> Any:
