@@ -209,24 +209,81 @@ async def require_allowance(kernel: "Kernel", uid: str, *, key_for: str | None =
 
 
 async def charge(kernel: "Kernel", uid: str, cost: float, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Record one usage entry and subtract its cost (floor 0), atomically. Returns the ``User``."""
+    """Record one usage entry and subtract its cost (floor 0), atomically. Returns the ``User``.
+
+    Concurrent charges of one user in this process are combined into one atomic update of the user document
+    and one batch of history entries (``_Charges``): under load a busy user costs one write per round, not one
+    per call, and each caller still returns only once its own charge is stored.
+    """
     cost = float(cost)
     if not math.isfinite(cost) or cost < 0:
         raise Unprocessable("responseCost must be a finite number >= 0")
     entry = {"timestamp": now_iso(), "responseCost": cost, "metadata": metadata}
+    return await kernel.component("users.charges", _Charges).submit(kernel, uid, entry)
 
+
+class _Charges:
+    """Per-user queues of charges waiting for the write in flight; one flush task per busy user."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]]] = {}
+
+    async def submit(self, kernel: "Kernel", uid: str, entry: dict[str, Any]) -> dict[str, Any]:
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        queue = self.pending.get(uid)
+        if queue is None:
+            self.pending[uid] = [(entry, fut)]
+            kernel.spawn(self._flush(kernel, uid), name="users-charge")
+        else:
+            queue.append((entry, fut))
+        # Shielded: a caller that goes away does not take its charge with it.
+        return await asyncio.shield(fut)
+
+    async def _flush(self, kernel: "Kernel", uid: str) -> None:
+        while True:
+            batch = self.pending.get(uid) or []
+            if not batch:
+                self.pending.pop(uid, None)
+                return
+            self.pending[uid] = []  # charges arriving from now on wait for the next round
+            entries = [e for e, _ in batch]
+            try:
+                doc = await _write_charges(kernel, uid, entries)
+            except BaseException as exc:  # noqa: BLE001 - every waiter hears of the failure
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError("charge interrupted"))
+                if not isinstance(exc, Exception):
+                    self.pending.pop(uid, None)
+                    raise
+                continue
+            view = wire_view(doc)
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_result(view)
+
+
+async def _write_charges(kernel: "Kernel", uid: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
     def change(doc: dict[str, Any]) -> None:
         info = doc["usageInfo"]
-        info["spendRemaining"] = max(0.0, float(info.get("spendRemaining") or 0.0) - cost)
-        info["usage"] = [*info["usage"], entry][-RECENT_USAGE:]
+        remaining = float(info.get("spendRemaining") or 0.0)
+        for entry in entries:
+            remaining = max(0.0, remaining - entry["responseCost"])
+        info["spendRemaining"] = remaining
+        info["usage"] = [*info["usage"], *entries][-RECENT_USAGE:]
 
-    history_id = f"{uid}:{entry['timestamp']}:{uuid.uuid4().hex[:8]}"
+    history = [{"_id": f"{uid}:{e['timestamp']}:{uuid.uuid4().hex[:8]}", "userId": uid, **e} for e in entries]
     # Both writes go to the store at once (independent documents): one round trip of latency, not two.
-    doc, _ = await asyncio.gather(
-        _mutate(kernel, uid, change),
-        kernel.store.put(USAGE_COLLECTION, history_id, {"userId": uid, **entry}, rev=None),
-    )
-    return wire_view(doc)
+    doc, _ = await asyncio.gather(_mutate(kernel, uid, change), _put_history(kernel, history))
+    return doc
+
+
+async def _put_history(kernel: "Kernel", history: list[dict[str, Any]]) -> None:
+    if len(history) == 1:
+        entry = dict(history[0])
+        await kernel.store.put(USAGE_COLLECTION, entry.pop("_id"), entry, rev=None)
+    else:
+        await kernel.store.put_many(USAGE_COLLECTION, history)
 
 
 async def user_api_key(kernel: "Kernel", uid: str, provider: str) -> str | None:

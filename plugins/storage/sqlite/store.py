@@ -212,10 +212,9 @@ class SQLiteStore(StoreHelpers):
     async def update(self, collection: str, doc_id: str, fn: Updater) -> Doc | None:
         def op(conn: sqlite3.Connection) -> Doc | None:
             row = conn.execute("SELECT body FROM docs WHERE coll=? AND id=?", (collection, doc_id)).fetchone()
-            current = json.loads(row[0]) if row else None
             new = fn(json.loads(row[0]) if row else None)
-            if new is None:
-                return current
+            if new is None:  # unchanged: the stored document, decoded afresh (fn may have touched its copy)
+                return json.loads(row[0]) if row else None
             rev = self._put_in_tx(conn, collection, doc_id, new, ANY)
             stored = dict(new)
             stored["_id"], stored["_rev"] = doc_id, rev
