@@ -63,6 +63,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gofannon.app import create_app
     from gofannon.web.keys import KERNEL
 
+    if args.reuse_port:  # a child of `serve --workers N`
+        from gofannon.supervisor import follow_parent
+
+        follow_parent()
     app = create_app(settings)
     if start_metrics is not None:
         start_metrics(args.metrics_port, host, settings, app[KERNEL])

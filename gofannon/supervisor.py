@@ -51,6 +51,22 @@ def parse_workers(raw: Any) -> int:
     return count
 
 
+def follow_parent() -> None:
+    """In a supervised child: stop gracefully (SIGTERM to itself) if the supervisor disappears, even when
+    it was killed outright and could not pass a signal on, so no orphan keeps serving the port."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        log.warning("the supervisor (pid %d) is gone; stopping", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="gofannon-follow-parent", daemon=True).start()
+
+
 def reserve_port(host: str, port: int) -> socket.socket:
     """A socket bound to the port with SO_REUSEPORT, never listening: it keeps the port for our children."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

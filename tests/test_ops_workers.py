@@ -221,3 +221,15 @@ def test_a_bad_worker_count_or_an_unshareable_store_stops_with_a_clear_message(t
     out = subprocess.run([sys.executable, "-m", "gofannon", "serve", "--port", str(free_port())], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "GOFANNON_STORAGE=memory" in out.stderr
+
+
+async def test_workers_stop_when_the_supervisor_is_killed_outright(workers: Any) -> None:
+    server = await workers(2)
+    pids = await server.pids()
+    assert len(pids) == 2
+    server.proc.kill()  # SIGKILL: the supervisor cannot pass anything on
+    server.proc.wait(10)
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
+        await asyncio.sleep(0.2)
+    assert not any(alive(pid) for pid in pids)  # no orphan keeps the port
