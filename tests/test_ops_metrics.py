@@ -262,3 +262,23 @@ async def test_serve_metrics_port_answers_without_auth_while_the_api_port_still_
         finally:
             server.terminate()
             server.wait(30)
+
+
+async def test_a_plugin_that_fails_to_load_is_counted(serve: Any, tmp_path: Any, monkeypatch: Any) -> None:
+    import sys
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "gofannon_ops_broken_plugin.py").write_text("import gofannon_no_such_dependency\n")
+    info = site / "gofannon_ops_broken-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: gofannon-ops-broken\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[gofannon]\nops-broken = gofannon_ops_broken_plugin\n")
+    monkeypatch.syspath_prepend(str(site))
+    try:
+        client = await serve(GOFANNON_METRICS_TOKEN=METRICS_TOKEN)
+        samples = await scrape(client)
+    finally:
+        sys.modules.pop("gofannon_ops_broken_plugin", None)
+    assert value(samples, "gofannon_plugin_load_failures", plugin="ops-broken") == 1
+    assert value(samples, "gofannon_plugin_load_failures", plugin="metrics") == 0
