@@ -282,3 +282,17 @@ async def test_a_plugin_that_fails_to_load_is_counted(serve: Any, tmp_path: Any,
         sys.modules.pop("gofannon_ops_broken_plugin", None)
     assert value(samples, "gofannon_plugin_load_failures", plugin="ops-broken") == 1
     assert value(samples, "gofannon_plugin_load_failures", plugin="metrics") == 0
+
+
+async def test_rq_queue_depth_and_oldest_waiting_age(serve: Any, redis_url: str) -> None:
+    client = await serve(REDIS_URL=redis_url, GOFANNON_METRICS_TOKEN=METRICS_TOKEN)  # no worker: jobs wait
+    await client.login("alice")
+    before = await scrape(client)
+    assert value(before, "gofannon_job_queue_depth", queue="gofannon") == 0
+    assert value(before, "gofannon_job_queue_oldest_age_seconds", queue="gofannon") == 0
+    for _ in range(2):
+        await post_chat(client)
+    await asyncio.sleep(0.5)
+    after = await scrape(client)
+    assert value(after, "gofannon_job_queue_depth", queue="gofannon") == 2
+    assert 0.4 <= value(after, "gofannon_job_queue_oldest_age_seconds", queue="gofannon") < 60
