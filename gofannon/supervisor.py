@@ -127,9 +127,12 @@ class Supervisor:
                     slot.index, pid, code, lived, slot.backoff)
 
     def _mark_dead(self, pid: int) -> None:
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and "prometheus_client" in sys.modules:
-            from prometheus_client import multiprocess
-
+        """Drop a dead child's live gauges (in flight) from the shared metrics; its counters stay counted."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            try:
+                from prometheus_client import multiprocess
+            except ImportError:  # pragma: no cover - metrics not installed
+                return
             multiprocess.mark_process_dead(pid)
 
     # -- metrics --------------------------------------------------------------------------------------
