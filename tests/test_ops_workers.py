@@ -185,6 +185,11 @@ async def test_a_killed_worker_is_restarted_while_requests_keep_succeeding(worke
     charged = round(spent / unit)
     assert ok <= charged <= ok + failed  # every answered charge is stored; none counted twice
     assert "worker 0 started" in server.log.read_text() or "worker 1 started" in server.log.read_text()
+    # the killed process's requests in flight are not counted as in flight forever
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{server.metrics_port}/metrics") as r:
+            families = {f.name: f for f in text_string_to_metric_families(await r.text())}
+    assert families["gofannon_http_requests_in_flight"].samples[0].value == 0
 
 
 async def test_metrics_of_both_workers_add_up_and_sigterm_stops_them_all(workers: Any) -> None:
