@@ -115,6 +115,8 @@ async def test_every_answer_carries_a_request_id(ops_app: Any) -> None:
             if path == "/test-ops/stream":
                 assert await r.text() == "one\ntwo\n"
     assert len(seen) == 4  # a new id per request
+    async with client.get("/health/") as r:  # a redirect raised past the handler
+        assert r.status == 307 and GENERATED.fullmatch(r.headers["X-Request-Id"])
     async with client.request("OPTIONS", "/agents", headers={
             "Origin": "http://localhost:3000", "Access-Control-Request-Method": "GET"}) as r:
         assert r.status == 200 and GENERATED.fullmatch(r.headers["X-Request-Id"])
