@@ -116,6 +116,9 @@ def _rq_queue(url: str, name: str) -> tuple[int, float]:
     """RQ keeps a queue as the list ``rq:queue:<name>`` of job ids, oldest first; a job's hash has ``enqueued_at``."""
     import redis
 
+    def text(value: Any) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
+
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     try:
         key = f"rq:queue:{name}"
@@ -123,10 +126,9 @@ def _rq_queue(url: str, name: str) -> tuple[int, float]:
         oldest = 0.0
         first = client.lindex(key, 0) if waiting else None
         if first is not None:
-            stamp = client.hget(f"rq:job:{first.decode()}", "enqueued_at")
+            stamp = client.hget(f"rq:job:{text(first)}", "enqueued_at")
             if stamp:
-                text = stamp.decode().rstrip("Z")
-                when = datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+                when = datetime.fromisoformat(text(stamp).rstrip("Z")).replace(tzinfo=timezone.utc)
                 oldest = max(0.0, (datetime.now(timezone.utc) - when).total_seconds())
         return waiting, oldest
     finally:
