@@ -169,6 +169,8 @@ _HEADER_SECRET = re.compile(
     r"(['\"]?\s*[:=]\s*['\"]?)((?:bearer|basic|token)\s+)?([^\s'\",;]+)"
 )
 _BEARER = re.compile(r"(?i)\b(bearer)\s+([A-Za-z0-9._~+/=\-]{8,})")
+#: A password inside a URL (``postgresql://user:secret@host/db``, ``redis://:secret@host``).
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^:/@\s]*:)([^@\s/]+)(@)")
 #: Settings and environment variables whose values are secrets, by name.
 _SECRET_NAME = re.compile(r"(?i)(_API_KEY|_SECRET|_SECRET_KEY|_TOKEN|PASSWORD|_ACCESS_KEY)$")
 
@@ -200,6 +202,7 @@ class Redactor:
                 text = text.replace(value, "[REDACTED:configured]")
         text = _HEADER_SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3) or ''}[REDACTED]", text)
         text = _BEARER.sub(lambda m: f"{m.group(1)} [REDACTED]", text)
+        text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}[REDACTED]{m.group(3)}", text)
         return redact(text)
 
 

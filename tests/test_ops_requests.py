@@ -184,9 +184,11 @@ async def test_tokens_and_keys_never_reach_the_log(ops_app: Any, captured_logs: 
         async with bare.get(client.url("/test-ops/leak"), headers={"Authorization": f"Bearer {token}"}) as r:
             assert r.status == 500
     log.error("config dump: key=%s and %s", secret_key, admin_password)
+    log.warning("connecting to %s", "postgresql://gofannon:db-pass-8f2k@db.internal:5432/gofannon")
     text = logs.getvalue()
     assert "secret-test" in text and "incoming headers" in text  # the headers were logged ...
     assert "careless code quoting" in text  # ... and the traceback ...
     assert token not in text and token.split("_")[-1] not in text  # ... without the token
     assert secret_key not in text and admin_password not in text
+    assert "db-pass-8f2k" not in text and "postgresql://gofannon:[REDACTED]@db.internal" in text
     assert session_cookie not in text
