@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import Client
-from test_mcp_server import ECHO, deploy, new_token
+from test_mcp_server import deploy, new_token, site, ticker  # noqa: F401 - site is a fixture
 
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
@@ -22,6 +22,7 @@ class Raw:
         self.client = client
         self.token = token
         self.session = aiohttp.ClientSession()
+        self.hits: list[float] = []
 
     def headers(self, **extra: str) -> dict[str, str]:
         out = {"Accept": ACCEPT}
@@ -44,20 +45,18 @@ class Raw:
 
 
 @pytest.fixture
-async def setup(serve: Any) -> Any:
+async def setup(serve: Any, site: tuple[str, list[float]]) -> Any:
+    """alice's kernel with "echo" deployed; the site's hit log (``raw.hits``) shows whether echo ever ran."""
     client = await serve()
     await client.login("alice")
-    await deploy(client, name="Echo", friendlyName="echo", code=ECHO)
+    url, hits = site
+    await deploy(client, name="Echo", friendlyName="echo", code=ticker(url))
     raw = Raw(client, await new_token(client))
+    raw.hits = hits
     try:
         yield client, raw
     finally:
         await raw.session.close()
-
-
-async def runs_of(client: Client) -> list[dict[str, Any]]:
-    async with client.get("/runs") as r:
-        return (await r.json())["runs"]  # type: ignore[no-any-return]
 
 
 async def test_malformed_json_and_batches_are_parse_and_invalid_request_errors(setup: Any) -> None:
@@ -77,7 +76,7 @@ async def test_malformed_json_and_batches_are_parse_and_invalid_request_errors(s
     status, body, _ = await raw.post({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"arguments": {}}},
                                      Mcp_Session_Id=sid)  # no tool name
     assert status == 200 and body["error"]["code"] == -32602 and "name" in body["error"]["message"]
-    assert await runs_of(client) == []
+    assert raw.hits == []  # nothing ran
 
 
 async def test_an_unknown_method_is_method_not_found(setup: Any) -> None:
@@ -97,7 +96,7 @@ async def test_an_unsupported_protocol_version_header_is_a_400_naming_the_suppor
     assert status == 400 and body["error"]["code"] == -32022
     assert body["error"]["data"] == {"supported": ["2025-06-18", "2025-11-25", "2026-07-28"],
                                      "requested": "1999-01-01"}
-    assert await runs_of(client) == []
+    assert raw.hits == []  # nothing ran
 
 
 async def test_initialize_with_an_older_or_newer_version_gets_one_the_server_speaks(setup: Any) -> None:
@@ -138,7 +137,10 @@ async def test_a_missing_or_unknown_session_id_is_refused(setup: Any) -> None:
             await other.session.close()
     finally:
         await bob.session.close()
-    assert await runs_of(client) == []
+    assert raw.hits == []  # nothing ran
+    status, body, _ = await raw.post(call, Mcp_Session_Id=sid)  # the same call in alice's own session runs
+    assert status == 200 and body["result"]["structuredContent"] == {"outputText": "echo: x"}
+    assert len(raw.hits) == 1
 
 
 async def test_no_credentials_is_a_401_pointing_at_the_resource_metadata(setup: Any) -> None:
@@ -207,4 +209,4 @@ async def test_stateless_requests_whose_envelope_or_headers_disagree_are_refused
     async with raw.session.get(client.url("/mcp"), headers={**raw.headers(), "MCP-Protocol-Version": "2026-07-28",
                                                               "Accept": "text/event-stream"}) as r:
         assert r.status == 405 and r.headers["Allow"] == "POST"
-    assert await runs_of(client) == []
+    assert raw.hits == []  # nothing ran

@@ -49,6 +49,8 @@ MIN_VERSION = "2025-06-18"
 CHANGE_POLL_S = 2.0
 #: How often a running ``tools/call`` with a progress token reports progress when the run says nothing.
 PROGRESS_EVERY_S = 1.0
+#: How often the process waiting for a call looks for a cancel left by another process.
+CANCEL_POLL_S = 1.0
 RUN_ID_NAMESPACE = uuid.UUID("7d1c3a52-3f0e-4d8e-9a55-6d6f6e6e6d63")
 CATALOG_KEY = "mcp.catalog"
 STREAMS_KEY = "mcp.streams"
@@ -60,7 +62,6 @@ METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 UNSUPPORTED_PROTOCOL_VERSION = -32022
-REQUEST_CANCELLED = -32800
 #: Implementation-defined (-32000..-32019): the caller's token or budget refuses the call (HTTP 429/401).
 REFUSED = -32005
 
@@ -442,6 +443,18 @@ class ToolCall:
     arguments: dict[str, Any]
     progress_token: Any = None
     run_id: str = ""
+    owner: str = ""
+    started_at: str = ""
+    workspace_id: str | None = None
+
+
+INFLIGHT_KEY = "mcp.inflight"
+CANCELLED_ERROR = "Cancelled by the MCP client."
+
+
+def inflight(kernel: "Kernel") -> dict[str, ToolCall]:
+    """The tool calls this process is waiting for, by run id."""
+    return kernel.component(INFLIGHT_KEY, dict)
 
 
 async def prepare_call(kernel: "Kernel", ident: "Identity", params: dict[str, Any] | None) -> ToolCall:
@@ -470,25 +483,27 @@ async def prepare_call(kernel: "Kernel", ident: "Identity", params: dict[str, An
 
 
 async def start_call(kernel: "Kernel", ident: "Identity", session_id: str, req_id: Any, call: ToolCall) -> None:
-    """Create the run record (status running) and queue the run, like a started run of ``/runs``."""
+    """Queue the run, as ``POST /rest`` does, under a run id derived from (session, request id).
+
+    No run record is written for a call that ends normally (``/rest`` writes none either; it would cost two
+    store writes per call): ``cancel`` writes one when a call is cancelled. With ``REDIS_URL`` the run is
+    queued as a recorded run, so the worker executing it watches that record for a stop request.
+    """
     spec = runs.spec_from_agent(call.agent, call.arguments)
     run_id = call.run_id = run_id_for(session_id, req_id)
-    record: dict[str, Any] = {
-        "runId": run_id, "agentId": spec.get("agentId"), "agentName": spec.get("friendlyName"),
-        "status": "running", "startedAt": now_iso(), "completedAt": None, "inputDict": call.arguments,
-        "error": None, OWNER_FIELD: ident.uid, "result": None, "schemaWarnings": None, "opsLog": None, "events": [],
-    }
-    if spec.get("workspaceId"):
-        record["workspaceId"] = spec["workspaceId"]  # as runs.start_recorded: members of a shared workspace see it
+    calls = inflight(kernel)
+    if run_id in calls or run_id in runs.local(kernel).channels:
+        raise McpError(INVALID_REQUEST, f"Request id {req_id!r} was already used in this session")
+    call.owner, call.started_at, call.workspace_id = ident.uid, now_iso(), spec.get("workspaceId")
+    calls[run_id] = call
     try:
-        await kernel.store.put(RUNS, run_id, record, rev=None)
-    except RevisionConflict:
-        raise McpError(INVALID_REQUEST, f"Request id {req_id!r} was already used in this session") from None
-    runs.channel(kernel, run_id)
-    capture = call.progress_token is not None
-    await kernel.queue.submit("agent_run", runs.job_payload(ident, spec, run_id=run_id, record=True,
-                                                            capture_trace=capture),
-                              timeout=runs.job_timeout(kernel))
+        runs.channel(kernel, run_id)
+        await kernel.queue.submit("agent_run", runs.job_payload(
+            ident, spec, run_id=run_id, record=runs.remote(kernel), capture_trace=call.progress_token is not None),
+            timeout=runs.job_timeout(kernel))
+    except BaseException:
+        calls.pop(run_id, None)
+        raise
 
 
 Progress = Callable[[float, str | None], Awaitable[None]]
@@ -499,12 +514,24 @@ async def wait_call(kernel: "Kernel", call: ToolCall, *, progress: Progress | No
     """Follow the run to its end: progress while it lasts, the ``CallToolResult`` at the end.
 
     None when the run was stopped because its caller went away or cancelled the request (no answer is due).
+    While it runs, the run id's record is looked at every second: a cancel that reached another process
+    leaves a stop request there.
     """
+    try:
+        return await _wait(kernel, call, progress=progress, gone=gone)
+    finally:
+        inflight(kernel).pop(call.run_id, None)
+
+
+async def _wait(kernel: "Kernel", call: ToolCall, *, progress: Progress | None,
+                gone: Callable[[], bool]) -> dict[str, Any] | None:
     ch = runs.channel(kernel, call.run_id)
     cursor: Any = None
     step = 0
-    last_check = started = time.monotonic()
+    started = time.monotonic()
     deadline = started + runs.job_timeout(kernel) + 30
+    stopping = False
+    last_check = started
     while True:
         events, done, cursor = await ch.read(cursor, PROGRESS_EVERY_S)
         if done is not None:
@@ -517,20 +544,44 @@ async def wait_call(kernel: "Kernel", call: ToolCall, *, progress: Progress | No
             step += 1
             said = next((e.get("message") for e in reversed(events) if e.get("message")), None)
             await progress(step, str(said)[:500] if said else f"{call.name} running ({now - started:.0f} s)")
-        if now - last_check >= 10 or now > deadline:
+        if now - last_check >= CANCEL_POLL_S and not stopping:
             last_check = now
             doc = await kernel.store.get(RUNS, call.run_id)
-            if doc is not None and doc.get("status") != "running":
-                done = {"outcome": doc.get("status"), "result": doc.get("result"), "error": doc.get("error")}
-                break
-            if now > deadline:
-                done = {"outcome": "error", "result": None, "error": "timeout: the run did not end in time"}
-                break
+            if doc is not None and doc.get("stopRequested"):
+                stopping = True
+                await runs.stop_local(kernel, call.run_id)
+        if now > deadline:
+            done = {"outcome": "error", "result": None, "error": "timeout: the run did not end in time"}
+            break
     if done.get("outcome") == "stopped":
         doc = await kernel.store.get(RUNS, call.run_id)
         if doc is not None and doc.get("mcpCancelled"):
+            await _complete_cancelled(kernel, call)
             return None
     return call_result(call, done)
+
+
+def _cancelled_record(call: ToolCall | None, run_id: str, owner: str) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "runId": run_id, "agentId": None, "agentName": None, "status": "stopped", "startedAt": now_iso(),
+        "completedAt": now_iso(), "inputDict": None, "error": CANCELLED_ERROR, OWNER_FIELD: owner, "result": None,
+        "schemaWarnings": None, "opsLog": None, "events": [], "stopRequested": True, "mcpCancelled": True,
+    }
+    if call is not None:
+        record.update({"agentId": call.agent.get("_id"), "agentName": call.name, "startedAt": call.started_at,
+                       "inputDict": call.arguments})
+        if call.workspace_id:
+            record["workspaceId"] = call.workspace_id
+    return record
+
+
+async def _complete_cancelled(kernel: "Kernel", call: ToolCall) -> None:
+    """The record of a cancelled call, with what the process that ran it knows (agent, input, start)."""
+    details = _cancelled_record(call, call.run_id, call.owner)
+    keep = ("agentId", "agentName", "startedAt", "inputDict", "workspaceId")
+    await kernel.store.update(RUNS, call.run_id, lambda d: None if d is None else {
+        **d, **{k: details[k] for k in keep if k in details}, "status": "stopped",
+        "completedAt": d.get("completedAt") or now_iso(), "error": d.get("error") or CANCELLED_ERROR})
 
 
 async def abandon(kernel: "Kernel", call: ToolCall) -> None:
@@ -579,16 +630,25 @@ def _output_problems(value: Any, schema: dict[str, Any]) -> list[str]:
 
 
 async def cancel(kernel: "Kernel", ident: "Identity", session_id: str, params: dict[str, Any] | None) -> None:
-    """``notifications/cancelled``: stop the request's run wherever it runs; unknown ids are ignored."""
+    """``notifications/cancelled``: stop the request's run wherever it runs; unknown ids are ignored.
+
+    The cancel leaves a run record (status ``stopped``, ``stopRequested``): the process waiting for the call
+    (in-process runs) or the worker running it (``REDIS_URL``) sees the request within a second and stops the
+    run. When the call is in flight here, it is stopped at once. The session was checked to be the caller's,
+    so the run id derived from it is the caller's too.
+    """
     req_id = (params or {}).get("requestId")
-    if req_id is None:
+    if not isinstance(req_id, (str, int)) or isinstance(req_id, bool):
         return
     run_id = run_id_for(session_id, req_id)
-    doc = await kernel.store.get(RUNS, run_id)
-    if doc is None or doc.get(OWNER_FIELD) != ident.uid or doc.get("status") != "running":
-        return
-    await kernel.store.update(RUNS, run_id, lambda d: None if d is None else {**d, "mcpCancelled": True})
-    await runs.request_stop(kernel, ident, run_id)
+    call = inflight(kernel).get(run_id)
+    try:
+        await kernel.store.put(RUNS, run_id, _cancelled_record(call, run_id, ident.uid), rev=None)
+    except RevisionConflict:
+        await kernel.store.update(RUNS, run_id, lambda d: None if d is None or d.get(OWNER_FIELD) != ident.uid
+                                  else {**d, "stopRequested": True, "mcpCancelled": True})
+    if call is not None:
+        await runs.stop_local(kernel, run_id)
 
 
 # -- server → client streams (GET) and tools/list_changed ------------------------------------------------

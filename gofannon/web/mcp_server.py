@@ -252,8 +252,8 @@ async def _call_tool(request: web.Request, ident: Any, session_id: str | None, r
         except asyncio.CancelledError:  # the server cancelled the handler: the client is gone
             await asyncio.shield(svc.abandon(kernel, call))
             raise
-        if result is None:
-            raise McpError(svc.REQUEST_CANCELLED, "Request cancelled")
+        if result is None:  # cancelled: no answer is due, so an event stream that ends without one
+            return web.Response(status=200, headers=SSE_HEADERS)
         return _answer({"jsonrpc": "2.0", "id": req_id, "result": svc.shaped("tools/call", str(version), result)})
     resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
     await resp.prepare(request)
