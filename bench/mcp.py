@@ -25,8 +25,8 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, login, stop, wait_up  # noqa: E402
-from agents_list import PY, REPO  # noqa: E402
+from _common import free_port, login, stop, wait_up
+from agents_list import PY, REPO
 
 CODE = "async def run(input_dict, tools):\n    return {'outputText': input_dict.get('inputText', '').upper()}\n"
 

@@ -45,7 +45,7 @@ class Raw:
 
 
 @pytest.fixture
-async def setup(serve: Any, site: tuple[str, list[float]]) -> Any:
+async def setup(serve: Any, site: tuple[str, list[float]]) -> Any:  # noqa: F811 - the imported fixture
     """alice's kernel with "echo" deployed; the site's hit log (``raw.hits``) shows whether echo ever ran."""
     client = await serve()
     await client.login("alice")
@@ -60,7 +60,7 @@ async def setup(serve: Any, site: tuple[str, list[float]]) -> Any:
 
 
 async def test_malformed_json_and_batches_are_parse_and_invalid_request_errors(setup: Any) -> None:
-    client, raw = setup
+    _client, raw = setup
     sid = await raw.initialize()
     status, body, _ = await raw.post(None, raw=b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call",',
                                      Mcp_Session_Id=sid)
@@ -80,7 +80,7 @@ async def test_malformed_json_and_batches_are_parse_and_invalid_request_errors(s
 
 
 async def test_an_unknown_method_is_method_not_found(setup: Any) -> None:
-    client, raw = setup
+    _client, raw = setup
     sid = await raw.initialize()
     status, body, _ = await raw.post({"jsonrpc": "2.0", "id": 7, "method": "resources/list"}, Mcp_Session_Id=sid)
     assert status == 200
@@ -88,7 +88,7 @@ async def test_an_unknown_method_is_method_not_found(setup: Any) -> None:
 
 
 async def test_an_unsupported_protocol_version_header_is_a_400_naming_the_supported_ones(setup: Any) -> None:
-    client, raw = setup
+    _client, raw = setup
     sid = await raw.initialize()
     call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo",
                                                                           "arguments": {"inputText": "x"}}}
@@ -100,7 +100,7 @@ async def test_an_unsupported_protocol_version_header_is_a_400_naming_the_suppor
 
 
 async def test_initialize_with_an_older_or_newer_version_gets_one_the_server_speaks(setup: Any) -> None:
-    client, raw = setup
+    _client, raw = setup
     for asked, answered in (("2025-06-18", "2025-06-18"), ("2024-11-05", "2025-11-25"), ("2099-01-01", "2025-11-25")):
         init = {**INIT, "params": {**INIT["params"], "protocolVersion": asked}}
         status, body, _ = await raw.post(init)
@@ -144,7 +144,7 @@ async def test_a_missing_or_unknown_session_id_is_refused(setup: Any) -> None:
 
 
 async def test_no_credentials_is_a_401_pointing_at_the_resource_metadata(setup: Any) -> None:
-    client, raw = setup
+    client, _raw = setup
     anonymous = Raw(client, None)
     try:
         status, body, headers = await anonymous.post(INIT)
@@ -178,7 +178,7 @@ async def test_get_without_event_stream_accept_is_406_and_notifications_are_acce
 
 
 async def test_the_remote_tools_route_still_answers_beside_mcp(setup: Any) -> None:
-    client, raw = setup
+    client, _raw = setup
     async with client.post("/mcp/tools", json={}) as r:  # the reference's route: its own 422, not JSON-RPC
         assert r.status == 422 and "detail" in await r.json()
 

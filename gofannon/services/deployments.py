@@ -35,15 +35,19 @@ CHANGE_MARKER = "version"
 _LISTENERS_KEY = "deployments.listeners"
 
 
+def _listeners(kernel: "Kernel") -> list[Callable[[], None]]:
+    return kernel.component(_LISTENERS_KEY, list)
+
+
 def on_change(kernel: "Kernel", listener: Callable[[], None]) -> None:
     """Call ``listener`` (in this process, synchronously) after each deploy or undeploy."""
-    kernel.component(_LISTENERS_KEY, list).append(listener)
+    _listeners(kernel).append(listener)
 
 
 async def _changed(kernel: "Kernel") -> None:
     await kernel.store.put(CHANGES, CHANGE_MARKER, {"changedAt": now_iso()})
     if kernel.has_component(_LISTENERS_KEY):
-        for listener in kernel.component(_LISTENERS_KEY, list):
+        for listener in _listeners(kernel):
             listener()
 
 

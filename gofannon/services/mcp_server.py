@@ -151,8 +151,9 @@ def check_envelope(message: dict[str, Any], headers: Any) -> str:
     import): ``_meta`` carries the protocol version and client capabilities, ``MCP-Protocol-Version``,
     ``Mcp-Method`` and (for ``tools/call``) ``Mcp-Name`` agree with the body, and the version is served."""
     t = sdk()
-    params = message.get("params")
-    meta = params.get("_meta") if isinstance(params, dict) else None
+    raw_params = message.get("params")
+    params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+    meta = params.get("_meta")
     if not isinstance(meta, dict):
         raise modern_error(INVALID_PARAMS, "params._meta must be an object carrying the required "
                            f"{t.PROTOCOL_VERSION_META_KEY!r} and {t.CLIENT_CAPABILITIES_META_KEY!r} envelope keys")
@@ -164,9 +165,9 @@ def check_envelope(message: dict[str, Any], headers: Any) -> str:
         raise modern_error(HEADER_MISMATCH, "MCP-Protocol-Version header does not match the request's protocol version")
     if headers.get("Mcp-Method") != message.get("method"):
         raise modern_error(HEADER_MISMATCH, "Mcp-Method header does not match the request body's method")
-    if message.get("method") == "tools/call" and isinstance(params.get("name"), str):
-        if _decode_header(headers.get("Mcp-Name")) != params["name"]:
-            raise modern_error(HEADER_MISMATCH, "Mcp-Name header does not match the request body's 'name' parameter")
+    name = params.get("name") if message.get("method") == "tools/call" else None
+    if isinstance(name, str) and _decode_header(headers.get("Mcp-Name")) != name:
+        raise modern_error(HEADER_MISMATCH, "Mcp-Name header does not match the request body's 'name' parameter")
     if not isinstance(version, str):
         raise modern_error(INVALID_PARAMS, "the protocol-version envelope value must be a string")
     if version not in modern_versions():
