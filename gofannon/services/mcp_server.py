@@ -7,10 +7,11 @@ Dispatch is direct (no ``ServerSession`` and task group per request), which keep
 ``tools/call`` within a millisecond of the plain routes; the SDK is imported on the first ``/mcp`` request,
 never at kernel import.
 
-Sessions are documents of the shared store (``mcp_sessions``), so a session begun on one API process
-continues on any other that shares the store. A ``tools/call`` is a run record whose id is derived from
-(session id, JSON-RPC request id): ``notifications/cancelled`` reaching any process finds and stops it
-through the run-stop machinery of ``gofannon.services.runs``.
+Sessions (protocol revisions 2025-06-18 and 2025-11-25) are documents of the shared store
+(``mcp_sessions``), so a session begun on one API process continues on any other that shares the store; the
+stateless revision 2026-07-28 needs none. A ``tools/call`` runs as ``POST /rest`` does, under a run id derived
+from (session id, JSON-RPC request id): ``notifications/cancelled`` reaching any process leaves a stop request
+on that run's record, which the process waiting for the call (or the RQ worker running it) acts on.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ SERVER_NAME = "gofannon"
 MIN_VERSION = "2025-06-18"
 #: How often a process with open GET streams looks for deployment changes made by other processes.
 CHANGE_POLL_S = 2.0
-#: How often a running ``tools/call`` with a progress token reports progress when the run says nothing.
+#: How often a running ``tools/call`` with a progress token reports progress.
 PROGRESS_EVERY_S = 1.0
 #: How often the process waiting for a call looks for a cancel left by another process.
 CANCEL_POLL_S = 1.0
