@@ -57,8 +57,8 @@ async def new_token(client: Client, **scope: Any) -> str:
 
 @asynccontextmanager
 async def mcp_session(url: str, token: str | None, *, message_handler: Any = None,
-                      transport: Any = None) -> AsyncIterator[ClientSession]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+                      transport: Any = None, headers: dict[str, str] | None = None) -> AsyncIterator[ClientSession]:
+    headers = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
     kw: dict[str, Any] = {"headers": headers, "timeout": httpx2.Timeout(30, read=120)}
     if transport is not None:
         kw["transport"] = transport

@@ -367,10 +367,13 @@ def json_schema(declared: Any) -> dict[str, Any]:
 
 
 class CatalogCache:
-    """The current ``Catalog`` of this process (replaced as a whole, so readers of the old one stay consistent)."""
+    """The current ``Catalog`` per workspace (None = the public deployments) of this process; each is replaced
+    as a whole, so readers of an old one stay consistent."""
+
+    SIZE = 256
 
     def __init__(self) -> None:
-        self.current = Catalog()
+        self.current: dict[str | None, Catalog] = {}
 
 
 @dataclass
@@ -402,29 +405,35 @@ def tool_for(name: str, agent: dict[str, Any]) -> dict[str, Any]:
     return _result(tool)
 
 
-async def catalog(kernel: "Kernel") -> Catalog:
-    """The tools of every deployment, rebuilt only when an agent or a deployment changed (in any process)."""
+async def catalog(kernel: "Kernel", workspace_id: str | None = None) -> Catalog:
+    """The tools of the public deployments, plus those of the shared workspace ``workspace_id`` (the caller's
+    active one, already checked), rebuilt only when an agent or a deployment changed (in any process)."""
     holder = kernel.component(CATALOG_KEY, CatalogCache)
-    cache = holder.current
+    cache = holder.current.get(workspace_id)
     version = await _versions(kernel)
-    if version == cache.version and cache.tools:
+    if cache is not None and version == cache.version:
         return cache
     tools: dict[str, tuple[str, dict[str, Any]]] = {}
-    for name, agent in sorted(await deployments.deployed_agents(kernel)):
+    for name, agent in sorted(await deployments.deployed_agents(kernel, workspace_id)):
         tool = tool_for(name, agent)
         tools[name] = (dumps(tool), tool)
+    text = "\n".join(t[0] for t in tools.values())
+    # The deployments marker is part of the fingerprint: a deploy or undeploy in any workspace is a change.
     fresh = Catalog(version=version, tools=tools,
-                    fingerprint=hashlib.sha256("\n".join(t[0] for t in tools.values()).encode()).hexdigest())
-    holder.current = fresh
+                    fingerprint=hashlib.sha256(f"{version[1]}\n{text}".encode()).hexdigest())
+    if workspace_id not in holder.current and len(holder.current) >= CatalogCache.SIZE:
+        holder.current.clear()
+    holder.current[workspace_id] = fresh
     return fresh
 
 
-async def list_tools_json(kernel: "Kernel", ident: "Identity", version: str | None = None) -> str:
+async def list_tools_json(kernel: "Kernel", ident: "Identity", version: str | None = None, *,
+                          workspace_id: str | None = None) -> str:
     """The ``ListToolsResult`` as JSON text, assembled from each tool's cached encoding.
 
     On the stateless revisions it carries the caching directives (``ttlMs`` 0, ``cacheScope`` private: the
     list depends on the caller) and the ``serverInfo`` stamp."""
-    cat = await catalog(kernel)
+    cat = await catalog(kernel, workspace_id)
     parts = ",".join(text for name, (text, _tool) in cat.tools.items() if tool_allowed(ident, name))
     if version is None or version not in modern_versions():
         return '{"tools":[' + parts + "]}"
@@ -466,7 +475,7 @@ async def prepare_call(kernel: "Kernel", ident: "Identity", params: dict[str, An
     if not tool_allowed(ident, call.name):
         raise McpError(INVALID_PARAMS, f"Unknown tool: {call.name}")
     try:
-        agent = await deployments.load_deployed(kernel, call.name)
+        agent = await deployments.load_deployed(kernel, call.name, ident)  # shared workspaces: members only
     except GofannonError:
         raise McpError(INVALID_PARAMS, f"Unknown tool: {call.name}") from None
     await admit(kernel, ident, call.name)

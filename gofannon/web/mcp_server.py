@@ -183,7 +183,8 @@ async def mcp_post(request: web.Request) -> web.StreamResponse:
                 await svc.cancel(kernel, ident, session_id, params)
             return web.Response(status=202)
         if method == "tools/list":
-            return _raw_result(req_id, await svc.list_tools_json(kernel, ident, session.get("protocolVersion")))
+            return _raw_result(req_id, await svc.list_tools_json(kernel, ident, session.get("protocolVersion"),
+                                                                 workspace_id=await _shared_workspace(request)))
         if method == "ping":
             return _answer({"jsonrpc": "2.0", "id": req_id, "result": {}})
         if method == "initialize":
@@ -195,6 +196,20 @@ async def mcp_post(request: web.Request) -> web.StreamResponse:
         return _error(exc, exc.req_id if exc.req_id is not None else req_id)
     except _Unauthenticated as exc:
         return _unauthorized(request, exc)
+
+
+async def _shared_workspace(request: web.Request) -> str | None:
+    """The active shared workspace (``X-Gofannon-Workspace``, or the token's bound one), whose deployments are
+    listed besides the public ones; None for the personal workspace."""
+    from gofannon.errors import GofannonError
+    from gofannon.services.memberships import active_workspace
+
+    try:
+        workspace_id, _role = await active_workspace(request)
+    except GofannonError:
+        raise McpError(INVALID_REQUEST, "Workspace not found: not one of yours, or not the one your token is "
+                       "bound to", http_status=400) from None
+    return None if workspace_id.startswith("personal:") else workspace_id
 
 
 def _raw_result(req_id: Any, result_json: str) -> web.Response:
@@ -219,7 +234,8 @@ async def _stateless(request: web.Request, ident: Any, message: dict[str, Any]) 
     if method == "server/discover":
         return _answer({"jsonrpc": "2.0", "id": req_id, "result": svc.discover(version)})
     if method == "tools/list":
-        return _raw_result(req_id, await svc.list_tools_json(kernel, ident, version))
+        return _raw_result(req_id, await svc.list_tools_json(kernel, ident, version,
+                                                             workspace_id=await _shared_workspace(request)))
     if method == "tools/call":
         return await _call_tool(request, ident, None, req_id, params, version=version)
     return await _listen(request, ident, req_id, params or {})
