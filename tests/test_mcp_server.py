@@ -39,7 +39,8 @@ async def run(input_dict, tools):
 def ticker(url: str) -> str:
     """An echo agent that first calls ``url``: the site's hit log shows whether it ran."""
     return ("import httpx\nasync def run(input_dict, tools):\n    async with httpx.AsyncClient() as http:\n"
-            f"        await http.get({url!r})\n    return {{'outputText': 'echo: ' + str(input_dict.get('inputText'))}}\n")
+            f"        await http.get({url!r})\n"
+            "    return {'outputText': 'echo: ' + str(input_dict.get('inputText'))}\n")
 
 
 async def deploy(client: Client, **agent: Any) -> dict[str, Any]:

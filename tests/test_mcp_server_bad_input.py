@@ -210,3 +210,16 @@ async def test_stateless_requests_whose_envelope_or_headers_disagree_are_refused
                                                               "Accept": "text/event-stream"}) as r:
         assert r.status == 405 and r.headers["Allow"] == "POST"
     assert raw.hits == []  # nothing ran
+
+
+async def test_a_user_holds_a_bounded_number_of_sessions_the_oldest_ends_first(
+        setup: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gofannon.services import mcp_server
+
+    monkeypatch.setattr(mcp_server, "MAX_SESSIONS_PER_USER", 2)
+    _client, raw = setup
+    first, second, third = [await raw.initialize() for _ in range(3)]
+    ping = {"jsonrpc": "2.0", "id": 5, "method": "ping"}
+    assert (await raw.post(ping, Mcp_Session_Id=first))[0] == 404
+    assert (await raw.post(ping, Mcp_Session_Id=second))[0] == 200
+    assert (await raw.post(ping, Mcp_Session_Id=third))[0] == 200

@@ -43,6 +43,8 @@ SESSIONS = "mcp_sessions"
 SESSION_TTL = timedelta(hours=24)
 #: A session's expiry is pushed forward when less than this much of its life is left (one write per hour at most).
 SESSION_REFRESH = timedelta(hours=23)
+#: Live sessions one user may hold; a new one ends the oldest past this (clients that never DELETE theirs).
+MAX_SESSIONS_PER_USER = 100
 SERVER_NAME = "gofannon"
 #: Handshake revisions this server speaks (the installed SDK's, from 2025-06-18 on).
 MIN_VERSION = "2025-06-18"
@@ -160,7 +162,8 @@ def check_envelope(message: dict[str, Any], headers: Any) -> str:
                            f"{t.PROTOCOL_VERSION_META_KEY!r} and {t.CLIENT_CAPABILITIES_META_KEY!r} envelope keys")
     missing = [k for k in (t.PROTOCOL_VERSION_META_KEY, t.CLIENT_CAPABILITIES_META_KEY) if k not in meta]
     if missing:
-        raise modern_error(INVALID_PARAMS, f"params._meta is missing the required envelope key(s): {', '.join(missing)}")
+        raise modern_error(INVALID_PARAMS,
+                           f"params._meta is missing the required envelope key(s): {', '.join(missing)}")
     version = meta[t.PROTOCOL_VERSION_META_KEY]
     if headers.get("MCP-Protocol-Version") != version:
         raise modern_error(HEADER_MISMATCH, "MCP-Protocol-Version header does not match the request's protocol version")
@@ -267,7 +270,8 @@ def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-async def create_session(kernel: "Kernel", ident: "Identity", params: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+async def create_session(kernel: "Kernel", ident: "Identity",
+                         params: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
     """Answer ``initialize``: a new session in the store, and the ``InitializeResult``."""
     t = sdk()
     init = _params(t.InitializeRequestParams, params)
@@ -275,6 +279,10 @@ async def create_session(kernel: "Kernel", ident: "Identity", params: dict[str, 
     version = init.protocol_version if init.protocol_version in supported else supported[-1]
     session_id = uuid.uuid4().hex
     now = _now()
+    if await kernel.store.count(SESSIONS, {OWNER_FIELD: ident.uid}) >= MAX_SESSIONS_PER_USER:
+        held = sorted(await kernel.store.find(SESSIONS, {OWNER_FIELD: ident.uid}),
+                      key=lambda d: d.get("createdAt") or "")
+        await kernel.store.delete_many(SESSIONS, [d["_id"] for d in held[:len(held) - MAX_SESSIONS_PER_USER + 1]])
     await kernel.store.put(SESSIONS, session_id, {
         OWNER_FIELD: ident.uid, "protocolVersion": version,
         "clientInfo": init.client_info.model_dump(by_alias=True, mode="json", exclude_none=True),
