@@ -85,6 +85,13 @@ class Kernel:
             self._started.append(module)
 
     async def close(self) -> None:
+        for comp in list(self._components.values()):  # work queued in memory (charges) is written first
+            drain = getattr(comp, "drain", None)
+            if drain is not None:
+                try:
+                    await drain()
+                except Exception:  # noqa: BLE001 - keep closing the rest
+                    log.exception("draining a component failed")
         for module in reversed(self._started):
             stop = getattr(module, "stop", None)
             if stop is not None:

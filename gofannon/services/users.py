@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import logging
 import math
+import time
 import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
@@ -25,6 +27,8 @@ from gofannon.timeutil import now_iso, now_ms
 if TYPE_CHECKING:  # pragma: no cover
     from gofannon.auth import Identity
     from gofannon.kernel import Kernel
+
+log = logging.getLogger("gofannon.users")
 
 COLLECTION = "users"
 USAGE_COLLECTION = "usage"
@@ -177,6 +181,7 @@ async def _mutate(kernel: "Kernel", uid: str, change: Callable[[dict[str, Any]],
 
     stored = await kernel.store.update(COLLECTION, uid, fn)
     assert stored is not None
+    _gate(kernel).remember(uid, stored)
     return stored
 
 
@@ -184,6 +189,7 @@ async def _mutate(kernel: "Kernel", uid: str, change: Callable[[dict[str, Any]],
 async def get_or_create_user(kernel: "Kernel", ident: "Identity | str") -> dict[str, Any]:
     """The caller's ``User`` (wire shape), created with defaults on first access; race-safe."""
     uid = ident if isinstance(ident, str) else ident.uid
+    await settled(kernel, uid)
     doc = await kernel.store.get(COLLECTION, uid)
     if doc is not None and not reset_due(_normalise(doc), now_ms()):
         return wire_view(doc)  # the common case: a plain read, no write transaction
@@ -198,14 +204,61 @@ async def require_allowance(kernel: "Kernel", uid: str, *, key_for: str | None =
     With ``key_for``, also returns the user's own key for that provider (or None) from the same read, so
     an LLM call reads the user document once.
     """
-    doc = await kernel.store.get(COLLECTION, uid)
-    if doc is None or reset_due(_normalise(doc), now_ms()):
-        doc = await _mutate(kernel, uid, None)
-    remaining = doc["usageInfo"].get("spendRemaining")
+    gate = _gate(kernel)
+    seen = gate.recall(uid)
+    if seen is None or reset_due(seen.doc, now_ms()):
+        doc = await kernel.store.get(COLLECTION, uid)
+        if doc is None or reset_due(_normalise(doc), now_ms()):
+            doc = await _mutate(kernel, uid, None)  # remembers the document itself
+        seen = gate.remember(uid, doc)
+    remaining = seen.doc["usageInfo"].get("spendRemaining")
     if not isinstance(remaining, (int, float)) or remaining <= MIN_SPEND:
         kernel.record("budget_refused", "spend allowance exhausted", user_id=uid)
         raise PaymentRequired("Insufficient spend allowance to complete request")
-    return _stored_key(kernel, doc, key_for) if key_for else None
+    if not key_for:
+        return None
+    if key_for not in seen.keys:  # decrypted once per document seen, not once per call
+        seen.keys[key_for] = _stored_key(kernel, seen.doc, key_for)
+    return seen.keys[key_for]
+
+
+#: How long this process trusts the user document it last read or wrote for the allowance *gate*. Every write
+#: made here refreshes it at once; only a change made by another API process (a charge, a new allowance) may go
+#: unseen by the gate for up to this long. Charges themselves are always atomic read-modify-writes of the store.
+GATE_TTL_S = 1.0
+
+
+class _Seen:
+    __slots__ = ("doc", "until", "keys")
+
+    def __init__(self, doc: dict[str, Any], until: float) -> None:
+        self.doc, self.until = doc, until
+        self.keys: dict[str, str | None] = {}
+
+
+class _Gate:
+    """The user documents the gate saw last, per user (in this process)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, _Seen] = {}
+
+    def recall(self, uid: str) -> _Seen | None:
+        seen = self.seen.get(uid)
+        return seen if seen is not None and seen.until > time.monotonic() else None
+
+    def remember(self, uid: str, doc: dict[str, Any]) -> _Seen:
+        if len(self.seen) > GATE_MAX_USERS:
+            now = time.monotonic()
+            self.seen = {k: v for k, v in self.seen.items() if v.until > now}
+        seen = self.seen[uid] = _Seen(doc, time.monotonic() + GATE_TTL_S)
+        return seen
+
+
+GATE_MAX_USERS = 10_000
+
+
+def _gate(kernel: "Kernel") -> _Gate:
+    return kernel.component("users.gate", _Gate)
 
 
 async def charge(kernel: "Kernel", uid: str, cost: float, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -215,11 +268,43 @@ async def charge(kernel: "Kernel", uid: str, cost: float, metadata: dict[str, An
     and one batch of history entries (``_Charges``): under load a busy user costs one write per round, not one
     per call, and each caller still returns only once its own charge is stored.
     """
+    # Shielded: a caller that goes away does not take its charge with it.
+    return await asyncio.shield(_charges(kernel).submit(kernel, uid, _entry(cost, metadata)))
+
+
+def charge_later(kernel: "Kernel", uid: str, cost: float, metadata: dict[str, Any] | None = None) -> None:
+    """``charge`` without waiting for the write: for answers that should not wait for the store (``/v1``).
+
+    The charge is queued in this process at once and written by the same combined update; reads of the
+    user through this module (``GET /users/me``, the usage history) wait for it, and the kernel writes every
+    queued charge before it closes. A failed write is logged."""
+    fut = _charges(kernel).submit(kernel, uid, _entry(cost, metadata))
+    fut.add_done_callback(_log_failed_charge)
+
+
+async def settled(kernel: "Kernel", uid: str) -> None:
+    """Wait until every charge of ``uid`` queued in this process is written (read-your-writes)."""
+    if kernel.has_component(_CHARGES):
+        await _charges(kernel).settled(uid)
+
+
+def _entry(cost: float, metadata: dict[str, Any] | None) -> dict[str, Any]:
     cost = float(cost)
     if not math.isfinite(cost) or cost < 0:
         raise Unprocessable("responseCost must be a finite number >= 0")
-    entry = {"timestamp": now_iso(), "responseCost": cost, "metadata": metadata}
-    return await kernel.component("users.charges", _Charges).submit(kernel, uid, entry)
+    return {"timestamp": now_iso(), "responseCost": cost, "metadata": metadata}
+
+
+def _log_failed_charge(fut: "asyncio.Future[dict[str, Any]]") -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("a charge could not be written", exc_info=fut.exception())
+
+
+_CHARGES = "users.charges"
+
+
+def _charges(kernel: "Kernel") -> "_Charges":
+    return kernel.component(_CHARGES, _Charges)
 
 
 class _Charges:
@@ -227,17 +312,31 @@ class _Charges:
 
     def __init__(self) -> None:
         self.pending: dict[str, list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]]] = {}
+        self.writing: dict[str, list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]]] = {}
+        self.flushing: dict[str, asyncio.Task[None]] = {}
 
-    async def submit(self, kernel: "Kernel", uid: str, entry: dict[str, Any]) -> dict[str, Any]:
+    def submit(self, kernel: "Kernel", uid: str, entry: dict[str, Any]) -> "asyncio.Future[dict[str, Any]]":
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         queue = self.pending.get(uid)
         if queue is None:
             self.pending[uid] = [(entry, fut)]
-            kernel.spawn(self._flush(kernel, uid), name="users-charge")
+            # Not kernel.spawn: closing the kernel drains these instead of cancelling them.
+            task = self.flushing[uid] = asyncio.ensure_future(self._flush(kernel, uid))
+            task.add_done_callback(lambda t, uid=uid: self.flushing.pop(uid) if self.flushing.get(uid) is t else None)
         else:
             queue.append((entry, fut))
-        # Shielded: a caller that goes away does not take its charge with it.
-        return await asyncio.shield(fut)
+        return fut
+
+    async def settled(self, uid: str) -> None:
+        """Wait for the charges of ``uid`` queued or being written now (not for those queued later)."""
+        waiting = [f for _, f in (*self.writing.get(uid, ()), *self.pending.get(uid, ()))]
+        if waiting:
+            await asyncio.wait(waiting)
+
+    async def drain(self) -> None:
+        """Write every queued charge (the kernel calls this before it closes the store)."""
+        while self.flushing:
+            await asyncio.gather(*list(self.flushing.values()), return_exceptions=True)
 
     async def _flush(self, kernel: "Kernel", uid: str) -> None:
         while True:
@@ -246,10 +345,12 @@ class _Charges:
                 self.pending.pop(uid, None)
                 return
             self.pending[uid] = []  # charges arriving from now on wait for the next round
+            self.writing[uid] = batch
             entries = [e for e, _ in batch]
             try:
                 doc = await _write_charges(kernel, uid, entries)
             except BaseException as exc:  # noqa: BLE001 - every waiter hears of the failure
+                self.writing.pop(uid, None)
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError("charge interrupted"))
@@ -257,6 +358,7 @@ class _Charges:
                     self.pending.pop(uid, None)
                     raise
                 continue
+            self.writing.pop(uid, None)
             view = wire_view(doc)
             for _, fut in batch:
                 if not fut.done():
@@ -354,6 +456,7 @@ async def list_users(kernel: "Kernel") -> list[dict[str, Any]]:
 
 async def usage_history(kernel: "Kernel", uid: str, *, limit: int = 100) -> list[dict[str, Any]]:
     """The most recent ``limit`` usage entries of the full history, oldest first."""
+    await settled(kernel, uid)
     docs = await kernel.store.find(USAGE_COLLECTION, {"userId": uid})
     return [{"timestamp": d.get("timestamp"), "responseCost": d.get("responseCost"), "metadata": d.get("metadata")}
             for d in docs[-limit:]] if limit > 0 else []

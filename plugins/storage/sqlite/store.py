@@ -1,4 +1,6 @@
-"""SQLite DocumentStore: WAL, one connection on one dedicated thread, so the event loop never blocks.
+"""SQLite DocumentStore: WAL, one writing connection on one dedicated thread, so the event loop never waits
+for a write; point reads (``get`` and small ``get_many``) run on the event loop on a second, read-only
+connection, as a WAL reader never waits for writers (a busy reader falls back to the store thread).
 
 Documents live in one table keyed by (collection, id). Equality queries are pre-filtered in SQL with
 ``json_extract`` (expression indexes cover the fields services query by) and checked exactly in Python,
@@ -20,6 +22,10 @@ from gofannon.store import ANY, Doc, StoreHelpers, Updater, check_rev, matches, 
 
 T = TypeVar("T")
 
+#: How long a read on the event loop may wait for a busy database before it goes to the store thread instead.
+READ_BUSY_S = 0.05
+#: ``get_many`` of at most this many ids reads on the event loop; larger ones on the store thread.
+SMALL_READ = 50
 INDEXED_FIELDS = ("ownerId", "agentId", "userId", "namespace", "status")
 
 _SCHEMA = [
@@ -43,6 +49,7 @@ class SQLiteStore(StoreHelpers):
         self.path = str(path)
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None  # used on the event loop's thread only
 
     @classmethod
     def from_settings(cls, settings: Any) -> "SQLiteStore":
@@ -72,10 +79,17 @@ class SQLiteStore(StoreHelpers):
             return conn
 
         self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        if self.path != ":memory:":  # an in-memory database is private to its one connection
+            reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=READ_BUSY_S)
+            reader.execute("PRAGMA query_only=1")
+            self._reader = reader
 
     async def close(self) -> None:
         if self._executor is None:
             return
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         conn, self._conn = self._conn, None
         if conn is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
@@ -83,12 +97,25 @@ class SQLiteStore(StoreHelpers):
         self._executor = None
 
     # -- primitives -----------------------------------------------------------------------------------
+    def _read_here(self, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
+        """Run a small read on the event loop's thread: (True, result), or (False, None) when the reader is
+        busy (a checkpoint or recovery holds the database) and the caller should go to the store thread."""
+        reader = self._reader
+        if reader is None:
+            return False, None
+        try:
+            return True, fn(reader)
+        except sqlite3.OperationalError:
+            return False, None
+
     async def get(self, collection: str, doc_id: str) -> Doc | None:
         def op(conn: sqlite3.Connection) -> str | None:
             row = conn.execute("SELECT body FROM docs WHERE coll=? AND id=?", (collection, doc_id)).fetchone()
             return row[0] if row else None
 
-        body = await self._run(op)
+        done, body = self._read_here(op)
+        if not done:
+            body = await self._run(op)
         return json.loads(body) if body is not None else None
 
     async def get_many(self, collection: str, ids: Iterable[str]) -> dict[str, Doc | None]:
@@ -105,7 +132,9 @@ class SQLiteStore(StoreHelpers):
                     found[doc_id] = body
             return found
 
-        found = await self._run(op)
+        done, found = self._read_here(op) if len(wanted) <= SMALL_READ else (False, None)
+        if not done or found is None:
+            found = await self._run(op)
         return {i: (json.loads(found[i]) if i in found else None) for i in wanted}
 
     @staticmethod
