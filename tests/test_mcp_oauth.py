@@ -367,12 +367,14 @@ async def test_a_confidential_client_authenticates_with_its_secret(client: Clien
 # -- bad input --------------------------------------------------------------------------------------
 async def test_registration_refuses_unsafe_redirect_uris_and_bad_metadata(serve: Any) -> None:
     prod = await serve(APP_ENV="production")
-    for uris in (["http://evil.example/cb"], ["javascript:alert(1)"], ["https://app.example/cb#frag"], [], None,
+    for uris in (["http://evil.example/cb"], ["javascript:alert(1)"], ["JavaScript:alert(1)"], ["data:text/html,hi"],
+                 ["file:///etc/passwd"], ["/relative/cb"], ["https://app.example/cb#frag"], [], None,
                  ["https://user@app.example/cb"]):
         status, body = await register(prod, redirect_uris=uris)
         assert status == 400 and body["error"] in ("invalid_redirect_uri", "invalid_client_metadata"), (uris, body)
         assert body["error_description"]
-    for uri in ("https://app.example/cb", "http://127.0.0.1/cb", "http://localhost:3000/cb", "http://[::1]:9/cb"):
+    for uri in ("https://app.example/cb", "http://127.0.0.1/cb", "http://localhost:3000/cb", "http://[::1]:9/cb",
+                "com.example.app:/oauth/cb", "cursor://anysphere.cursor-retrieval/oauth/callback"):  # native apps
         status, body = await register(prod, redirect_uris=[uri])
         assert status == 201, (uri, body)
     status, body = await register(prod, token_endpoint_auth_method="private_key_jwt")
@@ -734,3 +736,26 @@ async def test_two_api_processes_on_one_redis_store_share_clients_consent_and_gr
                                          client_id=registered["client_id"], code_verifier=verifier)
     assert status == 200, tokens
     assert (await mcp_status(two, tokens["access_token"]))[0] == 200  # ... and used on two (same host, same resource)
+
+
+async def test_a_native_app_with_a_private_use_scheme_gets_its_code_and_a_token(client: Client) -> None:
+    """IDE-style clients register ``cursor://...``: the code comes back on that scheme and PKCE binds it."""
+    app_cb = "cursor://anysphere.cursor-retrieval/oauth/callback"
+    status, registered = await register(client, redirect_uris=[app_cb])
+    assert status == 201, registered
+    verifier, challenge = pkce()
+    browser = Browser(client.url("/"), "alice")
+    try:
+        away, page = await browser.open(authorize_url(client, registered["client_id"], challenge, redirect_uri=app_cb))
+        assert away is None, away
+        status, location, _ = await browser.consent(page)
+    finally:
+        await browser.close()
+    assert status == 302 and location.startswith(app_cb + "?"), location
+    got = redirect_params(location)
+    assert got["state"] == "st-123"
+    status, tokens = await token_request(client, grant_type="authorization_code", code=got["code"],
+                                         redirect_uri=app_cb, client_id=registered["client_id"],
+                                         code_verifier=verifier, resource=client.url("/mcp"))
+    assert status == 200 and tokens["access_token"].startswith("gfo_"), tokens
+    assert (await mcp_status(client, tokens["access_token"]))[0] == 200

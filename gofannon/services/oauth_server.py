@@ -100,9 +100,16 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+#: Schemes that are never a redirect target: scripts, local files and documents, other protocols.
+NEVER_REDIRECT_SCHEMES = frozenset({"javascript", "vbscript", "data", "file", "about", "blob", "filesystem", "view-source",
+                                    "ftp", "ws", "wss", "mailto", "tel", "sms", "chrome", "intent"})
+_SCHEME_RE = re.compile(r"[a-z][a-z0-9+.\-]*")
+
+
 def redirect_uri_problem(uri: str, *, dev: bool) -> str | None:
     """Why a redirect URI may not be registered, or None. https anywhere; http only on a loopback host
-    (RFC 8252 §7.3), or anywhere in APP_ENV local/dev/test; never a fragment or user info."""
+    (RFC 8252 §7.3), or anywhere in APP_ENV local/dev/test; a native app's private-use scheme; never a
+    fragment or user info."""
     try:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 - raises on a malformed port
@@ -110,6 +117,12 @@ def redirect_uri_problem(uri: str, *, dev: bool) -> str | None:
         return f"{uri!r} is not a valid URL"
     if parts.fragment or "#" in uri:
         return f"{uri!r} must not contain a fragment"
+    if parts.scheme not in ("http", "https"):
+        # A native app's private-use scheme (RFC 8252 §7.1: "com.example.app:/cb", "cursor://..."); PKCE binds
+        # the code to the app that asked. Schemes a browser would run or read locally are never redirects.
+        if not _SCHEME_RE.fullmatch(parts.scheme) or parts.scheme in NEVER_REDIRECT_SCHEMES:
+            return f"{uri!r} uses a scheme that cannot be a redirect URI"
+        return None
     if not parts.hostname or "@" in parts.netloc:
         return f"{uri!r} must be an absolute URL with a host and no user info"
     if parts.scheme == "https":

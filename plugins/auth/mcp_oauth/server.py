@@ -31,7 +31,8 @@ from authlib.oauth2.rfc6749.errors import InsecureTransportError
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
-from authlib.oauth2.rfc7591 import ClientRegistrationEndpoint, InvalidClientMetadataError, InvalidRedirectURIError
+from authlib.oauth2.rfc7591 import (ClientMetadataClaims, ClientRegistrationEndpoint, InvalidClientMetadataError,
+                                    InvalidRedirectURIError)
 from authlib.oauth2.rfc7636 import CodeChallenge
 
 from gofannon.services import oauth_server as store
@@ -322,6 +323,14 @@ class Revocation(RevocationEndpoint):
         self.server.ctx.effects["revoke"] = token
 
 
+class Claims(ClientMetadataClaims):
+    """authlib's metadata checks, except ``redirect_uris``: authlib wants a host in every URI, which refuses a
+    native app's private-use scheme (``com.example.app:/cb``); ``save_client`` checks them by our rules."""
+
+    def validate_redirect_uris(self) -> None:
+        return None
+
+
 class Registration(ClientRegistrationEndpoint):
     """Open dynamic client registration (RFC 7591), as MCP clients expect; rate-limited by the handler."""
 
@@ -401,7 +410,7 @@ class Server(AuthorizationServer):
         self.register_grant(CodeGrant, [S256Only(required=True), _AuthorizeResource()])
         self.register_grant(RefreshGrant)
         self.register_endpoint(Revocation)
-        self.register_endpoint(Registration(self))
+        self.register_endpoint(Registration(self, claims_classes=[Claims]))
 
     def _access_token(self, **_: Any) -> str:
         assert self.ctx.grant_id is not None
