@@ -218,7 +218,7 @@ async def _prepare(kernel: "Kernel", uid: str, provider: str, model: str, messag
 
 
 async def _settle(kernel: "Kernel", uid: str, call: LlmCall, completion: Completion, started: float,
-                  workspace_id: str | None = None, *, estimated: bool = False, defer: bool = False) -> LlmResult:
+                  workspace_id: str | None = None, *, estimated: bool = False) -> LlmResult:
     usage = completion.usage
     cost, priced = catalog_mod.active().cost(call.provider, call.model, usage.input_tokens, usage.output_tokens,
                                              usage.cached_input_tokens)
@@ -242,8 +242,6 @@ async def _settle(kernel: "Kernel", uid: str, call: LlmCall, completion: Complet
         await asyncio.gather(users.charge(kernel, uid, cost, metadata),
                              workspace_budgets.charge(kernel, str(workspace_id), uid, cost,
                                                       f"{call.provider}/{call.model}"))
-    elif defer:
-        users.charge_later(kernel, uid, cost, metadata)
     else:
         await users.charge(kernel, uid, cost, metadata)
     kernel.record("llm_request", f"{call.provider}/{call.model}", user_id=uid, metadata={
@@ -267,12 +265,9 @@ def _failed(kernel: "Kernel", uid: str, provider: str, model: str, exc: Exceptio
 async def call_llm(kernel: "Kernel", ident: "Identity | str | None", provider: str, model: str,
                    messages: list[dict[str, Any]], parameters: dict[str, Any] | None = None, *,
                    tools: list[dict[str, Any]] | None = None, timeout: float | None = None,
-                   workspace_id: str | None = None, defer_charge: bool = False, **kw: Any) -> LlmResult:
+                   workspace_id: str | None = None, **kw: Any) -> LlmResult:
     """Call a model as ``ident`` and bill them. Raises 402 (allowance), 422 (parameters), 400 (unknown
     provider, missing or invalid key, context window), 502 (provider failure), 504 (timeout).
-
-    ``defer_charge``: return without waiting for the charge's write (``users.charge_later``); the charge is
-    still exact and written before the kernel closes. Calls charged to a workspace are always awaited.
 
     ``workspace_id``: the workspace the call is made in; a shared one is charged too (and its allowance
     gates the call). None or a personal workspace: the caller alone, as before workspaces."""
@@ -300,7 +295,7 @@ async def call_llm(kernel: "Kernel", ident: "Identity | str | None", provider: s
         mapped = UpstreamError(f"{provider}/{model} call failed: {type(exc).__name__}: {exc}")
         _failed(kernel, uid, provider, model, mapped)
         raise mapped from None
-    return await _settle(kernel, uid, call, completion, started, workspace_id, defer=defer_charge)
+    return await _settle(kernel, uid, call, completion, started, workspace_id)
 
 
 async def call_llm_tuple(kernel: "Kernel", ident: "Identity | str | None", provider: str, model: str,

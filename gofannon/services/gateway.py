@@ -428,7 +428,7 @@ async def complete(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> dic
     reservation = await scopes.reserve(kernel, ident, _estimate(target, req, ident))
     try:
         result = await call_llm(kernel, ident, str(target.provider), target.model, req.messages, req.parameters,
-                                tools=req.tools, workspace_id=req.workspace_id, defer_charge=True)
+                                tools=req.tools, workspace_id=req.workspace_id)
     except BaseException:
         await _release(kernel, reservation)
         raise

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import logging
 import math
 import time
 import uuid
@@ -27,8 +26,6 @@ from gofannon.timeutil import now_iso, now_ms
 if TYPE_CHECKING:  # pragma: no cover
     from gofannon.auth import Identity
     from gofannon.kernel import Kernel
-
-log = logging.getLogger("gofannon.users")
 
 COLLECTION = "users"
 USAGE_COLLECTION = "usage"
@@ -189,7 +186,6 @@ async def _mutate(kernel: "Kernel", uid: str, change: Callable[[dict[str, Any]],
 async def get_or_create_user(kernel: "Kernel", ident: "Identity | str") -> dict[str, Any]:
     """The caller's ``User`` (wire shape), created with defaults on first access; race-safe."""
     uid = ident if isinstance(ident, str) else ident.uid
-    await settled(kernel, uid)
     doc = await kernel.store.get(COLLECTION, uid)
     if doc is not None and not reset_due(_normalise(doc), now_ms()):
         return wire_view(doc)  # the common case: a plain read, no write transaction
@@ -272,32 +268,11 @@ async def charge(kernel: "Kernel", uid: str, cost: float, metadata: dict[str, An
     return await asyncio.shield(_charges(kernel).submit(kernel, uid, _entry(cost, metadata)))
 
 
-def charge_later(kernel: "Kernel", uid: str, cost: float, metadata: dict[str, Any] | None = None) -> None:
-    """``charge`` without waiting for the write: for answers that should not wait for the store (``/v1``).
-
-    The charge is queued in this process at once and written by the same combined update; reads of the
-    user through this module (``GET /users/me``, the usage history) wait for it, and the kernel writes every
-    queued charge before it closes. A failed write is logged."""
-    fut = _charges(kernel).submit(kernel, uid, _entry(cost, metadata))
-    fut.add_done_callback(_log_failed_charge)
-
-
-async def settled(kernel: "Kernel", uid: str) -> None:
-    """Wait until every charge of ``uid`` queued in this process is written (read-your-writes)."""
-    if kernel.has_component(_CHARGES):
-        await _charges(kernel).settled(uid)
-
-
 def _entry(cost: float, metadata: dict[str, Any] | None) -> dict[str, Any]:
     cost = float(cost)
     if not math.isfinite(cost) or cost < 0:
         raise Unprocessable("responseCost must be a finite number >= 0")
     return {"timestamp": now_iso(), "responseCost": cost, "metadata": metadata}
-
-
-def _log_failed_charge(fut: "asyncio.Future[dict[str, Any]]") -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        log.error("a charge could not be written", exc_info=fut.exception())
 
 
 _CHARGES = "users.charges"
@@ -312,7 +287,6 @@ class _Charges:
 
     def __init__(self) -> None:
         self.pending: dict[str, list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]]] = {}
-        self.writing: dict[str, list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]]] = {}
         self.flushing: dict[str, asyncio.Task[None]] = {}
 
     def submit(self, kernel: "Kernel", uid: str, entry: dict[str, Any]) -> "asyncio.Future[dict[str, Any]]":
@@ -327,12 +301,6 @@ class _Charges:
             queue.append((entry, fut))
         return fut
 
-    async def settled(self, uid: str) -> None:
-        """Wait for the charges of ``uid`` queued or being written now (not for those queued later)."""
-        waiting = [f for _, f in (*self.writing.get(uid, ()), *self.pending.get(uid, ()))]
-        if waiting:
-            await asyncio.wait(waiting)
-
     async def drain(self) -> None:
         """Write every queued charge (the kernel calls this before it closes the store)."""
         while self.flushing:
@@ -345,12 +313,10 @@ class _Charges:
                 self.pending.pop(uid, None)
                 return
             self.pending[uid] = []  # charges arriving from now on wait for the next round
-            self.writing[uid] = batch
             entries = [e for e, _ in batch]
             try:
                 doc = await _write_charges(kernel, uid, entries)
             except BaseException as exc:  # noqa: BLE001 - every waiter hears of the failure
-                self.writing.pop(uid, None)
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError("charge interrupted"))
@@ -358,7 +324,6 @@ class _Charges:
                     self.pending.pop(uid, None)
                     raise
                 continue
-            self.writing.pop(uid, None)
             view = wire_view(doc)
             for _, fut in batch:
                 if not fut.done():
@@ -456,7 +421,6 @@ async def list_users(kernel: "Kernel") -> list[dict[str, Any]]:
 
 async def usage_history(kernel: "Kernel", uid: str, *, limit: int = 100) -> list[dict[str, Any]]:
     """The most recent ``limit`` usage entries of the full history, oldest first."""
-    await settled(kernel, uid)
     docs = await kernel.store.find(USAGE_COLLECTION, {"userId": uid})
     return [{"timestamp": d.get("timestamp"), "responseCost": d.get("responseCost"), "metadata": d.get("metadata")}
             for d in docs[-limit:]] if limit > 0 else []
