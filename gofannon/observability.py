@@ -82,6 +82,11 @@ _NO_SPAN = _NoSpan()
 TRACERS: list[Tracer] = []
 
 
+#: While an ``llm_request`` event is recorded: the call's messages and the answer (content, tool calls), for a
+#: tracer the operator told to capture them (never put on the event itself, which logs and metrics also see).
+LLM_CONTENT: ContextVar[tuple[Any, Any] | None] = ContextVar("gofannon_llm_content", default=None)
+
+
 def span(name: str, attributes: Mapping[str, Any] | None = None,
          carrier: Mapping[str, str] | None = None) -> ContextManager[SpanHandle]:
     """A span around a piece of work, child of the current one (or of ``carrier``, a context that came

@@ -196,3 +196,37 @@ def test_tracing_turns_on_only_with_an_exporter_and_not_when_disabled() -> None:
     assert otel.wanted({"OTEL_TRACES_EXPORTER": "console"})
     assert not otel.wanted({"OTEL_TRACES_EXPORTER": "none"})
     assert not otel.wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_SDK_DISABLED": "true"})
+
+
+async def test_prompts_and_answers_are_on_llm_spans_only_when_the_operator_asks(serve: Any, fake_openai: FakeLLMServer,
+                                                                              spans: InMemorySpanExporter) -> None:
+    client = await serve(**fake_openai.env)
+    await client.login("alice")
+    body = {"messages": [{"role": "user", "content": PROMPT}], "provider": "openai", "model": "gpt-4o"}
+    tracer = otel.active()
+    assert tracer is not None and tracer.capture_content is False  # the default: counts only
+
+    async def one_call(answer: str) -> Any:
+        fake_openai.script(Reply(answer))
+        async with client.post("/chat", json=body) as r:
+            ticket = (await r.json())["ticket_id"]
+        assert (await wait_ticket(client, ticket))["status"] == "completed"
+        return by_name(spans.get_finished_spans(), "chat gpt-4o")
+
+    plain = await one_call("first answer")
+    no_prompt_anywhere(list(plain.attributes.values()))
+    assert "gen_ai.input.messages" not in plain.attributes
+
+    tracer.capture_content = True  # what OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true sets
+    captured = await one_call("the second answer")
+    assert PROMPT in captured.attributes["gen_ai.input.messages"]
+    assert "the second answer" in captured.attributes["gen_ai.output.messages"]
+
+
+def test_the_standard_variable_turns_content_capture_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(otel.CAPTURE_CONTENT_ENV, raising=False)
+    assert otel.OtelTracer(TracerProvider()).capture_content is False
+    monkeypatch.setenv(otel.CAPTURE_CONTENT_ENV, "true")
+    assert otel.OtelTracer(TracerProvider()).capture_content is True
+    monkeypatch.setenv(otel.CAPTURE_CONTENT_ENV, "false")
+    assert otel.OtelTracer(TracerProvider()).capture_content is False

@@ -244,9 +244,17 @@ async def _settle(kernel: "Kernel", uid: str, call: LlmCall, completion: Complet
                                                       f"{call.provider}/{call.model}"))
     else:
         await users.charge(kernel, uid, cost, metadata)
-    kernel.record("llm_request", f"{call.provider}/{call.model}", user_id=uid, metadata={
-        **metadata, "cost": cost, "durationMs": round((time.perf_counter() - started) * 1000, 2),
-    })
+    from gofannon.observability import LLM_CONTENT, TRACERS
+
+    content = LLM_CONTENT.set((call.messages, {"content": completion.content, "tool_calls": completion.tool_calls})
+                              ) if TRACERS else None
+    try:
+        kernel.record("llm_request", f"{call.provider}/{call.model}", user_id=uid, metadata={
+            **metadata, "cost": cost, "durationMs": round((time.perf_counter() - started) * 1000, 2),
+        })
+    finally:
+        if content is not None:
+            LLM_CONTENT.reset(content)
     return LlmResult(content=completion.content or "", thoughts=_thoughts_jsonable(completion.thoughts),
                      usage=usage, cost=cost, priced=priced, provider=call.provider, model=call.model,
                      finish_reason=completion.finish_reason)

@@ -11,12 +11,15 @@ Spans: one per HTTP request (a server span named ``METHOD /route/{template}``, c
 ``traceparent``), one per job (its context travels with the job to a worker, so the worker's spans join
 the request's trace), one per agent run, and one per LLM call with the GenAI semantic conventions
 (``gen_ai.system``, ``gen_ai.request.model``, ``gen_ai.usage.input_tokens``, ``gen_ai.usage.output_tokens``).
-Prompts and answers are never put on spans.
+Prompts and answers are not put on spans unless the operator sets the standard
+``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``: then an LLM span also carries
+``gen_ai.input.messages`` and ``gen_ai.output.messages`` (JSON, each cut at ``CONTENT_LIMIT`` characters).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import threading
@@ -25,7 +28,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from gofannon import hookimpl
-from gofannon.observability import TRACERS
+from gofannon.observability import LLM_CONTENT, TRACERS
 
 if TYPE_CHECKING:  # pragma: no cover
     from aiohttp import web
@@ -34,6 +37,8 @@ log = logging.getLogger("gofannon.otel")
 
 _TRUE = {"1", "true", "yes", "on"}
 _LLM_FAILURES = {"llm_request_failed", "invalid_api_key", "context_window_exceeded"}
+CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+CONTENT_LIMIT = 16_384
 
 
 def wanted(environ: Mapping[str, str]) -> bool:
@@ -71,8 +76,11 @@ class OtelTracer:
     ``provider`` is an SDK ``TracerProvider``; without one, the first span builds it from the
     environment (a batch processor and the configured exporter)."""
 
-    def __init__(self, provider: Any = None) -> None:
+    def __init__(self, provider: Any = None, *, capture_content: bool | None = None) -> None:
         self._provider = provider
+        if capture_content is None:
+            capture_content = str(os.environ.get(CAPTURE_CONTENT_ENV, "")).strip().lower() in _TRUE
+        self.capture_content = capture_content
         self._tracer: Any = None
         self._lock = threading.Lock()
 
@@ -151,12 +159,22 @@ class OtelTracer:
                 attributes[key] = int(md[field])
         if isinstance(md.get("cost"), (int, float)):
             attributes["gofannon.llm.cost_usd"] = float(md["cost"])
+        captured = LLM_CONTENT.get() if self.capture_content else None
+        if captured is not None:
+            messages, answer = captured
+            attributes["gen_ai.input.messages"] = _json_cut(messages)
+            attributes["gen_ai.output.messages"] = _json_cut([{"role": "assistant", **answer}])
         span = self.tracer().start_span(f"chat {model}", kind=trace.SpanKind.CLIENT, start_time=start,
                                         attributes=attributes)
         if event.get("eventType") in _LLM_FAILURES:
             span.set_attribute("error.type", str(event["eventType"]))
             span.set_status(Status(StatusCode.ERROR, str(event.get("message") or "")[:200]))
         span.end(end_time=end)
+
+
+def _json_cut(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= CONTENT_LIMIT else text[:CONTENT_LIMIT] + "...(cut)"
 
 
 def _clean(attributes: Mapping[str, Any]) -> dict[str, Any]:
