@@ -133,3 +133,22 @@ async def test_a_shared_workspaces_agent_is_a_model_for_its_members_only(serve: 
         assert got.choices[0].message.content == "echo: hi"
     finally:
         await bob.client.session.close()
+
+
+async def test_every_agent_model_call_leaves_a_run_record(agw: Gateway) -> None:
+    """The caller finds each call in GET /runs: the input it got, and the result or the error."""
+    await agw.sdk().chat.completions.create(model="agent/echo", messages=[{"role": "user", "content": "recorded"}])
+    with pytest.raises(openai.InternalServerError):
+        await agw.sdk().chat.completions.create(model="agent/broken", messages=[{"role": "user", "content": "go"}])
+    async with agw.client.get("/runs") as r:
+        assert r.status == 200
+        listed = (await r.json())["runs"]
+    by_agent = {run["agentName"]: run for run in listed}
+    assert {"echo", "broken"} <= set(by_agent), listed
+    async with agw.client.get(f"/runs/{by_agent['echo']['runId']}") as r:
+        echo = await r.json()
+    assert echo["status"] == "success" and echo["inputDict"] == {"inputText": "recorded"}
+    assert echo["result"] == {"outputText": "echo: recorded"}
+    async with agw.client.get(f"/runs/{by_agent['broken']['runId']}") as r:
+        broken = await r.json()
+    assert broken["status"] == "error" and "the agent broke" in broken["error"]

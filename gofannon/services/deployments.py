@@ -203,14 +203,14 @@ async def run_deployed_agent(kernel: "Kernel", ident: "Identity", friendly_name:
 
 
 async def run_agent(kernel: "Kernel", ident: "Identity", agent: dict[str, Any], input_dict: Any, *,
-                    llm_settings: Any = None) -> Any:
-    """``run_deployed_agent`` for an agent document already loaded."""
+                    llm_settings: Any = None, record: bool = False) -> Any:
+    """``run_deployed_agent`` for an agent document already loaded; ``record`` keeps a run record."""
     check_input(agent, input_dict)
     spec = runs.spec_from_agent(agent, input_dict)
     if llm_settings is not None:
         dump = getattr(llm_settings, "model_dump", None)
         spec["llmSettings"] = dump(by_alias=True) if dump is not None else dict(llm_settings)
-    outcome = await runs.run_now(kernel, ident, spec, capture_trace=False)
+    outcome = await runs.run_now(kernel, ident, spec, capture_trace=record, record=record)
     if outcome["outcome"] == "success":
         return outcome["result"]
     http_error = outcome.get("httpError")

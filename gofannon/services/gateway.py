@@ -598,7 +598,7 @@ async def run_agent(kernel: "Kernel", ident: "Identity", target: Target, req: Ch
     input_dict = agent_input(req.messages)
     await scopes.check_budget(kernel, ident)
     try:
-        result = await deployments.run_agent(kernel, ident, target.agent or {}, input_dict)
+        result = await deployments.run_agent(kernel, ident, target.agent or {}, input_dict, record=True)
     except GofannonError as exc:
         if exc.status == 422:  # the agent's declared input did not match (validateInput)
             raise InvalidRequest(f"The agent's input does not match its schema: {exc.detail}", "messages") from None

@@ -374,33 +374,48 @@ def job_timeout(kernel: "Kernel") -> float:
 
 
 async def run_now(kernel: "Kernel", ident: "Identity", spec: dict[str, Any], *,
-                  capture_trace: bool = True) -> dict[str, Any]:
-    """Run through the job queue and wait for the outcome (run-code, /rest, chat)."""
+                  capture_trace: bool = True, record: bool = False) -> dict[str, Any]:
+    """Run through the job queue and wait for the outcome (run-code, /rest, chat, /v1). ``record``: keep a
+    run record (``GET /runs/{id}``), as run-code and the agents-as-models of ``/v1`` do."""
     from gofannon.jobs import JobFailed, JobTimeout
 
+    run_id = (await _new_record(kernel, ident, spec))["runId"] if record else None
+    timed_out = _outcome("error", None, f"Sandbox limit exceeded: timeout (no result within "
+                                        f"{job_timeout(kernel):g} s)", limit="timeout")
     if kernel.role == "worker":
         # Already inside a job (e.g. a chat ticket calling a deployed agent): run here, since queueing and
         # waiting for another job could starve a single worker.
         try:
             return await asyncio.wait_for(
-                run_job(kernel, ident, spec, run_id=None, record=False, capture_trace=capture_trace),
+                run_job(kernel, ident, spec, run_id=run_id, record=record, capture_trace=capture_trace),
                 job_timeout(kernel))
         except asyncio.TimeoutError:
-            return _outcome("error", None, f"Sandbox limit exceeded: timeout (no result within "
-                                           f"{job_timeout(kernel):g} s)", limit="timeout")
-    payload = job_payload(ident, spec, capture_trace=capture_trace)
-    try:
-        return await kernel.queue.call("agent_run", payload, timeout=job_timeout(kernel))  # type: ignore[no-any-return]
-    except JobTimeout:
-        return _outcome("error", None, f"Sandbox limit exceeded: timeout (no result within {job_timeout(kernel):g} s)",
-                        limit="timeout")
-    except JobFailed as exc:
-        return _outcome("error", None, f"RunFailed: {exc}")
+            outcome = timed_out
+    else:
+        payload = job_payload(ident, spec, run_id=run_id, record=record, capture_trace=capture_trace)
+        try:
+            return await kernel.queue.call("agent_run", payload, timeout=job_timeout(kernel))  # type: ignore[no-any-return]
+        except JobTimeout:
+            outcome = timed_out
+        except JobFailed as exc:
+            outcome = _outcome("error", None, f"RunFailed: {exc}")
+    if run_id is not None:
+        await _finish(kernel, run_id, record, None, outcome)
+    return outcome
 
 
 # -- run records ------------------------------------------------------------------------------------------
 async def start_recorded(kernel: "Kernel", ident: "Identity", spec: dict[str, Any]) -> dict[str, Any]:
     """Create the record (status running) and queue the run; returns the record."""
+    record = await _new_record(kernel, ident, spec)
+    channel(kernel, record["runId"])  # the local channel exists before the first event
+    await kernel.queue.submit("agent_run", job_payload(ident, spec, run_id=record["runId"], record=True),
+                              timeout=job_timeout(kernel))
+    return record
+
+
+async def _new_record(kernel: "Kernel", ident: "Identity", spec: dict[str, Any]) -> dict[str, Any]:
+    """A run record, status running, stored before the run starts (so it never goes missing)."""
     run_id = str(uuid.uuid4())
     record: dict[str, Any] = {
         "runId": run_id, "agentId": spec.get("agentId"), "agentName": spec.get("friendlyName") or DEFAULT_AGENT_NAME,
@@ -410,9 +425,6 @@ async def start_recorded(kernel: "Kernel", ident: "Identity", spec: dict[str, An
     if spec.get("workspaceId"):
         record["workspaceId"] = spec["workspaceId"]  # a run in a shared workspace: its members see the record
     await kernel.store.put(RUNS, run_id, record, rev=None)
-    channel(kernel, run_id)  # the local channel exists before the first event
-    await kernel.queue.submit("agent_run", job_payload(ident, spec, run_id=run_id, record=True),
-                              timeout=job_timeout(kernel))
     return record
 
 
