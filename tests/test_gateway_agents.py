@@ -152,3 +152,40 @@ async def test_every_agent_model_call_leaves_a_run_record(agw: Gateway) -> None:
     async with agw.client.get(f"/runs/{by_agent['broken']['runId']}") as r:
         broken = await r.json()
     assert broken["status"] == "error" and "the agent broke" in broken["error"]
+
+
+async def test_a_tokens_max_spend_counts_the_llm_calls_its_agent_runs_make(agw: Gateway) -> None:
+    """An agent called with a scoped token spends that token's budget with its own LLM calls, on /v1 and
+    /rest alike, and stops being able to call a model once the budget is gone."""
+    from test_gateway_openai import PRICE_IN, PRICE_OUT
+
+    async with agw.client.post("/users/me/tokens", json={"name": "agents", "maxSpend": 0.3}) as r:
+        assert r.status == 201
+        made = await r.json()
+    one_call = 7 * PRICE_IN + 2 * PRICE_OUT
+    agw.fake.respond(lambda req: Reply("from the model", input_tokens=7, output_tokens=2))
+
+    async def spend() -> float:
+        async with agw.client.get("/users/me/tokens") as r:
+            return float(next(t for t in (await r.json())["tokens"] if t["id"] == made["id"])["spend"])
+
+    got = await agw.sdk(made["token"]).chat.completions.create(
+        model="agent/asker", messages=[{"role": "user", "content": "q"}], max_tokens=5)
+    assert got.choices[0].message.content == "from the model"
+    assert await spend() == pytest.approx(one_call)
+    async with aiohttp.ClientSession() as plain:
+        async with plain.post(agw.client.url("/rest/asker"), json={"inputText": "q"},
+                              headers={"Authorization": f"Bearer {made['token']}"}) as r:
+            assert r.status == 200, await r.text()
+    assert await spend() == pytest.approx(2 * one_call)
+    # An agent's own calls name no max_tokens, so each reserves the model's whole output (about $0.25 here): once
+    # the rest of the budget cannot hold that, the agent's call is refused, the run fails, nothing is overspent.
+    for _ in range(30):
+        try:
+            await agw.sdk(made["token"]).chat.completions.create(
+                model="agent/asker", messages=[{"role": "user", "content": "q"}])
+        except (openai.InternalServerError, openai.RateLimitError):
+            break
+    else:
+        pytest.fail("the token's budget never stopped its agent")
+    assert await spend() <= 0.3 + 1e-9

@@ -18,6 +18,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from gofannon.errors import GofannonError, ServiceUnavailable
 from gofannon.models.agent import LlmSettings
+from gofannon.services import scopes
 from gofannon.timeutil import now_iso_tz
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -156,8 +157,11 @@ class RunBroker:
                 parameters["reasoning_effort"] = overrides.reasoning_effort
         if timeout is None:
             timeout = default_llm_timeout(parameters, self.ctx.kernel.settings.llm_timeout_seconds)
-        result = await call_llm(self.ctx.kernel, self.ctx.ident, provider, model, messages, parameters,
-                                tools=tools, timeout=timeout, workspace_id=self.ctx.workspace_id, **args)
+        kernel, ident = self.ctx.kernel, self.ctx.ident
+        result = await scopes.metered(  # the token the run was started with pays for its calls too
+            kernel, ident, provider, model, messages, tools, parameters.get("max_tokens"),
+            lambda: call_llm(kernel, ident, provider, model, messages, parameters, tools=tools, timeout=timeout,
+                             workspace_id=self.ctx.workspace_id, **args))
         usage = getattr(result, "usage", None)
         # The child turns these into the run's ``llm_call`` trace event (tokens and cost, §12.23).
         return {

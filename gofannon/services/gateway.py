@@ -395,12 +395,8 @@ def _estimate(target: Target, req: ChatRequest, ident: "Identity") -> float:
     """The cost ``scopes.reserve`` holds for this call (0 without a token spend limit: nothing is reserved)."""
     if not scopes.spend_limited(ident):
         return 0.0
-    cat = catalog_mod.active()
-    provider, model = str(target.provider), target.model
-    price = cat.price(provider, model)
-    limit = (cat.model(provider, model) or {}).get("max_output_tokens") or (price or {}).get("max_output_tokens")
-    return scopes.estimate_cost(price, req.messages, req.tools, req.parameters.get("max_tokens"),
-                                int(limit) if _is_int(limit) else None)
+    return scopes.estimate_for(str(target.provider), target.model, req.messages, req.tools,
+                               req.parameters.get("max_tokens"))
 
 
 def _cost(target: Target, usage: Usage) -> float:

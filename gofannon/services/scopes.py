@@ -118,6 +118,40 @@ def estimate_cost(price: dict[str, Any] | None, messages: Any, tools: Any, max_t
     return cost if math.isfinite(cost) else 0.0
 
 
+def estimate_for(provider: str, model: str, messages: Any, tools: Any, max_tokens: Any) -> float:
+    """``estimate_cost`` with the model's prices and output limit from the active catalog."""
+    from gofannon.llm import catalog
+
+    cat = catalog.active()
+    price = cat.price(provider, model)
+    limit = (cat.model(provider, model) or {}).get("max_output_tokens") or (price or {}).get("max_output_tokens")
+    return estimate_cost(price, messages, tools, _int_or_none(max_tokens), _int_or_none(limit))
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+async def metered(kernel: "Kernel", ident: "Identity", provider: str, model: str, messages: Any, tools: Any,
+                  max_tokens: Any, call: Any) -> Any:
+    """Run ``call()`` (an LLM call costing ``.cost``) against the caller's token budget: reserved before,
+    settled after, released on failure. Without a token ``maxSpend`` it just runs. LLM calls an agent makes
+    while it runs for a token's call (``/v1``, ``/rest``, ``/mcp``) go through this, so they count too."""
+    if spend_limited(ident) is None:
+        return await call()
+    reservation = await reserve(kernel, ident, estimate_for(provider, model, messages, tools, max_tokens))
+    try:
+        result = await call()
+    except BaseException:
+        try:
+            await release(kernel, reservation)
+        except Exception:  # noqa: BLE001 - the reservation expires on its own; the call's error matters more
+            pass
+        raise
+    await settle(kernel, reservation, float(getattr(result, "cost", 0.0) or 0.0))
+    return result
+
+
 @dataclass
 class Reservation:
     token_id: str
