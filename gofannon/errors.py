@@ -78,6 +78,7 @@ class TooManyRequests(GofannonError):
 class UpstreamError(GofannonError):
     status = 502
     default_detail = "Upstream service failed"
+    upstream_status: int | None = None  # the status the remote service answered, when it answered one
 
 
 class ServiceUnavailable(GofannonError):

@@ -106,6 +106,17 @@ async def test_a_provider_failure_is_a_server_error_with_its_message_and_no_key(
     assert "sk-fake" not in str(err.value.body) and "Traceback" not in str(err.value.body)
 
 
+async def test_a_provider_refusing_the_request_is_the_callers_400_with_its_message(
+        serve: Any, fake_llm: FakeLLMServer, tmp_path: Path) -> None:
+    """A tool schema or parameter the vendor rejects is the caller's to fix: BadRequestError, not a 502."""
+    gw = await start_gateway(serve, fake_llm, tmp_path, LLM_RATE_LIMIT_RETRIES="0")
+    gw.fake.script(Reply(status=400, error="Invalid schema for function 'f': 'object' is not valid"))
+    with pytest.raises(openai.BadRequestError) as err:
+        await gw.sdk().chat.completions.create(model=MODEL, messages=USER)
+    assert "Invalid schema for function" in err.value.message and err.value.type == "invalid_request_error"
+    assert "sk-fake" not in str(err.value.body)
+
+
 async def test_a_provider_timeout_is_504(serve: Any, fake_llm: FakeLLMServer, tmp_path: Path) -> None:
     gw = await start_gateway(serve, fake_llm, tmp_path, LLM_TIMEOUT_SECONDS="0.3", LLM_RATE_LIMIT_RETRIES="0")
     fake_llm.script(Reply("late", delay=3))

@@ -160,7 +160,9 @@ def map_vendor_error(exc: VendorError, provider: str, model: str, key_source: st
         return UpstreamError(f"{provider} refused the request because the API key's quota is used up: {exc.message}")
     if exc.status == 429:
         return UpstreamError(f"{provider} is rate limiting requests and retries were exhausted: {exc.message}")
-    return UpstreamError(f"{provider} returned an error ({exc.status}): {exc.message}")
+    mapped = UpstreamError(f"{provider} returned an error ({exc.status}): {exc.message}")
+    mapped.upstream_status = exc.status  # the OpenAI-compatible API answers a vendor's refusal as the client's error
+    return mapped
 
 
 def _estimate_tokens(messages: list[dict[str, Any]]) -> int:

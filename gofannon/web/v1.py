@@ -45,6 +45,11 @@ _SHAPES: dict[int, tuple[str, str | None]] = {
 }
 
 
+#: A provider's answers that mean "the request is wrong" (not "my key is", 401/403, nor "slow down", 429):
+#: on /v1 they are the caller's 400, with the provider's message; elsewhere the kernel keeps its 502.
+VENDOR_REFUSALS = frozenset({400, 404, 409, 413, 422})
+
+
 def _message(detail: Any) -> tuple[str, str | None]:
     """A message (and the offending field) out of a ``detail``: a string, or pydantic's error list."""
     if isinstance(detail, list) and detail and isinstance(detail[0], dict):
@@ -59,6 +64,8 @@ def error_body(status: int, detail: Any, exc: BaseException | None = None) -> tu
     """(status, body) of an error in OpenAI's shape. 402 (an exhausted allowance) becomes 429
     ``insufficient_quota`` as OpenAI answers, and 422 a 400, so SDKs raise the exception users expect."""
     message, param = _message(detail)
+    if status == 502 and getattr(exc, "upstream_status", None) in VENDOR_REFUSALS:
+        status = 400  # the provider refused what the caller sent (a tool schema, a parameter): the caller's to fix
     kind, code = _SHAPES.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
     if status == 402:
         status = 429
