@@ -323,22 +323,9 @@ async def resolve(kernel: "Kernel", token: str) -> Identity | None:
     if tokens.expired(doc.get("accessExpiresAt") or "1970-01-01T00:00:00"):
         return None
     await _touch(kernel, doc)
-    from gofannon.services.auth_config import auth_state
-
-    uid = doc["ownerId"]
-    snap = doc.get("identity") or {}
-    return Identity(
-        uid=uid,
-        provider_type=snap.get("providerType") or uid.split(":", 1)[0],
-        email=snap.get("email"),
-        display_name=snap.get("displayName"),
-        workspaces=list(snap.get("workspaces") or []),
-        is_site_admin=auth_state(kernel).is_site_admin(uid),
-        auth_mode="token",
-        token={"id": doc["_id"], "kind": KIND, "resource": doc.get("resource"), "clientId": doc.get("clientId"),
-               "clientName": doc.get("clientName"), "expiresAt": doc.get("accessExpiresAt"),
-               "scope": doc.get("scope")},
-    )
+    return tokens.identity_of(kernel, doc, {
+        "id": doc["_id"], "kind": KIND, "resource": doc.get("resource"), "clientId": doc.get("clientId"),
+        "clientName": doc.get("clientName"), "expiresAt": doc.get("accessExpiresAt"), "scope": doc.get("scope")})
 
 
 async def _touch(kernel: "Kernel", doc: dict[str, Any]) -> None:

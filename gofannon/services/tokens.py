@@ -151,6 +151,12 @@ async def resolve(kernel: "Kernel", token: str) -> Identity | None:
     if expired(doc.get("expiresAt")):
         raise Unauthorized("API token expired", reason="token_expired")
     await _touch(kernel, token_id, doc)
+    return identity_of(kernel, doc, token_scope(token_id, doc))
+
+
+def identity_of(kernel: "Kernel", doc: dict[str, Any], scope: dict[str, Any] | None) -> Identity:
+    """The owner of a token document of the token store (personal or OAuth), as the identity it captured when
+    it was made; site-admin rights are re-checked against the auth config on every use."""
     from gofannon.services.auth_config import auth_state
 
     uid = doc["ownerId"]
@@ -163,7 +169,7 @@ async def resolve(kernel: "Kernel", token: str) -> Identity | None:
         workspaces=list(snap.get("workspaces") or []),
         is_site_admin=auth_state(kernel).is_site_admin(uid),
         auth_mode="token",
-        token=token_scope(token_id, doc),
+        token=scope,
     )
 
 
