@@ -171,6 +171,8 @@ async def test_a_client_that_hangs_up_stops_the_vendor_stream_and_pays_for_what_
             break
         await asyncio.sleep(0.05)
     assert history[-1]["metadata"]["streamAbandoned"] is True and history[-1]["responseCost"] > 0
+    await asyncio.sleep(0.3)  # anything billed twice would have landed by now
+    assert len([h for h in await live.usage() if h["metadata"].get("streamAbandoned")]) == 1
 
 
 async def test_a_vendor_failing_mid_stream_ends_it_with_an_error_event(live: Gateway,

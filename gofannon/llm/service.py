@@ -234,8 +234,9 @@ async def _settle(kernel: "Kernel", uid: str, call: LlmCall, completion: Complet
         metadata["reasoningTokens"] = usage.reasoning_tokens
     if not priced:
         metadata["unpriced"] = True
-    if estimated:
-        metadata["estimated"] = True  # the stream was abandoned before the vendor reported its usage
+    if estimated:  # the stream was abandoned before the vendor reported its usage
+        metadata["estimated"] = True
+        metadata["streamAbandoned"] = True
     from gofannon.services import users, workspace_budgets
 
     if workspace_budgets.charges_workspace(workspace_id):

@@ -488,12 +488,14 @@ async def stream(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> Async
     except Exception as exc:  # noqa: BLE001 - the vendor's connection failing mid-stream is the provider's failure
         raise UpstreamError(f"{target.provider}/{target.model} stream failed: {type(exc).__name__}: {exc}") from None
     finally:
+        cut_off = not pump.task.done()  # still waiting on the vendor: stream_llm is stopped, and bills the estimate
         await pump.stop()
         if not settled:
             if pump.final is not None:  # the provider finished (and stream_llm charged the caller): the real cost
                 await scopes.settle(kernel, reservation, _cost(target, pump.final.usage))
             else:
-                await asyncio.shield(_abandoned(kernel, ident, target, req, streamed, reservation))
+                await asyncio.shield(_abandoned(kernel, ident, target, req, streamed, reservation,
+                                                charge_caller=not cut_off))
 
 
 class _Pump:
@@ -532,9 +534,11 @@ class _Pump:
 
 
 async def _abandoned(kernel: "Kernel", ident: "Identity", target: Target, req: ChatRequest, streamed: list[str],
-                     reservation: scopes.Reservation | None) -> None:
-    """A stream that ended before the provider's usage arrived (client gone, provider error): charge the
-    prompt and what was streamed, estimated, so stopping early is never free; nothing when nothing came."""
+                     reservation: scopes.Reservation | None, *, charge_caller: bool) -> None:
+    """A stream that ended before the provider's usage arrived (client gone, provider error): the prompt and
+    what was streamed, estimated, so stopping early is never free; nothing when nothing came. When the stream
+    was cut off, ``stream_llm`` itself bills the caller that estimate (``charge_caller`` False): only the token's
+    reservation is settled here."""
     if not streamed:
         await _release(kernel, reservation)
         return
@@ -547,6 +551,9 @@ async def _abandoned(kernel: "Kernel", ident: "Identity", target: Target, req: C
     metadata: dict[str, Any] = {
         "provider": target.provider, "model": target.model, "inputTokens": usage.input_tokens,
         "outputTokens": usage.output_tokens, "estimated": True, "streamAbandoned": True}
+    if not charge_caller:
+        await scopes.settle(kernel, reservation, cost)
+        return
     try:
         if req.workspace_id:  # a shared workspace pays as for any call made in it
             from gofannon.services import workspace_budgets
