@@ -246,7 +246,10 @@ class _Gate:
         if len(self.seen) > GATE_MAX_USERS:
             now = time.monotonic()
             self.seen = {k: v for k, v in self.seen.items() if v.until > now}
-        seen = self.seen[uid] = _Seen(doc, time.monotonic() + GATE_TTL_S)
+        # What the gate reads, without the recent usage entries (most of a user document's size).
+        info = {k: v for k, v in (doc.get("usageInfo") or {}).items() if k != "usage"}
+        slim = {"usageInfo": info, _ENCRYPTED: doc.get(_ENCRYPTED), "apiKeys": doc.get("apiKeys")}
+        seen = self.seen[uid] = _Seen(slim, time.monotonic() + GATE_TTL_S)
         return seen
 
 
