@@ -12,9 +12,7 @@ import base64
 import hashlib
 import hmac
 import secrets as _random
-from typing import TYPE_CHECKING
-
-from cryptography.fernet import Fernet, InvalidToken
+from typing import TYPE_CHECKING, Any
 
 from gofannon.errors import RevisionConflict
 from gofannon.timeutil import now_iso
@@ -32,7 +30,15 @@ class Secrets:
 
     def __init__(self, master: bytes) -> None:
         self._master = master
-        self._fernet = Fernet(base64.urlsafe_b64encode(self.derive("provider-keys")))
+        self._cipher: Any = None  # Fernet, made on first use: ``cryptography`` stays out of start-up and idle memory
+
+    @property
+    def _fernet(self) -> Any:
+        if self._cipher is None:
+            from cryptography.fernet import Fernet
+
+            self._cipher = Fernet(base64.urlsafe_b64encode(self.derive("provider-keys")))
+        return self._cipher
 
     def derive(self, purpose: str) -> bytes:
         """A 32-byte key for one purpose (HMAC-SHA256 of the purpose under the master key)."""
@@ -43,6 +49,8 @@ class Secrets:
 
     def decrypt(self, token: str) -> str | None:
         """The plaintext, or None when the token was not made with this key (key rotated, data corrupt)."""
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(token.encode()).decode()
         except (InvalidToken, ValueError, TypeError):
