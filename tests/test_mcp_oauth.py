@@ -759,3 +759,18 @@ async def test_a_native_app_with_a_private_use_scheme_gets_its_code_and_a_token(
                                          code_verifier=verifier, resource=client.url("/mcp"))
     assert status == 200 and tokens["access_token"].startswith("gfo_"), tokens
     assert (await mcp_status(client, tokens["access_token"]))[0] == 200
+
+
+async def test_behind_a_proxy_the_public_url_names_the_issuer_and_the_resource(serve: Any) -> None:
+    """TLS ends at a proxy, so requests arrive as http: GOFANNON_PUBLIC_URL is what clients are told."""
+    public = "https://agents.example.org"
+    client = await serve(GOFANNON_PUBLIC_URL=public + "/")
+    async with client.get("/.well-known/oauth-protected-resource") as r:
+        resource = await r.json()
+    assert resource["resource"] == f"{public}/mcp" and resource["authorization_servers"] == [public]
+    async with client.get("/.well-known/oauth-authorization-server") as r:
+        server = await r.json()
+    assert server["issuer"] == public and server["token_endpoint"] == f"{public}/oauth/token"
+    async with client.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"}) as r:
+        assert r.status == 401
+        assert f'resource_metadata="{public}/.well-known/oauth-protected-resource"' in r.headers["WWW-Authenticate"]

@@ -15,7 +15,7 @@ from gofannon.services import sessions
 from gofannon.services.auth_config import auth_state
 from gofannon.services.identity import SESSION_COOKIE
 from gofannon.timeutil import now_iso
-from gofannon.web.common import api_doc, json_response, kernel_of, optional_identity, public
+from gofannon.web.common import api_doc, json_response, kernel_of, optional_identity, public, public_origin
 
 routes = web.RouteTableDef()
 
@@ -44,7 +44,7 @@ def _cookie_flags(request: web.Request) -> dict[str, Any]:
 
 
 def _redirect_uri(request: web.Request, provider_type: str) -> str:
-    return f"{request.scheme}://{request.host}/auth/callback/{provider_type}"
+    return f"{public_origin(request)}/auth/callback/{provider_type}"
 
 
 def safe_return_to(frontend_url: str, value: str | None, own_origin: str | None = None) -> str:
@@ -171,7 +171,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
         return _denied("No active workspace memberships grant access to this platform.")
     sid, _doc = await sessions.create(kernel, ext, ttl_hours=config.session_ttl_hours, is_site_admin=is_admin)
     target = safe_return_to(kernel.settings.frontend_url, request.cookies.get(RETURN_COOKIE),
-                            own_origin=f"{request.scheme}://{request.host}")
+                            own_origin=public_origin(request))
     response = web.HTTPFound(target)
     flags = _cookie_flags(request)
     response.set_cookie(SESSION_COOKIE, sid, max_age=int(config.session_ttl_hours * 3600), **flags)

@@ -49,6 +49,15 @@ def is_public(handler: Any) -> bool:
 
 
 # -- request helpers ----------------------------------------------------------------------------------
+def public_origin(request: web.Request) -> str:
+    """The kernel's origin as its clients see it: ``GOFANNON_PUBLIC_URL`` when set (behind a proxy that
+    terminates TLS the request itself says ``http``), else the request's scheme and ``Host``."""
+    configured = request.app[KERNEL].settings.public_url
+    if configured:
+        return configured.rstrip("/")
+    return f"{request.scheme}://{request.host}"
+
+
 def kernel_of(request: web.Request) -> "Kernel":
     return request.app[KERNEL]
 

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from gofannon.services import mcp_server as svc
 from gofannon.services.mcp_server import INVALID_REQUEST, McpError
-from gofannon.web.common import api_doc, kernel_of, optional_identity, public
+from gofannon.web.common import api_doc, kernel_of, optional_identity, public, public_origin
 from gofannon.web.keys import KERNEL
 
 routes = web.RouteTableDef()
@@ -41,7 +41,7 @@ def _error(exc: McpError, req_id: Any = None, headers: dict[str, str] | None = N
 
 
 def base_url(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
+    return public_origin(request)
 
 
 def _origin_of(url: str) -> str:

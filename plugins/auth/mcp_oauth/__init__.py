@@ -32,7 +32,7 @@ from gofannon.auth import Identity
 from gofannon.errors import Unauthorized
 from gofannon.services import oauth_server
 from gofannon.settings import DEV_ENVS
-from gofannon.web.common import api_doc, dumps, kernel_of, optional_identity
+from gofannon.web.common import api_doc, dumps, kernel_of, optional_identity, public_origin
 
 if TYPE_CHECKING:  # pragma: no cover
     from gofannon.kernel import Kernel
@@ -51,7 +51,7 @@ CSRF_FIELD = "csrf_token"
 
 def base_url(request: web.Request) -> str:
     """The kernel's origin as this request's client sees it (the /mcp transport uses the same)."""
-    return f"{request.scheme}://{request.host}"
+    return public_origin(request)
 
 
 def _metadata_url(request: web.Request) -> str:
