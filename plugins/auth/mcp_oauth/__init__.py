@@ -284,8 +284,9 @@ async def authorize_decision(request: web.Request) -> web.Response:
 
 
 # -- token and revocation ---------------------------------------------------------------------------
-@api_doc(summary="OAuth token endpoint: authorization_code (PKCE S256) and refresh_token (rotated)", tags=["oauth"])
-async def token(request: web.Request) -> web.Response:
+async def _client_form(request: web.Request) -> "web.Response | tuple[Any, list[tuple[str, str]], dict[str, str], Any]":
+    """What the token and revocation endpoints start from: the form (or its error answer), and the context
+    with the client the request names (``client_id``, or HTTP Basic) loaded for authlib."""
     from gofannon_plugins.auth.mcp_oauth import server as srv
 
     got = await _form_pairs(request)
@@ -295,6 +296,17 @@ async def token(request: web.Request) -> web.Response:
     form = dict(got)
     ctx = _context(request)
     ctx.client = await oauth_server.get_client(kernel, form.get("client_id") or srv.basic_client_id(request.headers))
+    return kernel, got, form, ctx
+
+
+@api_doc(summary="OAuth token endpoint: authorization_code (PKCE S256) and refresh_token (rotated)", tags=["oauth"])
+async def token(request: web.Request) -> web.Response:
+    from gofannon_plugins.auth.mcp_oauth import server as srv
+
+    started = await _client_form(request)
+    if isinstance(started, web.Response):
+        return started
+    kernel, got, form, ctx = started
     grant_type = form.get("grant_type")
     if grant_type == "authorization_code":
         ctx.code = await oauth_server.get_code(kernel, form.get("code"))
@@ -335,13 +347,10 @@ async def token(request: web.Request) -> web.Response:
 async def revoke(request: web.Request) -> web.Response:
     from gofannon_plugins.auth.mcp_oauth import server as srv
 
-    got = await _form_pairs(request)
-    if isinstance(got, web.Response):
-        return got
-    kernel = kernel_of(request)
-    form = dict(got)
-    ctx = _context(request)
-    ctx.client = await oauth_server.get_client(kernel, form.get("client_id") or srv.basic_client_id(request.headers))
+    started = await _client_form(request)
+    if isinstance(started, web.Response):
+        return started
+    kernel, got, form, ctx = started
     ctx.grant = await oauth_server.get_grant(kernel, form.get("token"))
     server = srv.build_server(ctx)
     status, body, headers = server.create_endpoint_response(
