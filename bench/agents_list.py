@@ -31,6 +31,21 @@ PY = sys.executable
 CODE = "async def run(input_dict, tools):\n    return {'outputText': input_dict.get('inputText', '').upper()}\n"
 
 
+async def create_agents(base: str, session: aiohttp.ClientSession, count: int,
+                        first_name: str | None = None) -> list[str]:
+    """``count`` trivial agents of the signed-in user (``agent_<i>``; the first named ``first_name`` if given);
+    their ids."""
+    ids = []
+    for i in range(count):
+        body = {"name": f"agent {i}", "description": f"Agent number {i}", "code": CODE,
+                "friendlyName": first_name if i == 0 and first_name else f"agent_{i}",
+                "inputSchema": {"inputText": "string"}, "outputSchema": {"outputText": "string"}}
+        async with session.post(f"{base}/agents", json=body) as r:
+            assert r.status == 201, await r.text()
+            ids.append((await r.json())["_id"])
+    return ids
+
+
 def wrk(url: str, cookie: str | None, seconds: int, connections: int) -> float:
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if cookie:
@@ -74,12 +89,7 @@ async def main() -> None:
         await wait_up(f"{base}/health", server)
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
             sid = await login(base, s)
-            for i in range(args.agents):
-                body = {"name": f"agent {i}", "description": f"Agent number {i}", "code": CODE,
-                        "friendlyName": f"agent_{i}", "inputSchema": {"inputText": "string"},
-                        "outputSchema": {"outputText": "string"}}
-                async with s.post(f"{base}/agents", json=body) as r:
-                    assert r.status == 201, await r.text()
+            await create_agents(base, s, args.agents)
             async with s.get(f"{base}/agents") as r:
                 payload = await r.read()
                 assert len(await r.json()) == args.agents

@@ -25,7 +25,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import free_port, login, stop, wait_up  # noqa: E402
-from agents_list import CODE, wrk  # noqa: E402
+from agents_list import create_agents, wrk  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = 0.9
@@ -49,12 +49,7 @@ async def start(metrics: str, agents: int, tmp: Path) -> tuple[subprocess.Popen[
     await wait_up(f"{base}/health", proc)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
         sid = await login(base, s)
-        for i in range(agents):
-            body = {"name": f"agent {i}", "description": f"Agent number {i}", "code": CODE,
-                    "friendlyName": f"agent_{i}", "inputSchema": {"inputText": "string"},
-                    "outputSchema": {"outputText": "string"}}
-            async with s.post(f"{base}/agents", json=body) as r:
-                assert r.status == 201, await r.text()
+        await create_agents(base, s, agents)
     return proc, base, sid
 
 

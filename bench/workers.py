@@ -25,7 +25,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import free_port, login, stop, wait_up  # noqa: E402
-from agents_list import CODE, PY, REPO, wrk  # noqa: E402
+from agents_list import PY, REPO, create_agents, wrk  # noqa: E402
 from rest import wrk_post  # noqa: E402
 
 TARGETS = {"GET /agents": 1.3, "POST /rest": 1.0}
@@ -45,14 +45,7 @@ async def start(workers: int, agents: int, tmp: Path) -> tuple[subprocess.Popen[
     await asyncio.sleep(2.0)  # every child up (the first answer may come from the first one ready)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
         sid = await login(base, s)
-        for i in range(agents):
-            body = {"name": f"agent {i}", "description": f"Agent number {i}", "code": CODE,
-                    "friendlyName": f"agent_{i}" if i else "trivial", "inputSchema": {"inputText": "string"},
-                    "outputSchema": {"outputText": "string"}}
-            async with s.post(f"{base}/agents", json=body) as r:
-                assert r.status == 201, await r.text()
-                if i == 0:
-                    agent_id = (await r.json())["_id"]
+        agent_id = (await create_agents(base, s, agents, first_name="trivial"))[0]
         async with s.post(f"{base}/agents/{agent_id}/deploy") as r:
             assert r.status == 201, await r.text()
     return proc, base, sid

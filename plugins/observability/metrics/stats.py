@@ -84,26 +84,26 @@ class LocalSink:
             key = self._key(name, labels)
             series[key] = series.get(key, 0.0) + amount
 
+    def _histogram(self, name: str, labels: tuple[str, ...]) -> list[Any]:
+        """The ``[bucket counts, sum]`` entry of one histogram series, made on first use (call under the lock)."""
+        series = self.series[name]
+        key = self._key(name, labels)
+        entry = series.get(key)
+        if entry is None:
+            entry = series[key] = [[0] * (len(METRICS[name][3]) + 1), 0.0]
+        return entry  # type: ignore[no-any-return]
+
     def observe(self, name: str, labels: tuple[str, ...], value: float) -> None:
-        buckets = METRICS[name][3]
         with self.lock:
-            series = self.series[name]
-            key = self._key(name, labels)
-            entry = series.get(key)
-            if entry is None:
-                entry = series[key] = [[0] * (len(buckets) + 1), 0.0]
-            entry[0][bisect.bisect_left(buckets, value)] += 1
+            entry = self._histogram(name, labels)
+            entry[0][bisect.bisect_left(METRICS[name][3], value)] += 1
             entry[1] += value
 
     def timer(self, name: str, labels: tuple[str, ...]) -> Callable[[float], None]:
         """A fast ``observe`` for one histogram series (for code on the event loop's thread)."""
         buckets = METRICS[name][3]
         with self.lock:
-            series = self.series[name]
-            key = self._key(name, labels)
-            entry = series.get(key)
-            if entry is None:
-                entry = series[key] = [[0] * (len(buckets) + 1), 0.0]
+            entry = self._histogram(name, labels)
         counts = entry[0]
 
         def observe(value: float) -> None:
