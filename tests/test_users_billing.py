@@ -8,6 +8,7 @@ from typing import Any, AsyncIterator, Callable
 
 import pytest
 
+from gofannon.auth import Identity
 from gofannon.errors import PaymentRequired
 from gofannon.kernel import Kernel
 from gofannon.services import users
@@ -40,7 +41,7 @@ async def test_200_concurrent_charges_on_one_user_lose_no_update(kernels: Any) -
     await asyncio.gather(*[users.charge(kernel, UID, 0.25, {"i": i}) for i in range(200)])
     user = await users.get_or_create_user(kernel, UID)
     assert user["usageInfo"]["spendRemaining"] == pytest.approx(50.0)
-    assert len(user["usageInfo"]["usage"]) == users.RECENT_USAGE  # the document keeps the recent entries
+    assert len(user["usageInfo"]["usage"]) == users.RECENT_USAGE  # the wire shows the recent entries
     history = await users.usage_history(kernel, UID, limit=1000)
     assert sorted(e["metadata"]["i"] for e in history) == list(range(200))  # the full history is elsewhere
 
@@ -74,3 +75,46 @@ async def test_the_gate_opens_again_after_the_reset_date_passes(kernels: Any) ->
     await users.require_allowance(kernel, UID)  # 1970 + 1 s has passed: reset to 10 and admitted
     user = await users.get_or_create_user(kernel, UID)
     assert user["usageInfo"]["spendRemaining"] == 10.0
+
+
+async def test_recent_usage_shows_the_latest_entries_since_the_last_reset(kernels: Any) -> None:
+    kernel = await kernels()
+    for i in range(3):
+        await users.charge(kernel, UID, 0.1, {"before": i})
+    cleared = await users.reset_allowance(kernel, Identity(uid=UID, provider_type="dev_stub"))
+    assert cleared["usageInfo"]["usage"] == [] and cleared["usageInfo"]["spendRemaining"] == 100.0
+    for i in range(60):
+        await users.charge(kernel, UID, 0.1, {"after": i})
+    user = await users.get_or_create_user(kernel, UID)
+    shown = user["usageInfo"]["usage"]
+    assert [e["metadata"]["after"] for e in shown] == list(range(10, 60))  # the last 50, oldest first
+    assert all(set(e) == {"timestamp", "responseCost", "metadata"} for e in shown)
+    assert "usageClearedAt" not in user  # internal bookkeeping stays off the wire
+    # the full history still has every entry, the ones before the reset included
+    assert len(await users.usage_history(kernel, UID, limit=1000)) == 63
+
+
+async def test_one_users_usage_never_shows_in_anothers(kernels: Any) -> None:
+    kernel = await kernels()
+    # ids of one user's entries must not fall under another's prefix, even when one uid extends the other
+    await users.charge(kernel, "dev_stub:al", 1.0, {"who": "al"})
+    await users.charge(kernel, "dev_stub:al:ice", 2.0, {"who": "al:ice"})
+    first = await users.get_or_create_user(kernel, "dev_stub:al")
+    second = await users.get_or_create_user(kernel, "dev_stub:al:ice")
+    assert [e["metadata"]["who"] for e in first["usageInfo"]["usage"]] == ["al"]
+    assert [e["metadata"]["who"] for e in second["usageInfo"]["usage"]] == ["al:ice"]
+
+
+async def test_entries_kept_in_an_older_user_document_are_shown_before_new_ones(kernels: Any) -> None:
+    kernel = await kernels()
+    await users.get_or_create_user(kernel, UID)
+
+    def older_layout(doc: Any) -> Any:
+        doc["usageInfo"]["usage"] = [{"timestamp": "2026-01-01T00:00:00.000000", "responseCost": 0.5,
+                                      "metadata": {"old": True}}]
+        return doc
+
+    await kernel.store.update(users.COLLECTION, UID, older_layout)
+    await users.charge(kernel, UID, 0.25, {"old": False})
+    shown = (await users.get_or_create_user(kernel, UID))["usageInfo"]["usage"]
+    assert [e["metadata"]["old"] for e in shown] == [True, False]

@@ -2,8 +2,11 @@
 
 Every change to a user document goes through ``kernel.store.update`` (an atomic read-modify-write), so
 concurrent LLM charges and profile edits never lose an update, and two first requests of a new user
-create one document. The user document keeps only the most recent usage entries (``RECENT_USAGE``); the
-full history is one document per entry in the ``usage`` collection.
+create one document. Usage entries are one document each in the ``usage`` collection, written in the same
+store transaction as the charge that lowers ``spendRemaining`` (``update_and_put``); their ids start with a
+per-user prefix (``usage_prefix``), so the recent entries the wire's ``usageInfo.usage`` shows
+(``RECENT_USAGE``, since the last reset) are one short range read. The user document itself stays small,
+which keeps a charge cheap: it holds only entries written before this layout (imported or older ones).
 
 Provider keys are stored Fernet-encrypted under ``encryptedApiKeys`` (never sent to clients); the wire's
 ``apiKeys`` object shows only a masked form such as ``sk-...abcd``.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import hashlib
 import math
 import time
 import uuid
@@ -35,6 +39,14 @@ MIN_SPEND = 1.0
 #: Providers whose keys a user may store, in the reference's order (wire contract §6.4).
 KEY_PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "gemini", "perplexity", "openrouter")
 _ENCRYPTED = "encryptedApiKeys"
+#: When the recent usage was last cleared (a reset): history entries older than this are not "recent".
+_CLEARED = "usageClearedAt"
+_INTERNAL = frozenset({_ENCRYPTED, _CLEARED})
+
+
+def usage_prefix(uid: str) -> str:
+    """The id prefix of a user's usage entries: fixed-length, so no user's prefix is another's."""
+    return "u" + hashlib.sha256(uid.encode()).hexdigest()[:24] + ":"
 
 
 def key_field(provider: str) -> str:
@@ -71,9 +83,10 @@ def new_user(uid: str, *, display_name: str | None, email: str | None, allowance
     }
 
 
-def wire_view(doc: dict[str, Any]) -> dict[str, Any]:
-    """The ``User`` of the wire (§2.1): internal fields dropped, provider keys masked."""
-    out = {k: v for k, v in doc.items() if k != _ENCRYPTED}
+def wire_view(doc: dict[str, Any], recent: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The ``User`` of the wire (§2.1): internal fields dropped, provider keys masked, and ``usageInfo.usage``
+    the document's own entries followed by ``recent`` (from the history), the last ``RECENT_USAGE`` of them."""
+    out = {k: v for k, v in doc.items() if k not in _INTERNAL}
     encrypted = doc.get(_ENCRYPTED) or {}
     stored = doc.get("apiKeys") or {}
     keys: dict[str, Any] = {}
@@ -89,7 +102,7 @@ def wire_view(doc: dict[str, Any]) -> dict[str, Any]:
             keys[name] = None
     out["apiKeys"] = keys
     usage_info = dict(out.get("usageInfo") or {})
-    usage_info["usage"] = list(usage_info.get("usage") or [])[-RECENT_USAGE:]
+    usage_info["usage"] = [*(usage_info.get("usage") or []), *(recent or [])][-RECENT_USAGE:]
     out["usageInfo"] = usage_info
     # the reference's key order (wire contract §1.4), then anything else the document carries
     ordered = {k: out.pop(k) for k in _WIRE_ORDER if k in out}
@@ -129,13 +142,28 @@ def apply_reset(doc: dict[str, Any], now: float) -> bool:
     if not reset_due(doc, now):
         return False
     info = doc["usageInfo"]
+    _clear_usage(doc)
     info["spendRemaining"] = float(info.get("monthlyAllowance") or 0.0)
-    info["usage"] = []
     try:
         info["allowanceResetDate"] = next_reset_ms(float(info["allowanceResetDate"]), now)
     except (OverflowError, OSError, ValueError):
         info["allowanceResetDate"] = 0.0  # a date outside the calendar: stop resetting rather than fail
     return True
+
+
+def _clear_usage(doc: dict[str, Any]) -> None:
+    doc["usageInfo"]["usage"] = []
+    doc[_CLEARED] = now_iso()
+
+
+async def view(kernel: "Kernel", doc: dict[str, Any]) -> dict[str, Any]:
+    """The wire ``User`` of a stored document, with its recent usage read from the history."""
+    uid = str(doc.get("_id"))
+    entries = await kernel.store.latest(USAGE_COLLECTION, usage_prefix(uid), RECENT_USAGE, {"userId": uid})
+    since = str(doc.get(_CLEARED) or "")
+    recent = [{"timestamp": e.get("timestamp"), "responseCost": e.get("responseCost"), "metadata": e.get("metadata")}
+              for e in entries if e.get("userId") == uid and str(e.get("timestamp") or "") >= since]
+    return wire_view(doc, recent)
 
 
 def _normalise(doc: dict[str, Any]) -> dict[str, Any]:
@@ -154,8 +182,10 @@ def _normalise(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _mutate(kernel: "Kernel", uid: str, change: Callable[[dict[str, Any]], None] | None, *,
-                  display_name: str | None = None, email: str | None = None) -> dict[str, Any]:
-    """Atomically create-if-missing, apply a due reset, then ``change`` (None = only create/reset).
+                  display_name: str | None = None, email: str | None = None,
+                  history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Atomically create-if-missing, apply a due reset, then ``change`` (None = only create/reset); ``history``
+    entries are written in the same transaction.
 
     ``change`` runs inside the store's update (possibly on the store's thread, possibly more than once),
     so it must be a pure function of the document.
@@ -176,7 +206,10 @@ async def _mutate(kernel: "Kernel", uid: str, change: Callable[[dict[str, Any]],
         doc["updatedAt"] = now_iso()
         return doc
 
-    stored = await kernel.store.update(COLLECTION, uid, fn)
+    if history:
+        stored = await kernel.store.update_and_put(COLLECTION, uid, fn, USAGE_COLLECTION, history)
+    else:
+        stored = await kernel.store.update(COLLECTION, uid, fn)
     assert stored is not None
     _gate(kernel).remember(uid, stored)
     return stored
@@ -188,10 +221,11 @@ async def get_or_create_user(kernel: "Kernel", ident: "Identity | str") -> dict[
     uid = ident if isinstance(ident, str) else ident.uid
     doc = await kernel.store.get(COLLECTION, uid)
     if doc is not None and not reset_due(_normalise(doc), now_ms()):
-        return wire_view(doc)  # the common case: a plain read, no write transaction
+        return await view(kernel, doc)  # the common case: plain reads, no write transaction
     if isinstance(ident, str):
-        return wire_view(await _mutate(kernel, ident, None))
-    return wire_view(await _mutate(kernel, ident.uid, None, display_name=ident.display_name, email=ident.email))
+        return await view(kernel, await _mutate(kernel, ident, None))
+    return await view(kernel, await _mutate(kernel, ident.uid, None, display_name=ident.display_name,
+                                            email=ident.email))
 
 
 async def require_allowance(kernel: "Kernel", uid: str, *, key_for: str | None = None) -> str | None:
@@ -261,7 +295,8 @@ def _gate(kernel: "Kernel") -> _Gate:
 
 
 async def charge(kernel: "Kernel", uid: str, cost: float, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Record one usage entry and subtract its cost (floor 0), atomically. Returns the ``User``.
+    """Record one usage entry and subtract its cost (floor 0), atomically. Returns the stored user document
+    (``view`` makes it the wire ``User``; ``record_usage`` does both).
 
     Concurrent charges of one user in this process are combined into one atomic update of the user document
     and one batch of history entries (``_Charges``): under load a busy user costs one write per round, not one
@@ -269,6 +304,12 @@ async def charge(kernel: "Kernel", uid: str, cost: float, metadata: dict[str, An
     """
     # Shielded: a caller that goes away does not take its charge with it.
     return await asyncio.shield(_charges(kernel).submit(kernel, uid, _entry(cost, metadata)))
+
+
+async def record_usage(kernel: "Kernel", uid: str, cost: float, metadata: dict[str, Any] | None = None
+                       ) -> dict[str, Any]:
+    """``POST /users/me/usage``: charge, then the caller's ``User`` as the wire shows it."""
+    return await view(kernel, await charge(kernel, uid, cost, metadata))
 
 
 def _entry(cost: float, metadata: dict[str, Any] | None) -> dict[str, Any]:
@@ -327,10 +368,9 @@ class _Charges:
                     self.pending.pop(uid, None)
                     raise
                 continue
-            view = wire_view(doc)
             for _, fut in batch:
                 if not fut.done():
-                    fut.set_result(view)
+                    fut.set_result(doc)
 
 
 async def _write_charges(kernel: "Kernel", uid: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -340,20 +380,10 @@ async def _write_charges(kernel: "Kernel", uid: str, entries: list[dict[str, Any
         for entry in entries:
             remaining = max(0.0, remaining - entry["responseCost"])
         info["spendRemaining"] = remaining
-        info["usage"] = [*info["usage"], *entries][-RECENT_USAGE:]
 
-    history = [{"_id": f"{uid}:{e['timestamp']}:{uuid.uuid4().hex[:8]}", "userId": uid, **e} for e in entries]
-    # Both writes go to the store at once (independent documents): one round trip of latency, not two.
-    doc, _ = await asyncio.gather(_mutate(kernel, uid, change), _put_history(kernel, history))
-    return doc
-
-
-async def _put_history(kernel: "Kernel", history: list[dict[str, Any]]) -> None:
-    if len(history) == 1:
-        entry = dict(history[0])
-        await kernel.store.put(USAGE_COLLECTION, entry.pop("_id"), entry, rev=None)
-    else:
-        await kernel.store.put_many(USAGE_COLLECTION, history)
+    prefix = usage_prefix(uid)
+    history = [{"_id": f"{prefix}{e['timestamp']}:{uuid.uuid4().hex[:8]}", "userId": uid, **e} for e in entries]
+    return await _mutate(kernel, uid, change, history=history)
 
 
 async def user_api_key(kernel: "Kernel", uid: str, provider: str) -> str | None:
@@ -393,13 +423,14 @@ async def reset_allowance(kernel: "Kernel", ident: "Identity") -> dict[str, Any]
     def change(doc: dict[str, Any]) -> None:
         info = doc["usageInfo"]
         info["spendRemaining"] = float(info.get("monthlyAllowance") or 0.0)
-        info["usage"] = []
+        _clear_usage(doc)
 
     return await _change_own(kernel, ident, change)
 
 
 async def _change_own(kernel: "Kernel", ident: "Identity", change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    return wire_view(await _mutate(kernel, ident.uid, change, display_name=ident.display_name, email=ident.email))
+    return await view(kernel, await _mutate(kernel, ident.uid, change, display_name=ident.display_name,
+                                            email=ident.email))
 
 
 async def admin_update(kernel: "Kernel", uid: str, *, monthly_allowance: float | None,
@@ -415,16 +446,17 @@ async def admin_update(kernel: "Kernel", uid: str, *, monthly_allowance: float |
         if spend_remaining is not None:
             info["spendRemaining"] = float(spend_remaining)
 
-    return wire_view(await _mutate(kernel, uid, change))
+    return await view(kernel, await _mutate(kernel, uid, change))
 
 
 async def list_users(kernel: "Kernel") -> list[dict[str, Any]]:
-    return [wire_view(doc) for doc in await kernel.store.list(COLLECTION)]
+    return list(await asyncio.gather(*(view(kernel, doc) for doc in await kernel.store.list(COLLECTION))))
 
 
 async def usage_history(kernel: "Kernel", uid: str, *, limit: int = 100) -> list[dict[str, Any]]:
     """The most recent ``limit`` usage entries of the full history, oldest first."""
     docs = await kernel.store.find(USAGE_COLLECTION, {"userId": uid})
+    docs.sort(key=lambda d: str(d.get("timestamp") or ""))  # ids of imported and older entries sort otherwise
     return [{"timestamp": d.get("timestamp"), "responseCost": d.get("responseCost"), "metadata": d.get("metadata")}
             for d in docs[-limit:]] if limit > 0 else []
 

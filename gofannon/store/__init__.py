@@ -3,8 +3,9 @@
 Every stored document carries ``_id`` and ``_rev``. ``put`` takes an expected revision for optimistic
 concurrency: ``rev=ANY`` overwrites, ``rev=None`` creates only, ``rev="<rev>"`` replaces only that
 revision; a mismatch raises ``RevisionConflict``. ``update`` is the atomic read-modify-write every
-counter (billing, access counts) goes through. ``list`` and ``find`` return documents ordered by
-``_id``, as CouchDB's ``_all_docs`` does. Backends are plugins (``register_storage_backends``); the
+counter (billing, access counts) goes through; ``update_and_put`` adds new documents to the same write (a
+charge and its history entry). ``list`` and ``find`` return documents ordered by ``_id``, as CouchDB's
+``_all_docs`` does; ``latest`` reads the last few ids under a prefix (a user's recent history). Backends are plugins (``register_storage_backends``); the
 conformance suite in ``gofannon.store.conformance`` pins this behaviour for all of them.
 """
 
@@ -59,6 +60,10 @@ class DocumentStore(Protocol):
     async def find(self, collection: str, where: Mapping[str, Any], *, limit: int | None = None) -> list[Doc]: ...
     async def count(self, collection: str, where: Mapping[str, Any] | None = None) -> int: ...
     async def update(self, collection: str, doc_id: str, fn: Updater) -> Doc | None: ...
+    async def update_and_put(self, collection: str, doc_id: str, fn: Updater, put_collection: str,
+                             docs: Iterable[Mapping[str, Any]]) -> Doc | None: ...
+    async def latest(self, collection: str, prefix: str, limit: int,
+                     where: Mapping[str, Any] | None = None) -> list[Doc]: ...
     async def collections(self) -> list[str]: ...
 
 
@@ -118,6 +123,25 @@ class StoreHelpers:
             stored["_id"], stored["_rev"] = doc_id, rev
             return stored
         raise RevisionConflict(collection, doc_id)
+
+    async def update_and_put(self, collection: str, doc_id: str, fn: Updater, put_collection: str,
+                             docs: Iterable[Mapping[str, Any]]) -> Doc | None:
+        """``update``, then ``put_many(put_collection, docs)``. Backends with transactions do both in one
+        (SQLite, memory); this default writes them one after the other."""
+        items = list(docs)
+        stored = await self.update(collection, doc_id, fn)
+        if items:
+            await self.put_many(put_collection, items)
+        return stored
+
+    async def latest(self, collection: str, prefix: str, limit: int,
+                     where: Mapping[str, Any] | None = None) -> list[Doc]:
+        """The last ``limit`` documents (by ``_id``) whose id starts with ``prefix``, oldest first. ``where``
+        narrows what this default scans (backends that range-scan ids may ignore it; ids must imply it)."""
+        if limit <= 0:
+            return []
+        docs = await self.find(collection, where or {})  # type: ignore[attr-defined]
+        return [d for d in docs if str(d.get("_id", "")).startswith(prefix)][-limit:]
 
 
 def prepare(doc: Mapping[str, Any], doc_id: str, rev: str) -> Doc:

@@ -163,6 +163,30 @@ class DocumentStoreContract:
         assert await store.delete_many("bulk", ["d0", "d1", "missing"]) == 2
         assert [d["_id"] for d in await store.list("bulk")] == ["d2", "d3", "d4"]
 
+    async def test_latest_reads_the_last_ids_under_a_prefix_oldest_first(self, store: DocumentStore) -> None:
+        await store.put_many("hist", [{"_id": f"a:{i:03d}", "who": "a"} for i in range(12)]
+                             + [{"_id": f"ab:{i:03d}", "who": "ab"} for i in range(3)]
+                             + [{"_id": f"b:{i:03d}", "who": "b"} for i in range(3)])
+        got = await store.latest("hist", "a:", 5, {"who": "a"})
+        assert [d["_id"] for d in got] == [f"a:{i:03d}" for i in range(7, 12)]
+        assert [d["_id"] for d in await store.latest("hist", "b:", 50, {"who": "b"})] == ["b:000", "b:001", "b:002"]
+        assert await store.latest("hist", "c:", 5, {"who": "c"}) == []
+        assert await store.latest("hist", "a:", 0, {"who": "a"}) == []
+
+    async def test_update_and_put_writes_the_update_and_the_new_documents(self, store: DocumentStore) -> None:
+        def bump(doc: dict[str, Any] | None) -> dict[str, Any]:
+            doc = doc or {"n": 0}
+            doc["n"] += 1
+            return doc
+
+        await asyncio.gather(*(store.update_and_put("acct", "u", bump, "entries", [{"_id": f"e{i:03d}", "i": i}])
+                               for i in range(50)))
+        assert (await store.get("acct", "u"))["n"] == 50  # type: ignore[index]
+        assert [d["i"] for d in await store.list("entries")] == list(range(50))
+        declined = await store.update_and_put("acct", "u", lambda d: None, "entries", [{"_id": "e999", "i": 999}])
+        assert declined is not None and declined["n"] == 50
+        assert (await store.get("entries", "e999"))["i"] == 999  # type: ignore[index]
+
     # -- concurrency --------------------------------------------------------------------------------
     async def test_concurrent_updates_lose_no_increment(self, store: DocumentStore) -> None:
         def bump(doc: dict[str, Any] | None) -> dict[str, Any]:

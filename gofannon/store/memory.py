@@ -45,6 +45,22 @@ class MemoryStore(StoreHelpers):
         out = [copy.deepcopy(coll[k]) for k in sorted(coll) if matches(coll[k], where)]
         return out[:limit] if limit is not None else out
 
+    async def update_and_put(self, collection: str, doc_id: str, fn: Any, put_collection: str,
+                             docs: Iterable[Mapping[str, Any]]) -> Doc | None:
+        # No await between the read and the writes: atomic on the event loop.
+        current = self._data.get(collection, {}).get(doc_id)
+        new = fn(copy.deepcopy(current) if current is not None else None)
+        items = list(docs)
+        coll = self._data.setdefault(put_collection, {})
+        for d in items:
+            old = coll.get(d["_id"])
+            coll[d["_id"]] = prepare(d, d["_id"], next_rev(old["_rev"] if old else None))
+        if new is None:
+            return copy.deepcopy(current) if current is not None else None
+        rev = next_rev(current["_rev"] if current else None)
+        self._data.setdefault(collection, {})[doc_id] = prepare(new, doc_id, rev)
+        return copy.deepcopy(self._data[collection][doc_id])
+
     async def collections(self) -> list[str]:
         return sorted(c for c, docs in self._data.items() if docs)
 

@@ -69,7 +69,7 @@ async def post_usage(request: web.Request) -> web.Response:
     body = await parse_body(request, UsageBody)
     kernel = kernel_of(request)
     await users.get_or_create_user(kernel, ident)  # seed basicInfo from the identity on first use
-    return json_response(await users.charge(kernel, ident.uid, body.response_cost, body.metadata))
+    return json_response(await users.record_usage(kernel, ident.uid, body.response_cost, body.metadata))
 
 
 @routes.get("/users/me/usage")

@@ -224,6 +224,20 @@ class RedisStore(StoreHelpers):
             return len(await self.find(collection, where))
         return int(await self._redis.zcard(self._index_key(collection)))
 
+    async def latest(self, collection: str, prefix: str, limit: int,
+                     where: Mapping[str, Any] | None = None) -> builtins.list[Doc]:
+        """The index's ids are all scored 0, so a reversed lexicographic range is the prefix, newest first."""
+        if limit <= 0:
+            return []
+        if not prefix:
+            return (await self.find(collection, where or {}))[-limit:]
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        ids = list(await self._redis.zrevrangebylex(self._index_key(collection), f"({upper}", f"[{prefix}",
+                                                    start=0, num=int(limit)))
+        ids.reverse()
+        found = await self._fetch(collection, ids)
+        return [found[i] for i in ids if i in found]
+
     async def update(self, collection: str, doc_id: str, fn: Updater) -> Doc | None:
         key = (collection, doc_id)
         lock = self._locks.get(key)

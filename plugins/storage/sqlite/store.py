@@ -251,6 +251,44 @@ class SQLiteStore(StoreHelpers):
 
         return await self._run(lambda conn: self._tx(conn, lambda: op(conn)))
 
+    async def update_and_put(self, collection: str, doc_id: str, fn: Updater, put_collection: str,
+                             docs: Iterable[Mapping[str, Any]]) -> Doc | None:
+        """The update and the new documents in one transaction: one trip to the store thread, one commit."""
+        items = list(docs)
+
+        def op(conn: sqlite3.Connection) -> Doc | None:
+            row = conn.execute("SELECT body FROM docs WHERE coll=? AND id=?", (collection, doc_id)).fetchone()
+            new = fn(json.loads(row[0]) if row else None)
+            for d in items:
+                self._put_in_tx(conn, put_collection, d["_id"], d, ANY)
+            if new is None:
+                return json.loads(row[0]) if row else None
+            rev = self._put_in_tx(conn, collection, doc_id, new, ANY)
+            stored = dict(new)
+            stored["_id"], stored["_rev"] = doc_id, rev
+            return stored
+
+        return await self._run(lambda conn: self._tx(conn, lambda: op(conn)))
+
+    async def latest(self, collection: str, prefix: str, limit: int,
+                     where: Mapping[str, Any] | None = None) -> list[Doc]:
+        """A backward range scan of the primary key, on the event loop (a small read)."""
+        if limit <= 0:
+            return []
+        if not prefix:
+            return (await self.find(collection, where or {}))[-limit:]
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+        def op(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute("SELECT body FROM docs WHERE coll=? AND id>=? AND id<? ORDER BY id DESC LIMIT ?",
+                                (collection, prefix, upper, int(limit))).fetchall()
+            return [r[0] for r in reversed(rows)]
+
+        done, bodies = self._read_here(op) if limit <= SMALL_READ else (False, None)
+        if not done or bodies is None:
+            bodies = await self._run(op)
+        return [json.loads(b) for b in bodies]
+
     async def collections(self) -> list[str]:
         return await self._run(
             lambda conn: [r[0] for r in conn.execute("SELECT DISTINCT coll FROM docs ORDER BY coll")]
