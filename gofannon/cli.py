@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -42,6 +43,16 @@ def _metrics_plugin(settings: Settings) -> Any:
     return plugin
 
 
+async def _collect_from_now_on(app: Any) -> None:
+    """Turn the cyclic garbage collector back on once the app is built and the kernel open (see ``main``).
+
+    What start-up built (modules, classes, routes, plugins) lives as long as the process: ``gc.freeze`` moves it
+    out of the collector's sight, so later full collections do not walk it again either.
+    """
+    gc.freeze()
+    gc.enable()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from gofannon.supervisor import parse_workers
 
@@ -57,6 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if workers > 1:
         from gofannon.supervisor import Supervisor
 
+        gc.enable()  # the supervisor builds no app (see main)
         return Supervisor(settings, host, port, workers).run(args.metrics_port, start_metrics)
     from aiohttp import web
 
@@ -68,6 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         follow_parent()
     app = create_app(settings)
+    app.on_startup.append(_collect_from_now_on)  # last: after the kernel has opened
     if start_metrics is not None:
         start_metrics(args.metrics_port, host, settings, app[KERNEL])
     web.run_app(app, host=host, port=port, access_log=None, reuse_port=args.reuse_port or None,
@@ -160,14 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from gofannon.plugins import PluginLoadError
-
-    args = build_parser().parse_args(argv)
+    # Start-up creates ~50,000 objects that live as long as the process and almost no garbage; with the
+    # collector on, it walks them ~100 times before the first request (~45 ms of a ~0.6 s `serve` start-up).
+    # `serve` turns it back on when the app is up (_collect_from_now_on), every other command right away.
+    gc.disable()
     try:
-        return int(args.func(args) or 0)
-    except PluginLoadError as exc:  # strict mode: the operator's to fix, so say what, not where
-        print(f"gofannon {args.command}: {exc}", file=sys.stderr)
-        return 1
+        from gofannon.plugins import PluginLoadError
+
+        args = build_parser().parse_args(argv)
+        if args.func is not cmd_serve:
+            gc.enable()
+        try:
+            return int(args.func(args) or 0)
+        except PluginLoadError as exc:  # strict mode: the operator's to fix, so say what, not where
+            print(f"gofannon {args.command}: {exc}", file=sys.stderr)
+            return 1
+    finally:
+        gc.enable()
 
 
 if __name__ == "__main__":  # pragma: no cover

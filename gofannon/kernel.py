@@ -34,6 +34,10 @@ class Kernel:
     def __init__(self, settings: Settings, pm: PluginManager | None = None, *, role: str = "api") -> None:
         self.settings = settings
         self.role = role  # "api" | "worker" | "cli"
+        if role == "api":  # the sandbox tier's probe runs in another process: begin it now, overlapping start-up
+            from gofannon.sandbox.pool import probe_in_background
+
+            probe_in_background(settings.sandbox_tier)
         self.pm = pm or build_plugin_manager(settings)
         self.storage_backends: dict[str, Callable[[Settings], Any]] = self.pm.collect(
             "register_storage_backends", key=lambda name, factory: name, value=lambda name, factory: factory

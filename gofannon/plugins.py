@@ -76,15 +76,18 @@ class PluginManager:
         # Third-party first, bundled last (see module docstring).
         eps.sort(key=lambda ep: ep.value.startswith(BUNDLED_PREFIX))
         seen: set[str] = set()
+        versions: dict[int, str | None] = {}  # reading a version parses METADATA: once per distribution
         for ep in eps:
             if ep.name in seen or not self._wanted(ep.name):
                 continue
             seen.add(ep.name)
             dist = getattr(ep, "dist", None)
+            if id(dist) not in versions:
+                versions[id(dist)] = getattr(dist, "version", None)
             info = PluginInfo(
                 name=ep.name,
                 module=ep.value,
-                version=getattr(dist, "version", None),
+                version=versions[id(dist)],
                 bundled=ep.value.startswith(BUNDLED_PREFIX),
             )
             self.plugins[ep.name] = info

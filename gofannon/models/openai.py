@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 class ChatCompletionBody(BaseModel):
     """OpenAI's ``POST /v1/chat/completions`` body; fields not listed are ignored, as OpenAI does."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     model: str
     messages: list[dict[str, Any]]

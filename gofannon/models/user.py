@@ -42,7 +42,7 @@ class AdminUserUpdate(WireModel):
 class ApiKeyBody(BaseModel):
     """The reference's body: snake ``api_key`` only (wire contract §6.4)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     provider: str
     api_key: Annotated[str, Field(min_length=1, max_length=4096)]

@@ -187,6 +187,23 @@ def choose_tier(setting: str) -> str:
     return wanted
 
 
+def probe_in_background(setting: str) -> None:
+    """Begin the probes ``choose_tier(setting)`` needs in a thread, so that ``start`` finds them done.
+
+    The bwrap probe runs an interpreter in a sandbox (~30 ms, spent in another process): begun when the API's
+    kernel is made, it overlaps the import of the route modules instead of delaying the first request. A probe
+    that finds the tier unavailable is cached like any other, and ``start`` raises it.
+    """
+
+    def probe() -> None:
+        try:
+            choose_tier(setting)
+        except RuntimeError:
+            pass  # start() raises it, from the cached probe
+
+    threading.Thread(target=probe, name="sandbox-tier-probe", daemon=True).start()
+
+
 # -- children -----------------------------------------------------------------------------------------------------
 @dataclass
 class Child:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from gofannon.services import codegen
 from gofannon.web.common import api_doc, identity, json_response, kernel_of, parse_body
@@ -12,6 +12,8 @@ routes = web.RouteTableDef()
 
 
 class GenerateCodeResponse(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     code: str
     friendlyName: str
     docstring: str

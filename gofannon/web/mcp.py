@@ -16,13 +16,15 @@ routes = web.RouteTableDef()
 class McpToolsRequest(BaseModel):
     """Snake-case body, as the reference's (``mcp_url``, ``auth_token``)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     mcp_url: str
     auth_token: str | None = None
 
 
 class McpToolsResponse(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     mcp_url: str
     tools: list[dict[str, Any]]
 

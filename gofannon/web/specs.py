@@ -12,12 +12,14 @@ routes = web.RouteTableDef()
 
 
 class FetchSpecRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     url: str
 
 
 class FetchSpecResponse(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     name: str
     content: str
 
