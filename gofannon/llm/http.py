@@ -20,6 +20,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from gofannon.kernel import Kernel
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+#: What may be left unread of a finished stream and still be read so its connection is reused.
+DRAIN_LIMIT = 64 * 1024
+DRAIN_TIMEOUT_S = 2.0
 
 
 def _message_of(status: int, text: str) -> tuple[str, str | None]:
@@ -46,6 +49,7 @@ class LlmHttp:
         self.retries = max(0, retries)
         self.backoff_cap = max(0.0, backoff_cap)
         self._session: aiohttp.ClientSession | None = None
+        self._finishing: set[asyncio.Future[None]] = set()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -55,9 +59,33 @@ class LlmHttp:
         return self._session
 
     async def close(self) -> None:
+        for task in list(self._finishing):
+            task.cancel()
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def _finish_later(self, resp: aiohttp.ClientResponse) -> None:
+        """Read what is left of a response the caller finished with (a stream's closing bytes after its
+        ``[DONE]``) without holding the caller up, so its connection goes back to the pool instead of being
+        closed and the next call skips a TCP (and TLS) handshake. Bounded: more than ``DRAIN_LIMIT`` bytes or
+        ``DRAIN_TIMEOUT_S`` and the connection is closed instead."""
+        async def finish() -> None:
+            try:
+                async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                    left = DRAIN_LIMIT
+                    while left > 0 and not resp.content.at_eof():
+                        left -= len(await resp.content.read(left))
+                if resp.content.at_eof():
+                    resp.release()
+                    return
+            except (Exception, asyncio.CancelledError):  # noqa: BLE001 - any trouble: just close it
+                pass
+            resp.close()
+
+        task = asyncio.ensure_future(finish())
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
 
     def backoff(self, attempt: int, retry_after: str | None) -> float:
         """The reference's schedule: ``min(cap, 2^n + U(0, n+1))``, or the vendor's Retry-After if shorter."""
@@ -98,8 +126,13 @@ class LlmHttp:
             if resp.status < 400:
                 try:
                     yield resp
-                finally:
+                except BaseException:
+                    resp.close()  # stopped early (the caller went away, an error): drop the vendor's connection
+                    raise
+                if resp.content.at_eof():
                     resp.release()
+                else:  # the reader stopped at the stream's end marker; the body's last bytes are still due
+                    self._finish_later(resp)
                 return
             text = await resp.text()
             resp.release()

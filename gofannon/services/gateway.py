@@ -434,22 +434,25 @@ async def complete(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> dic
                              _usage(result.usage))
 
 
-async def stream(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> AsyncIterator[dict[str, Any]]:
-    """``chat.completion.chunk`` objects. The first one is produced only once the provider's first event
-    arrived, so every error before it (scope, budget, provider) is raised by the first ``__anext__`` and
-    can still be an HTTP status. Closing the iterator early stops the provider call; the caller is then
-    charged an estimate of what was streamed (the provider's usage never arrives)."""
+async def stream(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+    """``chat.completion.chunk`` objects, in batches: each batch is every chunk ready at that moment (the
+    provider's events that arrived together), so the handler sends them in one write instead of one write
+    each. The first batch is produced only once the provider's first event arrived, so every error before it
+    (scope, budget, provider) is raised by the first ``__anext__`` and can still be an HTTP status. Closing
+    the iterator early stops the provider call; the caller is then charged an estimate of what was streamed
+    (the provider's usage never arrives)."""
     target = await resolve(kernel, req.model, ident)
     await scopes.admit(kernel, ident, req.model)
     chunks = Chunks(req.model)
     if target.agent is not None:
         answer = await run_agent(kernel, ident, target, req)
-        yield chunks.delta({"role": "assistant", "content": ""})
-        for i in range(0, len(answer), AGENT_CHUNK_CHARS):
-            yield chunks.delta({"content": answer[i:i + AGENT_CHUNK_CHARS]})
-        yield chunks.delta({}, "stop")
+        batch = [chunks.delta({"role": "assistant", "content": ""})]
+        batch += [chunks.delta({"content": answer[i:i + AGENT_CHUNK_CHARS]})
+                  for i in range(0, len(answer), AGENT_CHUNK_CHARS)]
+        batch.append(chunks.delta({}, "stop"))
         if req.include_usage:
-            yield chunks.usage(_usage(None))
+            batch.append(chunks.usage(_usage(None)))
+        yield batch
         return
     from gofannon.llm.service import stream_llm
 
@@ -462,27 +465,35 @@ async def stream(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> Async
     settled = False
     try:
         event = await pump.next()
-        yield chunks.delta({"role": "assistant", "content": ""})
+        batch = [chunks.delta({"role": "assistant", "content": ""})]
         saw_tool_events = False
         while event is not None:
             if event.kind == "content" and event.text:
                 streamed.append(event.text)
-                yield chunks.delta({"content": event.text})
+                batch.append(chunks.delta({"content": event.text}))
             elif event.kind == "tool_call" and event.tool_call:
                 saw_tool_events = True
-                yield chunks.delta({"tool_calls": [event.tool_call]})
+                batch.append(chunks.delta({"tool_calls": [event.tool_call]}))
             elif event.kind == "done":
                 final = event.completion or Completion("")
                 settled = True
                 await scopes.settle(kernel, reservation, _cost(target, final.usage))
                 calls = _tool_calls(final.thoughts)
                 if calls and not saw_tool_events:
-                    yield chunks.delta({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]})
-                yield chunks.delta({}, _finish(final.finish_reason, calls))
+                    batch.append(chunks.delta({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]}))
+                batch.append(chunks.delta({}, _finish(final.finish_reason, calls)))
                 if req.include_usage:
-                    yield chunks.usage(_usage(final.usage))
+                    batch.append(chunks.usage(_usage(final.usage)))
+                yield batch
                 return
-            event = await pump.next()
+            event = pump.ready()
+            if event is _NOTHING_YET:  # send what is ready before waiting on the vendor again
+                if batch:
+                    yield batch
+                    batch = []
+                event = await pump.next()
+        if batch:
+            yield batch
     except GofannonError:
         raise
     except Exception as exc:  # noqa: BLE001 - the vendor's connection failing mid-stream is the provider's failure
@@ -496,6 +507,9 @@ async def stream(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> Async
             else:
                 await asyncio.shield(_abandoned(kernel, ident, target, req, streamed, reservation,
                                                 charge_caller=not cut_off))
+
+
+_NOTHING_YET = object()
 
 
 class _Pump:
@@ -523,6 +537,16 @@ class _Pump:
     async def next(self) -> Any:
         """The next event, None at the end; the provider's error is raised here."""
         item = await self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def ready(self) -> Any:
+        """Like ``next`` without waiting: ``_NOTHING_YET`` when no event has arrived."""
+        try:
+            item = self.queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return _NOTHING_YET
         if isinstance(item, BaseException):
             raise item
         return item

@@ -121,7 +121,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(request: web.Request, chunks: Any) -> web.StreamResponse:
-    """Write chunks as server-sent events, each as soon as it exists. Errors before the first chunk are
+    """Write batches of chunks as server-sent events, each as soon as it exists. Errors before the first chunk are
     ordinary HTTP errors; after it, one ``data: {"error": ...}`` event ends the stream. A client that
     goes away cancels the wait for the provider and closes the provider's stream."""
     task = asyncio.current_task()
@@ -145,13 +145,13 @@ async def _stream(request: web.Request, chunks: Any) -> web.StreamResponse:
             first = await chunks.__anext__()
         except StopAsyncIteration:  # pragma: no cover - the gateway always yields
             first = None
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                               "X-Accel-Buffering": "no"})
+        response = _EventStream(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                         "X-Accel-Buffering": "no"})
         await response.prepare(request)
         if first is not None:
-            await response.write(_event(first))
-            async for chunk in chunks:
-                await response.write(_event(chunk))
+            await response.write(b"".join(map(_event, first)))  # the headers leave with it, in one packet
+            async for batch in chunks:
+                await response.write(b"".join(map(_event, batch)))
             await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
@@ -185,6 +185,14 @@ async def _stream(request: web.Request, chunks: Any) -> web.StreamResponse:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.shield(chunks.aclose())
+
+
+class _EventStream(web.StreamResponse):
+    """A stream whose headers wait for its first chunk (aiohttp's ``Response`` does the same), so the client
+    gets the status, the headers and the first chunks in one packet: the time to the first token is one
+    send, not three. (On an aiohttp without this switch the headers simply leave at ``prepare``.)"""
+
+    _send_headers_immediately = False
 
 
 def _event(obj: Any) -> bytes:
