@@ -3,7 +3,8 @@
 Both ``create_app`` and ``gofannon worker`` build one ``Kernel``. Services are modules of functions that
 take the kernel; a service that owns a resource (a pool, a sweeper) keeps it as a *component* here, so
 it is created once and closed with the kernel. Service modules listed in ``SERVICE_MODULES`` may define
-``async def start(kernel)`` / ``async def stop(kernel)``; the kernel calls them in order.
+``async def start(kernel)`` / ``async def stop(kernel)``; the kernel calls them in order. They may also define
+``def serving(kernel)``, called when the server listens (``Kernel.serving``) if the host asked for that.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ T = TypeVar("T")
 SERVICE_MODULES: tuple[str, ...] = (
     "gofannon.services.secrets",
     "gofannon.services.sessions",
+    "gofannon.services.charge_journal",
     "gofannon.llm.service",
     "gofannon.jobs.tickets",
     "gofannon.sandbox.pool",
@@ -53,6 +55,9 @@ class Kernel:
         )
         self.store: Any = None
         self.queue: Any = None
+        #: Set by a host that calls ``serving()`` once it listens (``gofannon serve``): services then hold back
+        #: background work that competes for the CPU (the sandbox pool's warm-up) until then.
+        self.defer_warmup = False
         self._components: dict[str, Any] = {}
         self._started: list[Any] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -87,6 +92,13 @@ class Kernel:
             if start is not None:
                 await start(self)
             self._started.append(module)
+
+    def serving(self) -> None:
+        """The server now accepts connections: start what ``defer_warmup`` held back (services' ``serving``)."""
+        for module in self._started:
+            serving = getattr(module, "serving", None)
+            if serving is not None:
+                serving(self)
 
     async def close(self) -> None:
         for comp in list(self._components.values()):  # work queued in memory (charges) is written first

@@ -139,7 +139,10 @@ async def test_max_spend_holds_under_200_concurrent_calls(gw: Gateway) -> None:
     assert 0.5 - CALL_COST * 3 < spend <= 0.5 + 1e-9
 
 
-async def test_200_concurrent_streamed_calls_charge_exactly_200_times(gw: Gateway) -> None:
+@pytest.mark.parametrize("storage", ["memory", "sqlite"])  # sqlite: answers leave before their journaled charges
+async def test_200_concurrent_streamed_calls_charge_exactly_200_times(serve: Any, fake_llm: FakeLLMServer,
+                                                                       tmp_path: Path, storage: str) -> None:
+    gw = await start_gateway(serve, fake_llm, tmp_path, GOFANNON_STORAGE=storage)
     made = await created(gw.client, maxSpend=1000)
     sdk = gw.sdk(made["token"])
     before_history = len(await gw.usage())

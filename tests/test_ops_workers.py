@@ -55,9 +55,17 @@ class Workers:
         return found
 
     async def spend(self, session: aiohttp.ClientSession) -> float:
-        async with session.get(f"{self.base}/users/me", headers={"Authorization": f"Bearer {self.token}"}) as r:
-            assert r.status == 200, await r.text()
-            return float((await r.json())["usageInfo"]["spendRemaining"])
+        """spendRemaining once it has settled: /v1 answers leave before their (journaled) charges are stored,
+        and a process other than the one that answered may be asked, so it is read until it stops moving."""
+        last = None
+        while True:
+            async with session.get(f"{self.base}/users/me", headers={"Authorization": f"Bearer {self.token}"}) as r:
+                assert r.status == 200, await r.text()
+                value = float((await r.json())["usageInfo"]["spendRemaining"])
+            if value == last:
+                return value
+            last = value
+            await asyncio.sleep(0.05)
 
     async def charge(self, session: aiohttp.ClientSession) -> bool:
         """One LLM call through /v1 (billed to the user); False when the request failed."""

@@ -220,7 +220,7 @@ async def _prepare(kernel: "Kernel", uid: str, provider: str, model: str, messag
 
 
 async def _settle(kernel: "Kernel", uid: str, call: LlmCall, completion: Completion, started: float,
-                  workspace_id: str | None = None, *, estimated: bool = False) -> LlmResult:
+                  workspace_id: str | None = None, *, estimated: bool = False, defer: bool = False) -> LlmResult:
     usage = completion.usage
     cost, priced = catalog_mod.active().cost(call.provider, call.model, usage.input_tokens, usage.output_tokens,
                                              usage.cached_input_tokens)
@@ -245,7 +245,7 @@ async def _settle(kernel: "Kernel", uid: str, call: LlmCall, completion: Complet
         await asyncio.gather(users.charge(kernel, uid, cost, metadata),
                              workspace_budgets.charge(kernel, str(workspace_id), uid, cost,
                                                       f"{call.provider}/{call.model}"))
-    else:
+    elif not (defer and users.charge_later(kernel, uid, cost, metadata)):  # journaled: stored right after
         await users.charge(kernel, uid, cost, metadata)
     from gofannon.observability import LLM_CONTENT, TRACERS
 
@@ -276,12 +276,15 @@ def _failed(kernel: "Kernel", uid: str, provider: str, model: str, exc: Exceptio
 async def call_llm(kernel: "Kernel", ident: "Identity | str | None", provider: str, model: str,
                    messages: list[dict[str, Any]], parameters: dict[str, Any] | None = None, *,
                    tools: list[dict[str, Any]] | None = None, timeout: float | None = None,
-                   workspace_id: str | None = None, **kw: Any) -> LlmResult:
+                   workspace_id: str | None = None, defer_charge: bool = False, **kw: Any) -> LlmResult:
     """Call a model as ``ident`` and bill them. Raises 402 (allowance), 422 (parameters), 400 (unknown
     provider, missing or invalid key, context window), 502 (provider failure), 504 (timeout).
 
     ``workspace_id``: the workspace the call is made in; a shared one is charged too (and its allowance
-    gates the call). None or a personal workspace: the caller alone, as before workspaces."""
+    gates the call). None or a personal workspace: the caller alone, as before workspaces.
+
+    ``defer_charge``: return once the caller's charge is journaled, and store it right after
+    (``gofannon.services.charge_journal``; ``/v1`` does, so its answers do not wait for the store)."""
     uid = uid_of(ident)
     started = time.perf_counter()
     plugin, call, source = await _prepare(kernel, uid, provider, model, messages, parameters, tools, timeout, kw,
@@ -306,7 +309,7 @@ async def call_llm(kernel: "Kernel", ident: "Identity | str | None", provider: s
         mapped = UpstreamError(f"{provider}/{model} call failed: {type(exc).__name__}: {exc}")
         _failed(kernel, uid, provider, model, mapped)
         raise mapped from None
-    return await _settle(kernel, uid, call, completion, started, workspace_id)
+    return await _settle(kernel, uid, call, completion, started, workspace_id, defer=defer_charge)
 
 
 async def call_llm_tuple(kernel: "Kernel", ident: "Identity | str | None", provider: str, model: str,
@@ -320,7 +323,8 @@ async def call_llm_tuple(kernel: "Kernel", ident: "Identity | str | None", provi
 async def stream_llm(kernel: "Kernel", ident: "Identity | str | None", provider: str, model: str,
                      messages: list[dict[str, Any]], parameters: dict[str, Any] | None = None, *,
                      tools: list[dict[str, Any]] | None = None, timeout: float | None = None,
-                     workspace_id: str | None = None, **kw: Any) -> AsyncIterator[StreamEvent]:
+                     workspace_id: str | None = None, defer_charge: bool = False,
+                     **kw: Any) -> AsyncIterator[StreamEvent]:
     """Like ``call_llm`` but yields pieces as they arrive; the last event is ``done`` with the result
     (billed once the stream ends)."""
     uid = uid_of(ident)
@@ -353,6 +357,6 @@ async def stream_llm(kernel: "Kernel", ident: "Identity | str | None", provider:
         raise
     if final is None:
         final = Completion(content="", usage=Usage())
-    result = await _settle(kernel, uid, call, final, started, workspace_id)
+    result = await _settle(kernel, uid, call, final, started, workspace_id, defer=defer_charge)
     yield StreamEvent("done", completion=Completion(result.content, result.thoughts, result.usage,
                                                     result.finish_reason))

@@ -424,7 +424,7 @@ async def complete(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> dic
     reservation = await scopes.reserve(kernel, ident, _estimate(target, req, ident))
     try:
         result = await call_llm(kernel, ident, str(target.provider), target.model, req.messages, req.parameters,
-                                tools=req.tools, workspace_id=req.workspace_id)
+                                tools=req.tools, workspace_id=req.workspace_id, defer_charge=True)
     except BaseException:
         await _release(kernel, reservation)
         raise
@@ -459,7 +459,7 @@ async def stream(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> Async
     check_model_options(target, req)
     reservation = await scopes.reserve(kernel, ident, _estimate(target, req, ident))
     events = stream_llm(kernel, ident, str(target.provider), target.model, req.messages, req.parameters,
-                        tools=req.tools, workspace_id=req.workspace_id)
+                        tools=req.tools, workspace_id=req.workspace_id, defer_charge=True)
     pump = _Pump(events)
     streamed: list[str] = []
     settled = False
@@ -525,11 +525,15 @@ class _Pump:
         self.task = asyncio.create_task(self._run(events))
 
     async def _run(self, events: AsyncIterator[Any]) -> None:
+        first = True
         try:
             async for event in events:
                 if event.kind == "done":
                     self.final = event.completion or Completion("")
                 self.queue.put_nowait(event)
+                if first:  # let the reader send the first token now, before the rest of a burst is parsed
+                    first = False
+                    await asyncio.sleep(0)
             self.queue.put_nowait(None)
         except Exception as exc:  # noqa: BLE001 - handed to the reader, who raises it
             self.queue.put_nowait(exc)

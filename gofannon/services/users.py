@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import hashlib
+import logging
 import math
 import time
 import uuid
@@ -30,6 +31,8 @@ from gofannon.timeutil import now_iso, now_ms
 if TYPE_CHECKING:  # pragma: no cover
     from gofannon.auth import Identity
     from gofannon.kernel import Kernel
+
+log = logging.getLogger("gofannon.users")
 
 COLLECTION = "users"
 USAGE_COLLECTION = "usage"
@@ -159,6 +162,9 @@ def _clear_usage(doc: dict[str, Any]) -> None:
 async def view(kernel: "Kernel", doc: dict[str, Any]) -> dict[str, Any]:
     """The wire ``User`` of a stored document, with its recent usage read from the history."""
     uid = str(doc.get("_id"))
+    if kernel.has_component(_CHARGES) and _charges(kernel).last.get(uid) is not None:
+        await caught_up(kernel, uid)  # a charge taken here but not yet stored: show it, re-read
+        doc = await kernel.store.get(COLLECTION, uid) or doc
     entries = await kernel.store.latest(USAGE_COLLECTION, usage_prefix(uid), RECENT_USAGE, {"userId": uid})
     since = str(doc.get(_CLEARED) or "")
     recent = [{"timestamp": e.get("timestamp"), "responseCost": e.get("responseCost"), "metadata": e.get("metadata")}
@@ -306,10 +312,36 @@ async def charge(kernel: "Kernel", uid: str, cost: float, metadata: dict[str, An
     return await asyncio.shield(_charges(kernel).submit(kernel, uid, _entry(cost, metadata)))
 
 
+def charge_later(kernel: "Kernel", uid: str, cost: float, metadata: dict[str, Any] | None = None) -> bool:
+    """Journal a charge and store it in the background (``gofannon.services.charge_journal``), so the answer it
+    pays for need not wait for the store. False when this process has no journal: then ``await charge(...)``.
+    Reads of the user in this process (``view``, ``usage_history``) wait for it; others see it once stored."""
+    from gofannon.services.charge_journal import journal_of
+
+    journal = journal_of(kernel)
+    if journal is None:
+        return False
+    entry = _entry(cost, metadata)
+    entry["_id"] = _entry_id(uid, entry)
+    journal.append(uid, entry)
+    _charges(kernel).submit(kernel, uid, entry, journal=journal)
+    return True
+
+
+async def caught_up(kernel: "Kernel", uid: str) -> None:
+    """Wait until the charges this process has taken for ``uid`` so far are stored (read your own writes)."""
+    if kernel.has_component(_CHARGES):
+        await _charges(kernel).caught_up(uid)
+
+
 async def record_usage(kernel: "Kernel", uid: str, cost: float, metadata: dict[str, Any] | None = None
                        ) -> dict[str, Any]:
     """``POST /users/me/usage``: charge, then the caller's ``User`` as the wire shows it."""
     return await view(kernel, await charge(kernel, uid, cost, metadata))
+
+
+def _entry_id(uid: str, entry: dict[str, Any]) -> str:
+    return f"{usage_prefix(uid)}{entry['timestamp']}:{uuid.uuid4().hex[:8]}"
 
 
 def _entry(cost: float, metadata: dict[str, Any] | None) -> dict[str, Any]:
@@ -330,20 +362,33 @@ class _Charges:
     """Per-user queues of charges waiting for the write in flight; one flush task per busy user."""
 
     def __init__(self) -> None:
-        self.pending: dict[str, list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]]] = {}
+        self.pending: dict[str, list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]], Any]]] = {}
         self.flushing: dict[str, asyncio.Task[None]] = {}
+        self.last: dict[str, asyncio.Future[dict[str, Any]]] = {}  # each user's latest charge taken
 
-    def submit(self, kernel: "Kernel", uid: str, entry: dict[str, Any]) -> "asyncio.Future[dict[str, Any]]":
+    def submit(self, kernel: "Kernel", uid: str, entry: dict[str, Any],
+               journal: Any = None) -> "asyncio.Future[dict[str, Any]]":
+        """Queue a charge; the future is its stored user document. With ``journal`` (a journaled charge nobody
+        awaits) it is marked done there once stored, and a failure is logged (the journal keeps it)."""
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.last[uid] = fut
+        fut.add_done_callback(lambda f, uid=uid: self.last.pop(uid) if self.last.get(uid) is f else None)
+        if journal is not None:
+            fut.add_done_callback(_log_failure)
         queue = self.pending.get(uid)
         if queue is None:
-            self.pending[uid] = [(entry, fut)]
+            self.pending[uid] = [(entry, fut, journal)]
             # Not kernel.spawn: closing the kernel drains these instead of cancelling them.
             task = self.flushing[uid] = asyncio.ensure_future(self._flush(kernel, uid))
             task.add_done_callback(lambda t, uid=uid: self.flushing.pop(uid) if self.flushing.get(uid) is t else None)
         else:
-            queue.append((entry, fut))
+            queue.append((entry, fut, journal))
         return fut
+
+    async def caught_up(self, uid: str) -> None:
+        last = self.last.get(uid)
+        if last is not None:
+            await asyncio.wait([last])  # its failure is its taker's (or the log's) to report
 
     async def drain(self) -> None:
         """Write every queued charge (the kernel calls this before it closes the store)."""
@@ -357,23 +402,39 @@ class _Charges:
                 self.pending.pop(uid, None)
                 return
             self.pending[uid] = []  # charges arriving from now on wait for the next round
-            entries = [e for e, _ in batch]
+            entries = [e for e, _, _ in batch]
             try:
-                doc = await _write_charges(kernel, uid, entries)
+                doc = await store_charges(kernel, uid, entries)
             except BaseException as exc:  # noqa: BLE001 - every waiter hears of the failure
-                for _, fut in batch:
+                for _, fut, _ in batch:
                     if not fut.done():
                         fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError("charge interrupted"))
                 if not isinstance(exc, Exception):
                     self.pending.pop(uid, None)
                     raise
                 continue
-            for _, fut in batch:
+            _journal_done(batch)
+            for _, fut, _ in batch:
                 if not fut.done():
                     fut.set_result(doc)
 
 
-async def _write_charges(kernel: "Kernel", uid: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+def _journal_done(batch: list[Any]) -> None:
+    """Mark the journaled charges of a stored batch done in their journal (one per process)."""
+    journaled = [(e["_id"], journal) for e, _, journal in batch if journal is not None]
+    if journaled:
+        journaled[0][1].done([i for i, _ in journaled])
+
+
+def _log_failure(fut: "asyncio.Future[Any]") -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("a journaled charge could not be stored now; it stays in the journal and is stored at the "
+                  "next start", exc_info=fut.exception())
+
+
+async def store_charges(kernel: "Kernel", uid: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write charges: ``spendRemaining`` lowered and their usage entries added, in one store transaction (an
+    entry's ``_id``, when it has one, is kept: the journal's replay checks it)."""
     def change(doc: dict[str, Any]) -> None:
         info = doc["usageInfo"]
         remaining = float(info.get("spendRemaining") or 0.0)
@@ -381,8 +442,7 @@ async def _write_charges(kernel: "Kernel", uid: str, entries: list[dict[str, Any
             remaining = max(0.0, remaining - entry["responseCost"])
         info["spendRemaining"] = remaining
 
-    prefix = usage_prefix(uid)
-    history = [{"_id": f"{prefix}{e['timestamp']}:{uuid.uuid4().hex[:8]}", "userId": uid, **e} for e in entries]
+    history = [{"userId": uid, **e, "_id": e.get("_id") or _entry_id(uid, e)} for e in entries]
     return await _mutate(kernel, uid, change, history=history)
 
 
@@ -455,6 +515,7 @@ async def list_users(kernel: "Kernel") -> list[dict[str, Any]]:
 
 async def usage_history(kernel: "Kernel", uid: str, *, limit: int = 100) -> list[dict[str, Any]]:
     """The most recent ``limit`` usage entries of the full history, oldest first."""
+    await caught_up(kernel, uid)
     docs = await kernel.store.find(USAGE_COLLECTION, {"userId": uid})
     docs.sort(key=lambda d: str(d.get("timestamp") or ""))  # ids of imported and older entries sort otherwise
     return [{"timestamp": d.get("timestamp"), "responseCost": d.get("responseCost"), "metadata": d.get("metadata")}

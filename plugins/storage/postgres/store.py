@@ -232,19 +232,24 @@ class PostgresStore(StoreHelpers):
         for d in items:  # one row per id: the last document given for it wins, as sequential puts would
             last[d["_id"]] = self._texts(d["_id"], d)
         ids = list(last)
-        sql = (
-            f"INSERT INTO {TABLE} (coll, id, rev, body, raw)"
-            " SELECT $1, u.id, '1-' || u.nonce, u.q::jsonb, u.raw"
-            " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS u(id, q, raw, nonce)"
-            f" ON CONFLICT (coll, id) DO UPDATE SET rev = (split_part({TABLE}.rev, '-', 1)::bigint + 1)::text"
-            " || '-' || split_part(EXCLUDED.rev, '-', 2), body = EXCLUDED.body, raw = EXCLUDED.raw"
-            " RETURNING id, rev"
-        )
-        rows = await self._run(lambda c: c.fetch(
-            sql, collection, ids, [last[i][1] for i in ids], [last[i][0] for i in ids],
-            [uuid.uuid4().hex[:16] for _ in ids]))
+        rows = await self._run(lambda c: c.fetch(self._PUT_MANY, *self._put_many_args(collection, last)))
         revs = {r["id"]: r["rev"] for r in rows}
         return [revs[d["_id"]] for d in items]
+
+    _PUT_MANY = (
+        f"INSERT INTO {TABLE} (coll, id, rev, body, raw)"
+        " SELECT $1, u.id, '1-' || u.nonce, u.q::jsonb, u.raw"
+        " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS u(id, q, raw, nonce)"
+        f" ON CONFLICT (coll, id) DO UPDATE SET rev = (split_part({TABLE}.rev, '-', 1)::bigint + 1)::text"
+        " || '-' || split_part(EXCLUDED.rev, '-', 2), body = EXCLUDED.body, raw = EXCLUDED.raw"
+        " RETURNING id, rev"
+    )
+
+    @staticmethod
+    def _put_many_args(collection: str, last: dict[str, tuple[str, str]]) -> list[Any]:
+        ids = list(last)
+        return [collection, ids, [last[i][1] for i in ids], [last[i][0] for i in ids],
+                [uuid.uuid4().hex[:16] for _ in ids]]
 
     async def restore_many(self, collection: str, docs: Iterable[Mapping[str, Any]]) -> list[str]:
         """Write documents keeping the ``_rev`` they carry (``gofannon store copy``): a copy then answers
@@ -334,6 +339,15 @@ class PostgresStore(StoreHelpers):
     async def update(self, collection: str, doc_id: str, fn: Updater) -> Doc | None:
         """Read-modify-write under a row lock. A document that does not exist yet cannot be locked, so a
         racing creator makes the insert find a row; the loop then locks that row and applies ``fn`` again."""
+        return await self._update(collection, doc_id, fn, None)
+
+    async def update_and_put(self, collection: str, doc_id: str, fn: Updater, put_collection: str,
+                             docs: Iterable[Mapping[str, Any]]) -> Doc | None:
+        """``update`` with the new documents written in its transaction."""
+        last: dict[str, tuple[str, str]] = {d["_id"]: self._texts(d["_id"], d) for d in docs}
+        return await self._update(collection, doc_id, fn, self._put_many_args(put_collection, last) if last else None)
+
+    async def _update(self, collection: str, doc_id: str, fn: Updater, puts: list[Any] | None) -> Doc | None:
         wrote = False
 
         async def op(conn: Any) -> tuple[bool, Doc | None]:
@@ -343,6 +357,9 @@ class PostgresStore(StoreHelpers):
                     f"SELECT rev, raw FROM {TABLE} WHERE coll=$1 AND id=$2 FOR UPDATE", collection, doc_id)
                 current = self._doc(doc_id, row["rev"], row["raw"]) if row else None
                 new = fn(self._doc(doc_id, row["rev"], row["raw"]) if row else None)
+                if puts is not None:
+                    wrote = True
+                    await conn.fetch(self._PUT_MANY, *puts)
                 if new is None:
                     return True, current
                 raw, query = self._texts(doc_id, new)

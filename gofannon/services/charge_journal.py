@@ -1,0 +1,152 @@
+"""The charge journal: an answer may leave before its charge is stored, and no charge is lost.
+
+``/v1`` answers a call as soon as the vendor has answered and its charge is *journaled*: one line appended to
+this process's journal file (``<data dir>/journal/charges-*.log``, one ``write`` call, no ``fsync``). The charge
+itself is then stored in the background like any other (``users._Charges``: atomic, combined per user), and a
+second line marks it done. A process killed before that point leaves its file behind, unlocked; the next
+kernel that starts on the same data dir replays the charges not marked done, each exactly once: a charge's
+usage entry is written in the same store transaction as the user's ``spendRemaining`` (``update_and_put``),
+so an entry already in the history means the charge is already stored.
+
+Durability is the store's own class on the embedded default: a line survives the process being killed (it is
+in the OS's page cache), not a power cut, like a SQLite commit with ``synchronous=NORMAL``. Without a writable
+data dir, or on the in-memory store, there is no journal and charges are stored before the answer, as before.
+
+Each file is held with an exclusive ``flock`` for its process's life, so a live process's file is never
+replayed, and two starting processes never replay the same file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gofannon.kernel import Kernel
+
+log = logging.getLogger("gofannon.charges")
+
+KEY = "charges.journal"
+#: Once everything in it is done and it is larger than this, the file starts over.
+COMPACT_BYTES = 1 << 20
+#: Stores whose documents outlive the process (a journal for the in-memory store would replay into nothing).
+DURABLE_STORES = frozenset({"sqlite", "postgres", "redis"})
+
+
+class ChargeJournal:
+    """This process's journal file (a kernel component)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.outstanding = 0
+        self.size = 0
+
+    def append(self, uid: str, entry: dict[str, Any]) -> None:
+        """Journal one charge (its ``entry`` carries the usage entry's ``_id``) before its answer leaves."""
+        self._write({"c": uid, "e": entry})
+        self.outstanding += 1
+
+    def done(self, ids: list[str]) -> None:
+        """These charges are stored."""
+        self._write({"d": ids})
+        self.outstanding -= len(ids)
+        if self.outstanding <= 0 and self.size > COMPACT_BYTES:
+            os.ftruncate(self.fd, 0)
+            self.size = 0
+
+    def _write(self, record: dict[str, Any]) -> None:
+        line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+        os.write(self.fd, line)
+        self.size += len(line)
+
+    def close(self) -> None:
+        """At a clean stop (charges drained): nothing outstanding, so the file goes; else it stays for replay."""
+        if self.fd < 0:
+            return
+        if self.outstanding <= 0:
+            self.path.unlink(missing_ok=True)
+        os.close(self.fd)
+        self.fd = -1
+
+
+def journal_of(kernel: "Kernel") -> ChargeJournal | None:
+    """The running journal, or None (no durable store, no writable data dir)."""
+    if not kernel.has_component(KEY):
+        return None
+    return kernel.component(KEY, lambda: None)  # type: ignore[arg-type,return-value]
+
+
+def _folder(kernel: "Kernel") -> Path:
+    return Path(kernel.settings.data_dir) / "journal"
+
+
+def pending_in(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """The charges of a journal's text that were never marked done, in order; a torn last line is skipped."""
+    charges: dict[str, tuple[str, dict[str, Any]]] = {}
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        entry = record.get("e")
+        if isinstance(record.get("c"), str) and isinstance(entry, dict) and isinstance(entry.get("_id"), str):
+            charges[entry["_id"]] = (record["c"], entry)
+        for done in record.get("d") or []:
+            charges.pop(str(done), None)
+    return list(charges.values())
+
+
+async def replay(kernel: "Kernel") -> int:
+    """Store the charges that processes which died left in their journals; returns how many were stored."""
+    from gofannon.services import users
+
+    folder = _folder(kernel)
+    stored = 0
+    for path in sorted(folder.glob("charges-*.log")):
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its process is alive (or another starting process is replaying it)
+            with open(fd, "r", encoding="utf-8", errors="replace", closefd=False) as fh:
+                pending = pending_in(fh.read())
+            for uid, entry in pending:
+                if await kernel.store.get(users.USAGE_COLLECTION, entry["_id"]) is not None:
+                    continue  # stored before the process died, with its usage entry in the same transaction
+                await users.store_charges(kernel, uid, [entry])
+                stored += 1
+            path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+    if stored:
+        log.warning("stored %d charge(s) that a stopped process had answered but not yet written", stored)
+        kernel.record("charges_replayed", f"{stored} journaled charge(s) stored", level="WARNING",
+                      metadata={"count": stored})
+    return stored
+
+
+async def start(kernel: "Kernel") -> None:
+    if kernel.store is None or getattr(kernel.store, "name", "") not in DURABLE_STORES:
+        return
+    folder = _folder(kernel)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        await replay(kernel)
+        journal = ChargeJournal(folder / f"charges-{os.getpid()}-{uuid.uuid4().hex[:12]}.log")
+    except OSError as exc:
+        log.warning("no charge journal in %s (%s): charges are stored before each answer", folder, exc)
+        return
+    kernel.component(KEY, lambda: journal)

@@ -1,0 +1,147 @@
+"""The charge journal: a /v1 answer leaves before its charge is stored, and a process killed in between loses
+no charge. The processes here are real and really killed (SIGKILL); the store is a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from fakes import FakeLLMServer
+from test_gateway_openai import MODEL, start_gateway
+
+from gofannon.kernel import Kernel
+from gofannon.services import charge_journal, users
+
+UID = "dev_stub:alice"
+REPO = Path(__file__).resolve().parent.parent
+
+# A process that takes charges the way /v1 does (journaled, stored in the background) and is killed with
+# SIGKILL before the background writes can run: the journal line is all that is left of each charge.
+KILLED = r"""
+import asyncio, os, signal, sys
+from gofannon.kernel import Kernel
+from gofannon.settings import Settings
+from gofannon.services import users
+
+async def main():
+    kernel = Kernel(Settings.load({"APP_ENV": "test", "GOFANNON_DATA_DIR": sys.argv[1],
+                                   "GOFANNON_SANDBOX_POOL_SIZE": "0"}), role="cli")
+    await kernel.open()
+    await users.get_or_create_user(kernel, sys.argv[2])
+    for i in range(int(sys.argv[3])):
+        assert users.charge_later(kernel, sys.argv[2], 0.5, {"i": i})
+    os.kill(os.getpid(), signal.SIGKILL)  # nothing awaited: no charge reached the store
+
+asyncio.run(main())
+"""
+
+
+def kill_while_charging(data_dir: Path, n: int) -> None:
+    proc = subprocess.run([sys.executable, "-c", KILLED, str(data_dir), UID, str(n)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -9, proc.stderr
+
+
+def journals(data_dir: Path) -> list[Path]:
+    return sorted((data_dir / "journal").glob("charges-*.log"))
+
+
+async def open_kernel(make_settings: Callable[..., Any]) -> Kernel:
+    kernel = Kernel(make_settings(GOFANNON_SANDBOX_POOL_SIZE="0"), role="cli")
+    await kernel.open()
+    return kernel
+
+
+async def test_charges_of_a_killed_process_are_stored_once_by_the_next_start(
+        make_settings: Callable[..., Any], tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    kill_while_charging(data, 7)
+    left = journals(data)
+    assert len(left) == 1 and len(charge_journal.pending_in(left[0].read_text())) == 7
+    kernel = await open_kernel(make_settings)  # replays at start
+    try:
+        user = await users.get_or_create_user(kernel, UID)
+        assert user["usageInfo"]["spendRemaining"] == pytest.approx(100.0 - 7 * 0.5)
+        assert sorted(e["metadata"]["i"] for e in user["usageInfo"]["usage"]) == list(range(7))
+    finally:
+        await kernel.close()
+    assert journals(data) == []  # replayed and removed; this kernel stopped cleanly and left none
+    again = await open_kernel(make_settings)
+    try:  # a second start finds nothing to replay: no charge twice
+        assert (await users.get_or_create_user(again, UID))["usageInfo"]["spendRemaining"] == pytest.approx(96.5)
+    finally:
+        await again.close()
+
+
+async def test_a_journaled_charge_already_stored_is_not_stored_again(
+        make_settings: Callable[..., Any], tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    kill_while_charging(data, 3)
+    (first_uid, first_entry), *_ = charge_journal.pending_in(journals(data)[0].read_text())
+    # The process got as far as storing the first charge (entry and spendRemaining in one transaction)
+    # but died before marking it done in its journal.
+    kernel = Kernel(make_settings(GOFANNON_SANDBOX_POOL_SIZE="0"), role="cli")
+    kernel.store = kernel.open_store()
+    await kernel.store.open()
+    await users.store_charges(kernel, first_uid, [first_entry])
+    await kernel.store.close()
+    kernel = await open_kernel(make_settings)
+    try:
+        user = await users.get_or_create_user(kernel, UID)
+        assert user["usageInfo"]["spendRemaining"] == pytest.approx(100.0 - 3 * 0.5)
+        assert len(await users.usage_history(kernel, UID, limit=100)) == 3
+    finally:
+        await kernel.close()
+
+
+async def test_a_live_process_journal_is_left_alone(make_settings: Callable[..., Any], tmp_path: Path) -> None:
+    first = await open_kernel(make_settings)
+    try:
+        assert users.charge_later(first, UID, 0.25, None)
+        second = await open_kernel(make_settings)  # same data dir: must not replay the live kernel's charge
+        try:
+            await users.caught_up(first, UID)
+            user = await users.get_or_create_user(second, UID)
+            assert user["usageInfo"]["spendRemaining"] == pytest.approx(99.75)
+        finally:
+            await second.close()
+    finally:
+        await first.close()
+
+
+def test_a_torn_last_line_and_done_marks_are_read_as_a_journal_should_be() -> None:
+    lines = [json.dumps({"c": UID, "e": {"_id": f"x{i}", "responseCost": 1.0}}) for i in range(3)]
+    lines.append(json.dumps({"d": ["x0"]}))
+    text = "\n".join(lines) + '\n{"c": "dev_stub:alice", "e": {"_id": "x9"'  # killed mid-write
+    assert [entry["_id"] for _, entry in charge_journal.pending_in(text)] == ["x1", "x2"]
+
+
+async def test_without_a_durable_store_charges_are_stored_before_the_answer(make_settings: Callable[..., Any]) -> None:
+    kernel = Kernel(make_settings(GOFANNON_STORAGE="memory", GOFANNON_SANDBOX_POOL_SIZE="0"), role="cli")
+    await kernel.open()
+    try:
+        assert charge_journal.journal_of(kernel) is None
+        assert users.charge_later(kernel, UID, 1.0, None) is False
+    finally:
+        await kernel.close()
+
+
+async def test_v1_answers_show_in_the_callers_usage_right_away(serve: Any, fake_llm: FakeLLMServer,
+                                                              tmp_path: Path) -> None:
+    gw = await start_gateway(serve, fake_llm, tmp_path, GOFANNON_STORAGE="sqlite")
+    sdk = gw.sdk()
+    for i in range(4):
+        if i % 2:
+            stream = await sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
+                                                       stream=True)
+            assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        else:
+            await sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+        # asked at once, on the same process: the charge is there
+        assert len((await gw.user())["usageInfo"]["usage"]) == i + 1
+        assert len(await gw.usage()) == i + 1
+    assert [p for p in journals(tmp_path / "data") if p.stat().st_size > 0]  # the calls went through the journal
