@@ -81,10 +81,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         follow_parent()
     app = create_app(settings)
     app.on_startup.append(_collect_from_now_on)  # last: after the kernel has opened
+    kernel = app[KERNEL]
+    kernel.defer_warmup = True
     if start_metrics is not None:
-        start_metrics(args.metrics_port, host, settings, app[KERNEL])
-    web.run_app(app, host=host, port=port, access_log=None, reuse_port=args.reuse_port or None,
-                print=lambda msg: print(msg, flush=True))
+        start_metrics(args.metrics_port, host, settings, kernel)
+
+    def listening(message: str) -> None:
+        """run_app's ``print``, called once every site listens: the moment to warm up (Kernel.serving)."""
+        print(message, flush=True)
+        kernel.serving()
+
+    web.run_app(app, host=host, port=port, access_log=None, reuse_port=args.reuse_port or None, print=listening)
     return 0
 
 

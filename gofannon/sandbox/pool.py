@@ -706,12 +706,20 @@ def get_pool(kernel: "Kernel") -> SandboxPool:
 
 
 async def start(kernel: "Kernel") -> None:
-    """Pick the tier (refusing to start when the configured one is unavailable) and warm the pool."""
+    """Pick the tier (refusing to start when the configured one is unavailable) and warm the pool, or leave
+    the warm-up to ``serving`` when the host defers it (``Kernel.defer_warmup``)."""
     import asyncio
 
     tier = await asyncio.to_thread(choose_tier, kernel.settings.sandbox_tier)
     setattr(kernel, "sandbox_tier", tier)
     log.info("sandbox tier: %s", tier)
+    if kernel.role != "cli" and not kernel.defer_warmup:
+        get_pool(kernel)
+
+
+def serving(kernel: "Kernel") -> None:
+    """The server listens: warm the pool now. Starting interpreters takes both cores for a moment, which
+    would otherwise delay the answers to the first requests (``/health`` among them)."""
     if kernel.role != "cli":
         get_pool(kernel)
 
