@@ -8,6 +8,8 @@ Starts, in one run:
     or not, with usage),
   * a real `gofannon serve` whose catalog has an OpenAI-compatible provider at that upstream with a priced
     model, called with a personal API token (every call goes through the allowance gate and is charged),
+  * a bare aiohttp pass-through proxy in front of the same upstream (no auth, no billing): the floor any
+    aiohttp server that forwards a call pays on this machine, so "added" can be read against it,
   * optionally LiteLLM's proxy (`litellm --num_workers 1`, no database) in front of the same upstream, from a
     separate virtualenv (`python -m venv /tmp/litellm-venv && /tmp/litellm-venv/bin/pip install 'litellm[proxy]'`),
 and measures for each: p50/p99 latency of sequential non-streamed calls from one client, p50 time to the
@@ -70,6 +72,35 @@ async def chat(request):
     return web.Response(body=ANSWER, content_type="application/json")
 
 app = web.Application()
+app.router.add_post("/v1/chat/completions", chat)
+app.router.add_get("/health", lambda r: web.Response(text="ok"))
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+'''
+
+
+# The floor any aiohttp proxy pays: a pass-through that parses the body, forwards it with one pooled
+# ClientSession (streamed answers relayed chunk by chunk) and returns the answer; no auth, no billing.
+BARE_PROXY = r'''
+import sys, aiohttp
+from aiohttp import web
+UP = sys.argv[2]
+
+async def startup(app):
+    app["s"] = aiohttp.ClientSession()
+
+async def chat(request):
+    body = await request.json()
+    async with request.app["s"].post(UP, json=body) as r:
+        if not body.get("stream"):
+            return web.json_response(await r.json())
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        async for piece in r.content.iter_any():
+            await resp.write(piece)
+        return resp
+
+app = web.Application()
+app.on_startup.append(startup)
 app.router.add_post("/v1/chat/completions", chat)
 app.router.add_get("/health", lambda r: web.Response(text="ok"))
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
@@ -179,12 +210,15 @@ async def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     tmp = Path(tempfile.mkdtemp(prefix="gofannon-bench-"))
-    up_port, k_port, l_port = free_port(), free_port(), free_port()
+    up_port, k_port, l_port, b_port = free_port(), free_port(), free_port(), free_port()
     upstream = subprocess.Popen([PY, "-c", UPSTREAM, str(up_port)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
+    bare = subprocess.Popen([PY, "-c", BARE_PROXY, str(b_port), f"http://127.0.0.1:{up_port}/v1/chat/completions"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kernel = litellm = None
     try:
         await wait_up(f"http://127.0.0.1:{up_port}/health", upstream)
+        await wait_up(f"http://127.0.0.1:{b_port}/health", bare)
         (tmp / "conf" / "catalog").mkdir(parents=True)
         (tmp / "conf" / "catalog" / "bench.json").write_text(json.dumps({
             "slug": "bench", "plugin": "openai_compat", "base_url": f"http://127.0.0.1:{up_port}/v1",
@@ -228,11 +262,16 @@ async def main() -> None:
               f"wrk {args.connections} connections, {args.seconds} s; kernel store {args.store}, charging every call)")
         direct = await measure("upstream direct", f"http://127.0.0.1:{up_port}/v1/chat/completions", {}, MODEL,
                                args, tmp, upstream.pid)
+        floor = await measure("bare aiohttp proxy", f"http://127.0.0.1:{b_port}/v1/chat/completions", {}, MODEL,
+                              args, tmp, bare.pid)
         gof = await measure("gofannon /v1", f"{base}/v1/chat/completions",
                             {"Authorization": f"Bearer {token}"}, f"bench/{MODEL}", args, tmp, kernel.pid)
         print(f"  added by gofannon: p50 {gof['p50'] - direct['p50']:+.3f} ms (target <= 1)   "
               f"TTFC {gof['ttfc'] - direct['ttfc']:+.3f} ms (target <= 1)   "
               f"throughput {gof['rps'] / direct['rps']:.2f}x the upstream's")
+        print(f"  added by a bare aiohttp proxy (the floor): p50 {floor['p50'] - direct['p50']:+.3f} ms   "
+              f"TTFC {floor['ttfc'] - direct['ttfc']:+.3f} ms;  gofannon over that floor: "
+              f"p50 {gof['p50'] - floor['p50']:+.3f} ms   TTFC {gof['ttfc'] - floor['ttfc']:+.3f} ms")
         if litellm is not None:
             lit = await measure("LiteLLM proxy", f"http://127.0.0.1:{l_port}/v1/chat/completions",
                                 {"Authorization": f"Bearer {LITELLM_KEY}"}, MODEL, args, tmp, litellm.pid)
@@ -245,6 +284,7 @@ async def main() -> None:
     finally:
         stop(litellm)
         stop(kernel)
+        stop(bare)
         stop(upstream)
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -24,7 +24,7 @@ T = TypeVar("T")
 SERVICE_MODULES: tuple[str, ...] = (
     "gofannon.services.secrets",
     "gofannon.services.sessions",
-    "gofannon.services.charge_journal",
+    "gofannon.services.users",
     "gofannon.llm.service",
     "gofannon.jobs.tickets",
     "gofannon.sandbox.pool",

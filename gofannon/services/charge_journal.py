@@ -24,7 +24,7 @@ import logging
 import os
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
     from gofannon.kernel import Kernel
@@ -105,10 +105,12 @@ def pending_in(text: str) -> list[tuple[str, dict[str, Any]]]:
     return list(charges.values())
 
 
-async def replay(kernel: "Kernel") -> int:
-    """Store the charges that processes which died left in their journals; returns how many were stored."""
-    from gofannon.services import users
+#: ``store(uid, entry)``: store one journaled charge unless it is already stored; True when it stored it.
+Replayer = Callable[[str, dict[str, Any]], Awaitable[bool]]
 
+
+async def replay(kernel: "Kernel", store: Replayer) -> int:
+    """Store the charges that processes which died left in their journals; returns how many were stored."""
     folder = _folder(kernel)
     stored = 0
     for path in sorted(folder.glob("charges-*.log")):
@@ -124,10 +126,7 @@ async def replay(kernel: "Kernel") -> int:
             with open(fd, "r", encoding="utf-8", errors="replace", closefd=False) as fh:
                 pending = pending_in(fh.read())
             for uid, entry in pending:
-                if await kernel.store.get(users.USAGE_COLLECTION, entry["_id"]) is not None:
-                    continue  # stored before the process died, with its usage entry in the same transaction
-                await users.store_charges(kernel, uid, [entry])
-                stored += 1
+                stored += bool(await store(uid, entry))
             path.unlink(missing_ok=True)
         finally:
             os.close(fd)
@@ -138,13 +137,14 @@ async def replay(kernel: "Kernel") -> int:
     return stored
 
 
-async def start(kernel: "Kernel") -> None:
+async def start_journal(kernel: "Kernel", store: Replayer) -> None:
+    """Replay what dead processes left (with ``store``), then open this process's journal (a component)."""
     if kernel.store is None or getattr(kernel.store, "name", "") not in DURABLE_STORES:
         return
     folder = _folder(kernel)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        await replay(kernel)
+        await replay(kernel, store)
         journal = ChargeJournal(folder / f"charges-{os.getpid()}-{uuid.uuid4().hex[:12]}.log")
     except OSError as exc:
         log.warning("no charge journal in %s (%s): charges are stored before each answer", folder, exc)

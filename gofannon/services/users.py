@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import functools
 import hashlib
 import logging
 import math
@@ -25,7 +26,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
 from gofannon.errors import BadRequest, PaymentRequired, Unprocessable
-from gofannon.services import secrets
+from gofannon.services import charge_journal, secrets
 from gofannon.timeutil import now_iso, now_ms
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,6 +48,7 @@ _CLEARED = "usageClearedAt"
 _INTERNAL = frozenset({_ENCRYPTED, _CLEARED})
 
 
+@functools.lru_cache(maxsize=4096)
 def usage_prefix(uid: str) -> str:
     """The id prefix of a user's usage entries: fixed-length, so no user's prefix is another's."""
     return "u" + hashlib.sha256(uid.encode()).hexdigest()[:24] + ":"
@@ -316,14 +318,16 @@ def charge_later(kernel: "Kernel", uid: str, cost: float, metadata: dict[str, An
     """Journal a charge and store it in the background (``gofannon.services.charge_journal``), so the answer it
     pays for need not wait for the store. False when this process has no journal: then ``await charge(...)``.
     Reads of the user in this process (``view``, ``usage_history``) wait for it; others see it once stored."""
-    from gofannon.services.charge_journal import journal_of
-
-    journal = journal_of(kernel)
+    journal = charge_journal.journal_of(kernel)
     if journal is None:
         return False
     entry = _entry(cost, metadata)
     entry["_id"] = _entry_id(uid, entry)
-    journal.append(uid, entry)
+    try:
+        journal.append(uid, entry)
+    except OSError:  # a full disk, say: this charge is stored before its answer instead
+        log.warning("the charge journal cannot be written; storing the charge first", exc_info=True)
+        return False
     _charges(kernel).submit(kernel, uid, entry, journal=journal)
     return True
 
@@ -417,6 +421,18 @@ class _Charges:
             for _, fut, _ in batch:
                 if not fut.done():
                     fut.set_result(doc)
+
+
+async def start(kernel: "Kernel") -> None:
+    """Store what killed processes journaled but never wrote, then journal this process's charges."""
+
+    async def replay_one(uid: str, entry: dict[str, Any]) -> bool:
+        if await kernel.store.get(USAGE_COLLECTION, entry["_id"]) is not None:
+            return False  # stored before its process died: the entry and the spend went in one transaction
+        await store_charges(kernel, uid, [entry])
+        return True
+
+    await charge_journal.start_journal(kernel, replay_one)
 
 
 def _journal_done(batch: list[Any]) -> None:
