@@ -13,13 +13,13 @@ import asyncio
 import json
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from gofannon.services import mcp_server as svc
 from gofannon.services.mcp_server import INVALID_REQUEST, McpError
 from gofannon.web.common import api_doc, kernel_of, optional_identity, public, public_origin
+from gofannon.web.cors import mcp_origin_allowed
 from gofannon.web.keys import KERNEL
 
 routes = web.RouteTableDef()
@@ -28,8 +28,6 @@ SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 KEEPALIVE_S = 15.0
-_LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
-_DEV_ENVS = {"local", "dev", "development", "test"}
 
 
 def _answer(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -44,26 +42,14 @@ def base_url(request: web.Request) -> str:
     return public_origin(request)
 
 
-def _origin_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
-
 def check_origin(request: web.Request) -> None:
     """DNS-rebinding guard: a browser page of another site may not drive ``/mcp`` (403).
 
-    Allowed: no ``Origin`` (non-browser clients), the kernel's own origin, ``FRONTEND_URL``'s, and any
-    loopback origin when ``APP_ENV`` is local/dev/test.
+    Allowed: no ``Origin`` (non-browser clients), and the origins ``gofannon.web.cors.mcp_origin_allowed``
+    accepts (the kernel's own, ``FRONTEND_URL``'s, ``GOFANNON_MCP_ALLOWED_ORIGINS``, loopback in local/dev/test).
     """
     origin = request.headers.get("Origin")
-    if origin is None:
-        return
-    settings = kernel_of(request).settings
-    wanted = origin.strip().lower()
-    if wanted in (_origin_of(base_url(request)), _origin_of(settings.frontend_url)):
-        return
-    parts = urlsplit(wanted)
-    if settings.app_env.lower() in _DEV_ENVS and parts.scheme in ("http", "https") and parts.hostname in _LOOPBACK:
+    if origin is None or mcp_origin_allowed(kernel_of(request).settings, base_url(request), origin):
         return
     raise McpError(INVALID_REQUEST, f"Origin {origin!r} is not allowed to use this MCP server", http_status=403)
 

@@ -19,6 +19,7 @@ from aiohttp.web_urldispatcher import SystemRoute
 from gofannon.errors import GofannonError
 from gofannon.observability import CURRENT, RequestContext, request_id_from
 from gofannon.web.common import IDENTITY_KEY, dumps, is_public
+from gofannon.web.cors import cross_origin_headers
 from gofannon.web.keys import KERNEL
 
 log = logging.getLogger("gofannon.web")
@@ -43,11 +44,22 @@ class RequestObserver(Protocol):
 REQUEST_OBSERVERS = web.AppKey("request_observers", list)
 
 
+#: The request's cross-origin headers (``gofannon.web.cors``), added as its answer's headers are sent.
+try:
+    CROSS_ORIGIN: Any = web.RequestKey("gofannon_cross_origin", dict)
+except AttributeError:  # pragma: no cover - aiohttp < 3.14
+    CROSS_ORIGIN = "gofannon_cross_origin"
+
+
 async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """``X-Request-Id`` on every answer, streamed ones included (this runs as headers are sent)."""
+    """``X-Request-Id`` on every answer, streamed ones included (this runs as headers are sent), and the
+    cross-origin headers a browser-based MCP client needs."""
     ctx = CURRENT.get()
     if ctx is not None:
         response.headers["X-Request-Id"] = ctx.request_id
+    cross = request.get(CROSS_ORIGIN)
+    if cross is not None:
+        response.headers.update(cross)
 
 
 def _error(status: int, detail: Any, headers: dict[str, str] | None = None, path: str = "",
@@ -78,9 +90,17 @@ def build_middleware(app: web.Application) -> Any:
             "Vary": "Origin",
         }
 
-    def preflight(request: web.Request, origin: str) -> web.Response:
+    def preflight(request: web.Request, origin: str, cross: dict[str, str] | None) -> web.Response:
         if origin != allowed_origin:
-            return web.Response(status=400, text="Disallowed CORS origin", content_type="text/plain")
+            if cross is None:
+                return web.Response(status=400, text="Disallowed CORS origin", content_type="text/plain")
+            headers = {k: v for k, v in cross.items() if k != "Access-Control-Expose-Headers"}
+            headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+            requested = request.headers.get("Access-Control-Request-Headers")
+            if requested:
+                headers["Access-Control-Allow-Headers"] = requested
+            headers["Access-Control-Max-Age"] = "600"
+            return web.Response(status=204, headers=headers)
         headers = cors_headers(origin)
         headers["Access-Control-Allow-Methods"] = "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
         requested = request.headers.get("Access-Control-Request-Headers")
@@ -138,8 +158,13 @@ def build_middleware(app: web.Application) -> Any:
 
     async def serve(request: web.Request, handler: Handler, ctx: RequestContext) -> web.StreamResponse:
         origin = request.headers.get("Origin")
+        cross = None
+        if origin is not None and origin != allowed_origin:
+            cross = cross_origin_headers(request, origin)
+            if cross is not None:
+                request[CROSS_ORIGIN] = cross
         if origin is not None and request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            return preflight(request, origin)
+            return preflight(request, origin, cross)
         try:
             length = request.content_length
             if length is not None and length > settings.max_body_bytes:
