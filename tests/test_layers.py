@@ -220,3 +220,15 @@ def test_the_sandbox_child_imports_only_the_standard_library_and_itself() -> Non
                 if top not in sys.stdlib_module_names and not (module.endswith("__main__") and top == "child"):
                     outside.append(f"{module}: {name}")
     assert outside == []
+
+
+#: The layers below the HTTP handlers: none of them may import ``gofannon.web`` (handlers call services, never
+#: the other way; what both need lives below, e.g. ``gofannon.jsontext``).
+BELOW_WEB = ("gofannon.services", "gofannon.llm", "gofannon.store", "gofannon.jobs", "gofannon.sandbox",
+             "gofannon.models")
+
+
+def test_services_and_the_layers_below_never_import_the_web_layer() -> None:
+    upward = sorted((m, t) for m, targets in GRAPH.items() if m.startswith(BELOW_WEB)
+                    for t in targets if t == "gofannon.web" or t.startswith("gofannon.web."))
+    assert not upward, f"imports of the web layer from below it: {upward}"

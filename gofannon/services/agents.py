@@ -131,7 +131,7 @@ async def list_agents(kernel: "Kernel", ident: "Identity", workspace_id: str | N
 
 async def list_agents_json(kernel: "Kernel", ident: "Identity", workspace_id: str | None = None) -> bytes:
     """``GET /agents`` as encoded JSON: one small store read validates the cached answer."""
-    from gofannon.web.common import dumps
+    from gofannon.jsontext import dumps
 
     meta = await kernel.store.get(META, LIST_VERSION)
     version = meta["_rev"] if meta is not None else "-"

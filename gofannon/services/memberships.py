@@ -27,8 +27,6 @@ from typing import TYPE_CHECKING, Any
 from gofannon.errors import NotFound
 
 if TYPE_CHECKING:  # pragma: no cover
-    from aiohttp import web
-
     from gofannon.auth import Identity
     from gofannon.kernel import Kernel
 
@@ -41,14 +39,6 @@ PERSONAL_PREFIX = "personal:"
 ROLES = ("member", "admin")
 MAX_ID_LENGTH = 256
 NOT_FOUND = "Workspace not found"
-
-try:
-    from aiohttp import web as _web
-
-    ACTIVE_KEY: Any = _web.RequestKey("gofannon_workspace", object)
-except AttributeError:  # pragma: no cover - aiohttp < 3.14
-    ACTIVE_KEY = "gofannon_workspace"
-
 
 # -- ids and shapes ------------------------------------------------------------------------------------
 def personal_id(ident: "Identity") -> str:
@@ -161,16 +151,3 @@ async def resolve_active(kernel: "Kernel", ident: "Identity", named: str | None)
         return named, "admin"
     return named, await effective_role(kernel, ident, named)
 
-
-async def active_workspace(request: "web.Request") -> tuple[str, str]:
-    """The workspace this request acts in and the caller's role there, from the header
-    ``X-Gofannon-Workspace`` or the query parameter ``workspace``; computed once per request."""
-    cached = request.get(ACTIVE_KEY)
-    if cached is not None:
-        return cached  # type: ignore[no-any-return]
-    from gofannon.web.common import identity, kernel_of
-
-    named = request.headers.get(HEADER) or request.query.get(QUERY)
-    result = await resolve_active(kernel_of(request), identity(request), named)
-    request[ACTIVE_KEY] = result
-    return result

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from gofannon.errors import Conflict, Forbidden, NotFound, Unprocessable
 from gofannon.services.memberships import (  # noqa: F401 - re-exported for handlers and other services
-    ACTIVE_KEY, COLLECTION, HEADER, MANUAL_PREFIX, MAX_ID_LENGTH, MEMBERS, NOT_FOUND, PERSONAL_PREFIX, QUERY, ROLES,
-    active_workspace, bound_workspace, derived, effective_role, exists, has_manual_membership, is_manual,
+    COLLECTION, HEADER, MANUAL_PREFIX, MAX_ID_LENGTH, MEMBERS, NOT_FOUND, PERSONAL_PREFIX, QUERY, ROLES,
+    bound_workspace, derived, effective_role, exists, has_manual_membership, is_manual,
     manual_view, member_id, membership, memberships, personal_id, resolve_active, role_in,
 )
 from gofannon.services.workspace_budgets import (  # noqa: F401 - re-exported

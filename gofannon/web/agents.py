@@ -7,7 +7,7 @@ from aiohttp import web
 from gofannon.models.agent import CreateAgentRequest, RunCodeRequest, UpdateAgentRequest
 from gofannon.models.run import nullable
 from gofannon.services import agents, runs
-from gofannon.services.workspaces import active_workspace
+from gofannon.web.workspace import active_workspace
 from gofannon.web.common import api_doc, identity, json_response, kernel_of, no_content, parse_body
 from gofannon.web.runs import frame, open_stream, pump
 

@@ -7,7 +7,8 @@ from aiohttp import web
 
 from gofannon.jobs import tickets
 from gofannon.models.chat import ChatRequest, chat_response
-from gofannon.services.workspaces import active_workspace, charges_workspace
+from gofannon.services.workspaces import charges_workspace
+from gofannon.web.workspace import active_workspace
 from gofannon.web.common import api_doc, identity, json_response, kernel_of, parse_body
 
 routes = web.RouteTableDef()

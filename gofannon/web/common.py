@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from gofannon.errors import Forbidden, PayloadTooLarge, Unauthorized, Unprocessable
+from gofannon.jsontext import dumps  # noqa: F401 - the handlers' encoder, re-exported
 from gofannon.web.keys import KERNEL
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -144,10 +145,6 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
 
 def query_model(request: web.Request, model: type[M]) -> M:
     return validate(model, dict(request.query), ("query",))
-
-
-def dumps(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

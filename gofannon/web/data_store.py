@@ -13,7 +13,7 @@ from aiohttp import web
 from gofannon.errors import Forbidden, NotFound
 from gofannon.models import WireModel
 from gofannon.services import data_store as ds
-from gofannon.services.workspaces import active_workspace
+from gofannon.web.workspace import active_workspace
 from gofannon.web.common import (
     api_doc,
     identity,

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from gofannon.models.demo import CreateDemoAppRequest, GenerateDemoCodeRequest
 from gofannon.services import demos
-from gofannon.services.workspaces import active_workspace
+from gofannon.web.workspace import active_workspace
 from gofannon.web.common import (
     api_doc,
     identity,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gofannon.services import deployments, scopes
-from gofannon.services.workspaces import active_workspace
+from gofannon.web.workspace import active_workspace
 from gofannon.web.common import api_doc, identity, json_response, kernel_of, no_content, read_json
 
 routes = web.RouteTableDef()

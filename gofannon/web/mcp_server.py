@@ -188,7 +188,7 @@ async def _shared_workspace(request: web.Request) -> str | None:
     """The active shared workspace (``X-Gofannon-Workspace``, or the token's bound one), whose deployments are
     listed besides the public ones; None for the personal workspace."""
     from gofannon.errors import GofannonError
-    from gofannon.services.memberships import active_workspace
+    from gofannon.web.workspace import active_workspace
 
     try:
         workspace_id, _role = await active_workspace(request)

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from gofannon.models import run as run_model
 from gofannon.services import runs
-from gofannon.services.workspaces import active_workspace
+from gofannon.web.workspace import active_workspace
 from gofannon.web.common import api_doc, dumps, identity, json_response, kernel_of
 
 routes = web.RouteTableDef()

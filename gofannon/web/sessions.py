@@ -16,7 +16,7 @@ from gofannon.models.provider import ProviderConfig
 from gofannon.services.ownership import (
     DELETE, EDIT, OWNER_FIELD, READ, authorize, load_for, stamp_workspace, workspace_of,
 )
-from gofannon.services.workspaces import active_workspace
+from gofannon.web.workspace import active_workspace
 from gofannon.timeutil import now_iso
 from gofannon.web.common import api_doc, identity, json_response, kernel_of, parse_body
 

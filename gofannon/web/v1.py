@@ -18,7 +18,8 @@ from aiohttp import web
 from gofannon.errors import GofannonError
 from gofannon.models.openai import ChatCompletionBody
 from gofannon.services import gateway
-from gofannon.services.workspaces import active_workspace, charges_workspace
+from gofannon.services.workspaces import charges_workspace
+from gofannon.web.workspace import active_workspace
 from gofannon.web.common import api_doc, dumps, identity, json_response, kernel_of, read_json
 
 log = logging.getLogger("gofannon.web.v1")

@@ -9,6 +9,7 @@ from gofannon.models.workspace import (
 )
 from gofannon.services import workspaces
 from gofannon.web.common import api_doc, identity, json_response, kernel_of, no_content, parse_body
+from gofannon.web.workspace import active_workspace
 
 routes = web.RouteTableDef()
 TAGS = ["workspaces"]
@@ -39,7 +40,7 @@ async def list_workspaces(request: web.Request) -> web.Response:
 @api_doc(summary="The workspace this request acts in (header X-Gofannon-Workspace, query `workspace`, the "
                  "token's bound workspace, else the personal one) and the caller's role there", tags=TAGS)
 async def get_active(request: web.Request) -> web.Response:
-    workspace_id, _role = await workspaces.active_workspace(request)
+    workspace_id, _role = await active_workspace(request)
     return json_response(await workspaces.get(kernel_of(request), identity(request), workspace_id))
 
 
