@@ -296,3 +296,20 @@ async def test_rq_queue_depth_and_oldest_waiting_age(serve: Any, redis_url: str)
     after = await scrape(client)
     assert value(after, "gofannon_job_queue_depth", queue="gofannon") == 2
     assert 0.4 <= value(after, "gofannon_job_queue_oldest_age_seconds", queue="gofannon") < 60
+
+
+async def test_inline_queue_depth_and_oldest_waiting_age(serve: Any, fake_openai: FakeLLMServer) -> None:
+    # One job at a time, and the model takes its time: the tickets behind the first one wait for a slot.
+    client = await serve(**fake_openai.env, GOFANNON_JOB_CONCURRENCY="1", GOFANNON_METRICS_TOKEN=METRICS_TOKEN)
+    await client.login("alice")
+    fake_openai.respond(lambda req: Reply("slow", delay=1.5))
+    tickets = [(await post_chat(client))["ticket_id"] for _ in range(3)]
+    await asyncio.sleep(0.5)
+    during = await scrape(client)
+    assert value(during, "gofannon_job_queue_depth", queue="inline") == 2
+    assert 0.4 <= value(during, "gofannon_job_queue_oldest_age_seconds", queue="inline") < 60
+    for ticket in tickets:
+        assert (await wait_ticket(client, ticket))["status"] == "completed"
+    after = await scrape(client)
+    assert value(after, "gofannon_job_queue_depth", queue="inline") == 0
+    assert value(after, "gofannon_job_queue_oldest_age_seconds", queue="inline") == 0

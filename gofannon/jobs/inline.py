@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -20,11 +21,15 @@ class InlineJobQueue:
         self._sem = asyncio.Semaphore(max(1, kernel.settings.job_concurrency))
         self._futures: dict[str, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._waiting: dict[object, float] = {}  # jobs not yet given a slot -> when they were submitted
 
     def depth(self) -> int:
         """Jobs submitted and still waiting for a free slot (metrics read it)."""
-        running = max(1, self.kernel.settings.job_concurrency) - self._sem._value
-        return max(0, len(self._tasks) - max(0, running))
+        return len(self._waiting)
+
+    def oldest_wait(self) -> float:
+        """Seconds the longest-waiting job has waited for a slot; 0 when none waits (metrics read it)."""
+        return max(0.0, time.monotonic() - min(self._waiting.values())) if self._waiting else 0.0
 
     async def start(self) -> None:
         return None
@@ -36,7 +41,13 @@ class InlineJobQueue:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _run(self, job: str, payload: dict[str, Any], timeout: float | None, fut: asyncio.Future[Any] | None) -> None:
-        async with self._sem:
+        mark = object()
+        self._waiting[mark] = time.monotonic()
+        try:
+            await self._sem.acquire()
+        finally:
+            self._waiting.pop(mark, None)
+        try:
             try:
                 value = await run_job(self.kernel, job, payload, timeout)
             except asyncio.CancelledError:
@@ -52,6 +63,8 @@ class InlineJobQueue:
             else:
                 if fut is not None and not fut.done():
                     fut.set_result(value)
+        finally:
+            self._sem.release()
 
     async def submit(self, job: str, payload: dict[str, Any], *, job_id: str | None = None,
                      timeout: float | None = None, keep_result: bool = False) -> str:

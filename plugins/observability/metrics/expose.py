@@ -101,13 +101,14 @@ class ScrapeCollector:
                 depth.add_metric([name], waiting)
                 age.add_metric([name], oldest)
         else:
-            waiting = 0
+            waiting, oldest = 0, 0.0
             for kernel in list(self.kernels):
                 queue = kernel.queue
                 if queue is not None and hasattr(queue, "depth"):
                     waiting += queue.depth()
+                    oldest = max(oldest, queue.oldest_wait() if hasattr(queue, "oldest_wait") else 0.0)
             depth.add_metric(["inline"], waiting)
-            age.add_metric(["inline"], 0.0)
+            age.add_metric(["inline"], oldest)
         yield depth
         yield age
 
