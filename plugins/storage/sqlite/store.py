@@ -239,17 +239,7 @@ class SQLiteStore(StoreHelpers):
         )
 
     async def update(self, collection: str, doc_id: str, fn: Updater) -> Doc | None:
-        def op(conn: sqlite3.Connection) -> Doc | None:
-            row = conn.execute("SELECT body FROM docs WHERE coll=? AND id=?", (collection, doc_id)).fetchone()
-            new = fn(json.loads(row[0]) if row else None)
-            if new is None:  # unchanged: the stored document, decoded afresh (fn may have touched its copy)
-                return json.loads(row[0]) if row else None
-            rev = self._put_in_tx(conn, collection, doc_id, new, ANY)
-            stored = dict(new)
-            stored["_id"], stored["_rev"] = doc_id, rev
-            return stored
-
-        return await self._run(lambda conn: self._tx(conn, lambda: op(conn)))
+        return await self.update_and_put(collection, doc_id, fn, collection, ())
 
     async def update_and_put(self, collection: str, doc_id: str, fn: Updater, put_collection: str,
                              docs: Iterable[Mapping[str, Any]]) -> Doc | None:
@@ -261,7 +251,7 @@ class SQLiteStore(StoreHelpers):
             new = fn(json.loads(row[0]) if row else None)
             for d in items:
                 self._put_in_tx(conn, put_collection, d["_id"], d, ANY)
-            if new is None:
+            if new is None:  # unchanged: the stored document, decoded afresh (fn may have touched its copy)
                 return json.loads(row[0]) if row else None
             rev = self._put_in_tx(conn, collection, doc_id, new, ANY)
             stored = dict(new)
