@@ -145,3 +145,20 @@ async def test_v1_answers_show_in_the_callers_usage_right_away(serve: Any, fake_
         assert len((await gw.user())["usageInfo"]["usage"]) == i + 1
         assert len(await gw.usage()) == i + 1
     assert [p for p in journals(tmp_path / "data") if p.stat().st_size > 0]  # the calls went through the journal
+
+
+async def test_a_busy_journal_moves_to_new_files_and_removes_the_stored_ones(
+        make_settings: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(charge_journal, "ROTATE_BYTES", 1500)  # a few charges per file
+    kernel = await open_kernel(make_settings)
+    try:
+        for i in range(40):  # always some charge in flight: the file never falls idle
+            assert users.charge_later(kernel, UID, 0.5, {"i": i})
+        assert len(journals(tmp_path / "data")) > 1
+        await users.caught_up(kernel, UID)
+        assert len(journals(tmp_path / "data")) == 1  # only the file taking appends is left
+        user = await users.get_or_create_user(kernel, UID)
+        assert user["usageInfo"]["spendRemaining"] == pytest.approx(100.0 - 40 * 0.5)
+    finally:
+        await kernel.close()
+    assert journals(tmp_path / "data") == []

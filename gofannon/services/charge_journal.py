@@ -12,8 +12,10 @@ Durability is the store's own class on the embedded default: a line survives the
 in the OS's page cache), not a power cut, like a SQLite commit with ``synchronous=NORMAL``. Without a writable
 data dir, or on the in-memory store, there is no journal and charges are stored before the answer, as before.
 
-Each file is held with an exclusive ``flock`` for its process's life, so a live process's file is never
-replayed, and two starting processes never replay the same file.
+Each file is held with an exclusive ``flock`` while its process has it open, so a live process's file is
+never replayed, and two starting processes never replay the same file. A process's journal is a series of
+such files (segments): one takes the appends; one grown past ``ROTATE_BYTES`` hands over to a new one and is
+removed once all its charges are stored; the last is emptied whenever nothing is outstanding in it.
 """
 
 from __future__ import annotations
@@ -32,48 +34,94 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("gofannon.charges")
 
 KEY = "charges.journal"
-#: Once everything in it is done and it is larger than this, the file starts over.
+#: Once everything in it is done and it is larger than this, a segment starts over (truncated).
 COMPACT_BYTES = 1 << 20
+#: A segment larger than this hands the appends over to a new one (when charges are always in flight).
+ROTATE_BYTES = 4 << 20
 #: Stores whose documents outlive the process (a journal for the in-memory store would replay into nothing).
 DURABLE_STORES = frozenset({"sqlite", "postgres", "redis"})
 
 
-class ChargeJournal:
-    """This process's journal file (a kernel component)."""
+class Segment:
+    """One journal file, locked by this process while it is open."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self.fd)
+            raise
         self.outstanding = 0
         self.size = 0
+        self.retired = False  # a newer segment takes the appends; this one goes once all its charges are stored
 
     def append(self, uid: str, entry: dict[str, Any]) -> None:
-        """Journal one charge (its ``entry`` carries the usage entry's ``_id``) before its answer leaves."""
         self._write({"c": uid, "e": entry})
         self.outstanding += 1
 
     def done(self, ids: list[str]) -> None:
-        """These charges are stored."""
+        """These charges (journaled here) are stored."""
         self._write({"d": ids})
         self.outstanding -= len(ids)
-        if self.outstanding <= 0 and self.size > COMPACT_BYTES:
-            os.ftruncate(self.fd, 0)
-            self.size = 0
+        if self.outstanding <= 0:
+            if self.retired:
+                self.close()
+            elif self.size > COMPACT_BYTES:
+                os.ftruncate(self.fd, 0)
+                self.size = 0
 
     def _write(self, record: dict[str, Any]) -> None:
+        if self.fd < 0:
+            raise OSError("the charge journal is closed")
         line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
         os.write(self.fd, line)
         self.size += len(line)
 
     def close(self) -> None:
-        """At a clean stop (charges drained): nothing outstanding, so the file goes; else it stays for replay."""
+        """Nothing outstanding: the file goes; else it stays, unlocked, for the next start to replay."""
         if self.fd < 0:
             return
         if self.outstanding <= 0:
             self.path.unlink(missing_ok=True)
         os.close(self.fd)
         self.fd = -1
+
+
+class ChargeJournal:
+    """This process's journal (a kernel component): appends go to the current segment; a segment grown past
+    ``ROTATE_BYTES`` hands over to a new one and is removed once every charge in it is stored, so a journal
+    that never falls idle (some charge always in flight) still stays small."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.segments: set[Segment] = set()
+        self.current = self._new()
+
+    def _new(self) -> Segment:
+        segment = Segment(self.folder / f"charges-{os.getpid()}-{uuid.uuid4().hex[:12]}.log")
+        self.segments = {s for s in self.segments if s.fd >= 0}
+        self.segments.add(segment)
+        return segment
+
+    def append(self, uid: str, entry: dict[str, Any]) -> Segment:
+        """Journal one charge (its ``entry`` carries the usage entry's ``_id``) before its answer leaves; the
+        segment it went to is told when it is stored (``Segment.done``)."""
+        segment = self.current
+        if segment.size > ROTATE_BYTES:
+            segment.retired = True
+            fresh = self.current = self._new()
+            if segment.outstanding <= 0:
+                segment.close()
+            segment = fresh
+        segment.append(uid, entry)
+        return segment
+
+    def close(self) -> None:
+        """At a clean stop (charges drained): the segments go, or stay for replay if something is left."""
+        for segment in list(self.segments):
+            segment.close()
 
 
 def journal_of(kernel: "Kernel") -> ChargeJournal | None:
@@ -145,7 +193,7 @@ async def start_journal(kernel: "Kernel", store: Replayer) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         await replay(kernel, store)
-        journal = ChargeJournal(folder / f"charges-{os.getpid()}-{uuid.uuid4().hex[:12]}.log")
+        journal = ChargeJournal(folder)
     except OSError as exc:
         log.warning("no charge journal in %s (%s): charges are stored before each answer", folder, exc)
         return

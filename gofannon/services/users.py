@@ -324,11 +324,11 @@ def charge_later(kernel: "Kernel", uid: str, cost: float, metadata: dict[str, An
     entry = _entry(cost, metadata)
     entry["_id"] = _entry_id(uid, entry)
     try:
-        journal.append(uid, entry)
+        segment = journal.append(uid, entry)
     except OSError:  # a full disk, say: this charge is stored before its answer instead
         log.warning("the charge journal cannot be written; storing the charge first", exc_info=True)
         return False
-    _charges(kernel).submit(kernel, uid, entry, journal=journal)
+    _charges(kernel).submit(kernel, uid, entry, journal=segment)
     return True
 
 
@@ -436,10 +436,16 @@ async def start(kernel: "Kernel") -> None:
 
 
 def _journal_done(batch: list[Any]) -> None:
-    """Mark the journaled charges of a stored batch done in their journal (one per process)."""
-    journaled = [(e["_id"], journal) for e, _, journal in batch if journal is not None]
-    if journaled:
-        journaled[0][1].done([i for i, _ in journaled])
+    """Mark the journaled charges of a stored batch done in the journal segments they were written to."""
+    by_segment: dict[Any, list[str]] = {}
+    for entry, _, segment in batch:
+        if segment is not None:
+            by_segment.setdefault(segment, []).append(entry["_id"])
+    for segment, ids in by_segment.items():
+        try:
+            segment.done(ids)
+        except OSError:  # stored all the same; a replay would find the entries and skip them
+            log.warning("could not mark charges done in the journal", exc_info=True)
 
 
 def _log_failure(fut: "asyncio.Future[Any]") -> None:
