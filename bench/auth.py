@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import aiohttp
-from _common import free_port, login, wait_up  # bench/ is the script's directory
+from _common import free_port, login, stop, wait_up  # bench/ is the script's directory
 from agents_list import PY, REPO
 
 
@@ -71,11 +71,7 @@ async def main() -> None:
         print(f"  GET /users/me, bearer token : {by_token:9.0f} req/s   ratio {by_token / health:5.2f}")
         print(f"  token vs cookie             : {by_token / by_cookie:9.2f}")
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, free_port, login, wait_up  # noqa: E402
+from _common import REPO, free_port, login, stop, wait_up  # noqa: E402
 
 PY = sys.executable
 MODEL = "m"
@@ -175,17 +175,6 @@ def cpu_seconds(pid: int | None) -> float:
     return total
 
 
-def stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 async def measure(name: str, url: str, headers: dict[str, str], model: str, args: argparse.Namespace,
                   tmp: Path, pid: int | None) -> dict[str, float]:
     lat = await latency(url, headers, args.requests, model)
@@ -282,10 +271,9 @@ async def main() -> None:
         else:
             print("  LiteLLM proxy: skipped (pass --litellm-python PATH to a virtualenv with litellm[proxy])")
     finally:
-        stop(litellm)
-        stop(kernel)
-        stop(bare)
-        stop(upstream)
+        for proc in (litellm, kernel, bare, upstream):
+            if proc is not None:
+                stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

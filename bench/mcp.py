@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,8 +23,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, login, stop, wait_up
-from agents_list import PY, REPO
+from _common import free_port, login, spawn_kernel, stop, wait_up
 
 CODE = "async def run(input_dict, tools):\n    return {'outputText': input_dict.get('inputText', '').upper()}\n"
 
@@ -54,10 +51,7 @@ async def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gofannon-bench-"))
     port = free_port()
-    env = {**os.environ, "APP_ENV": "local", "GOFANNON_DATA_DIR": str(tmp / "data"), "GOFANNON_LOG_LEVEL": "WARNING"}
-    env.pop("REDIS_URL", None)
-    server = subprocess.Popen([PY, "-m", "gofannon", "serve", "--port", str(port)], env=env, cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = spawn_kernel(port, str(tmp / "data"), APP_ENV="local")
     try:
         base = f"http://127.0.0.1:{port}"
         await wait_up(f"{base}/health", server)

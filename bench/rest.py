@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import shutil
 import statistics
@@ -30,8 +29,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, login, wait_up  # noqa: E402
-from agents_list import PY, REPO
+from _common import free_port, login, spawn_kernel, stop, wait_up  # noqa: E402
 
 CODE = "async def run(input_dict, tools):\n    return {'outputText': input_dict.get('inputText', '').upper()}\n"
 BODY = '{"inputText": "hello"}'
@@ -85,10 +83,7 @@ async def main() -> None:
         raise SystemExit("wrk is not installed")
     tmp = Path(tempfile.mkdtemp(prefix="gofannon-bench-"))
     port = free_port()
-    env = {**os.environ, "APP_ENV": "local", "GOFANNON_DATA_DIR": str(tmp / "data"), "GOFANNON_LOG_LEVEL": "WARNING"}
-    env.pop("REDIS_URL", None)
-    server = subprocess.Popen([PY, "-m", "gofannon", "serve", "--port", str(port)], env=env, cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = spawn_kernel(port, str(tmp / "data"), APP_ENV="local")
     try:
         base = f"http://127.0.0.1:{port}"
         await wait_up(f"{base}/health", server)
@@ -132,11 +127,7 @@ async def main() -> None:
               " no HTTP, no isolation)")
         print(f"  ratio            : p50 x{p50 / l50:.0f}   throughput {rps / local_rps:.4f}")
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import free_port, login, wait_up
+from _common import free_port, login, stop, wait_up
 from agents_list import CODE, PY, wrk
 from fakes.postgres import start_postgres
 
@@ -54,11 +54,7 @@ async def agents_rps(env: dict[str, str], agents: int, seconds: int, connections
         wrk(f"{base}/agents", sid, 1, connections)  # warm-up
         return wrk(f"{base}/agents", sid, seconds, connections)
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
 
 
 async def charges_per_second(env: dict[str, str], charges: int, rounds: int) -> float:
