@@ -2,8 +2,9 @@
 
 How fast is measured in bench/startup.py. These tests hold what the start-up work may not lose while it is
 reordered for speed: the first ``/health`` already names the sandbox tier (probed before listening, in the
-background), the sandbox pool warms once the server listens without any request asking for it, and a
-configured tier that is unavailable still stops start-up with its reason.
+background), the sandbox pool warms once the server listens without any request asking for it, a configured
+tier that is unavailable still stops start-up with its reason, and request models, built on first use now,
+validate the first bodies of a fresh process and appear in its API document.
 """
 
 from __future__ import annotations
@@ -24,10 +25,14 @@ from conftest import REPO, free_port
 TIERS = {"bwrap", "landlock", "rlimit"}
 
 
-def _get(port: int, path: str) -> tuple[int, Any] | None:
+def _request(port: int, path: str, body: Any = None) -> tuple[int, Any] | None:
+    """``GET path``, or ``POST path`` with a JSON ``body``: (status, decoded JSON), or None if nothing listens."""
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        conn.request("GET", path)
+        if body is None:
+            conn.request("GET", path)
+        else:
+            conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
         response = conn.getresponse()
         status, body = response.status, json.loads(response.read() or b"null")
         conn.close()
@@ -79,7 +84,7 @@ def _first_health(proc: subprocess.Popen[str], port: int) -> Any:
         if proc.poll() is not None:
             err = proc.stderr.read() if proc.stderr else ""
             pytest.fail(f"gofannon serve exited with {proc.returncode}: {err[-2000:]}")
-        answer = _get(port, "/health")
+        answer = _request(port, "/health")
         if answer is not None:
             assert answer[0] == 200
             return answer[1]
@@ -97,7 +102,7 @@ def test_the_first_health_names_the_tier_and_the_pool_warms_once_the_server_list
         assert time.monotonic() < deadline, "no sandbox process was started after the server began listening"
         time.sleep(0.05)
     while True:
-        answer = _get(port, "/health/ready")
+        answer = _request(port, "/health/ready")
         assert answer is not None
         sandbox = answer[1]["checks"]["sandbox"]
         if answer[0] == 200 and sandbox["warm"] == 2:
@@ -115,4 +120,19 @@ def test_an_unavailable_configured_tier_still_stops_start_up_with_its_reason(spa
         pytest.fail("gofannon serve kept running with GOFANNON_SANDBOX_TIER=jail")
     assert proc.returncode != 0
     assert "GOFANNON_SANDBOX_TIER=jail: unknown sandbox tier 'jail'" in err
-    assert _get(port, "/health") is None
+    assert _request(port, "/health") is None
+
+
+def test_a_fresh_process_validates_its_first_bodies_and_documents_them(spawn: Any) -> None:
+    proc, port = spawn(GOFANNON_SANDBOX_POOL_SIZE="0")
+    _first_health(proc, port)
+    # The first validated body of the process: the model's validator is built now.
+    status, body = _request(port, "/log/client", {"eventType": "ui_error"}) or (None, None)
+    assert status == 422
+    assert [(e["loc"], e["msg"]) for e in body["detail"]] == [(["body", "message"], "Field required")]
+    assert _request(port, "/log/client", {"event_type": "ui_error", "message": "boom", "level": "ERROR"}) == (
+        202, {"status": "logged"})
+    status, doc = _request(port, "/openapi.json") or (None, None)
+    assert status == 200
+    schema = doc["components"]["schemas"]["ClientLogPayload"]
+    assert {"eventType", "message"} <= set(schema["properties"]) and "eventType" in schema["required"]
