@@ -198,8 +198,8 @@ def probe_in_background(setting: str) -> None:
     def probe() -> None:
         try:
             choose_tier(setting)
-        except RuntimeError:
-            pass  # start() raises it, from the cached probe
+        except Exception:  # noqa: BLE001 - start() raises it: from the cached probe, or by probing again
+            pass
 
     threading.Thread(target=probe, name="sandbox-tier-probe", daemon=True).start()
 
