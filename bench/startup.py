@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -56,6 +57,16 @@ def first_answer(proc: subprocess.Popen[bytes], port: int) -> tuple[float, float
     return seconds, cpu_ms(proc.pid)
 
 
+def timed_start(spawn: Callable[[int], "subprocess.Popen[bytes]"]) -> tuple[float, float]:
+    """(seconds, CPU seconds) until the server ``spawn(port)`` starts answers its first 200; then it is stopped."""
+    port = free_port()
+    proc = spawn(port)
+    try:
+        return first_answer(proc, port)
+    finally:
+        stop(proc)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
@@ -74,20 +85,10 @@ def main() -> int:
     other_starts, other_cpus = [], []
     for i in range(args.runs):
         if args.compare:
-            port = free_port()
-            other = spawn_other(port, Path(args.compare).resolve())
-            try:
-                seconds, cpu = first_answer(other, port)
-            finally:
-                stop(other)
+            seconds, cpu = timed_start(lambda port: spawn_other(port, Path(args.compare).resolve()))
             other_starts.append(seconds)
             other_cpus.append(cpu)
-        port = free_port()
-        bare = spawn_bare(port)
-        try:
-            seconds, cpu = first_answer(bare, port)
-        finally:
-            stop(bare)
+        seconds, cpu = timed_start(spawn_bare)
         bare_starts.append(seconds)
         bare_cpus.append(cpu)
         port = free_port()
