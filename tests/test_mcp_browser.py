@@ -128,3 +128,14 @@ async def test_oauth_discovery_and_token_endpoints_answer_any_origin(serve: Any)
     pre = await raw(client, "OPTIONS", "/oauth/token", "https://any.example",
                     **{"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
     assert pre.status == 204 and pre.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_an_origin_that_is_not_a_url_is_refused_not_a_crash(serve: Any) -> None:
+    client = await serve(GOFANNON_MCP_ALLOWED_ORIGINS="http://[broken, https://ok.example")
+    for origin in ("http://[", "http://[::1", "null", "\u00e9://x", "http://a:b:c"):
+        pre = await raw(client, "OPTIONS", "/mcp", origin, **PREFLIGHT)
+        assert pre.status == 400, (origin, pre.status)
+        post = await raw(client, "POST", "/mcp", origin, **{"Content-Type": "application/json"})
+        assert post.status in (401, 403), (origin, post.status)
+    ok = await raw(client, "OPTIONS", "/mcp", "https://ok.example", **PREFLIGHT)
+    assert ok.status == 204

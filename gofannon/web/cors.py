@@ -28,7 +28,11 @@ MCP_EXPOSED = "Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate"
 
 
 def origin_of(url: str) -> str:
-    parts = urlsplit(url)
+    """``scheme://host[:port]`` of a URL, lower-cased; "" for one that does not parse (``http://[``)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
@@ -45,8 +49,12 @@ def mcp_origin_allowed(settings: "Settings", own_origin: str, origin: str) -> bo
     listed = allowed_mcp_origins(settings)
     if "*" in listed or wanted in listed:
         return True
-    parts = urlsplit(wanted)
-    return settings.app_env.lower() in DEV_ENVS and parts.scheme in ("http", "https") and parts.hostname in LOOPBACK
+    try:
+        parts = urlsplit(wanted)
+        host = parts.hostname
+    except ValueError:  # not a URL at all: not an origin anyone allowed
+        return False
+    return settings.app_env.lower() in DEV_ENVS and parts.scheme in ("http", "https") and host in LOOPBACK
 
 
 def cross_origin_headers(request: "web.Request", origin: str) -> dict[str, str] | None:
