@@ -20,8 +20,8 @@ import functools
 import hashlib
 import logging
 import math
+import os
 import time
-import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -345,7 +345,7 @@ async def record_usage(kernel: "Kernel", uid: str, cost: float, metadata: dict[s
 
 
 def _entry_id(uid: str, entry: dict[str, Any]) -> str:
-    return f"{usage_prefix(uid)}{entry['timestamp']}:{uuid.uuid4().hex[:8]}"
+    return f"{usage_prefix(uid)}{entry['timestamp']}:{os.urandom(4).hex()}"
 
 
 def _entry(cost: float, metadata: dict[str, Any] | None) -> dict[str, Any]:
