@@ -63,6 +63,8 @@ class Recorded:
     headers: dict[str, str]
     query: dict[str, str]
     json: Any
+    #: ``host:port`` the request came from: one value for calls that reused one connection.
+    peer: str = ""
 
     @property
     def api_key(self) -> str | None:
@@ -138,6 +140,9 @@ class FakeLLMServer:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.abandoned: list[str] = []  # paths of streams whose client hung up before the answer was all sent
+        #: Seconds between a chat stream's ``[DONE]`` and the end of its body (a vendor's last bytes arriving in a
+        #: later packet); 0 sends them at once.
+        self.done_gap = 0.0
 
     # -- scripting ----------------------------------------------------------------------------------
     def script(self, *replies: "Reply | str") -> None:
@@ -223,7 +228,9 @@ class FakeLLMServer:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode(errors="replace")
-        rec = Recorded(request.method, request.path, dict(request.headers), dict(request.query), body)
+        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+        rec = Recorded(request.method, request.path, dict(request.headers), dict(request.query), body,
+                       f"{peer[0]}:{peer[1]}" if peer else "")
         self.requests.append(rec)
         return rec
 
@@ -308,6 +315,8 @@ class FakeLLMServer:
         if (body.get("stream_options") or {}).get("include_usage"):
             await send({}, None, usage)
         await resp.write(b"data: [DONE]\n\n")
+        if self.done_gap:
+            await asyncio.sleep(self.done_gap)
         await resp.write_eof()
         return resp
 
