@@ -46,12 +46,17 @@ class Segment:
     """One journal file, locked by this process while it is open."""
 
     def __init__(self, path: Path) -> None:
+        # Made under a name replay does not look at, locked, then renamed into place: a starting process's
+        # replay never finds a segment before its owner holds the lock.
+        hidden = path.with_name("." + path.name + ".new")
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.fd = os.open(hidden, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(hidden, path)
         except OSError:
             os.close(self.fd)
+            hidden.unlink(missing_ok=True)
             raise
         self.outstanding = 0
         self.size = 0
@@ -110,8 +115,9 @@ class ChargeJournal:
         segment it went to is told when it is stored (``Segment.done``)."""
         segment = self.current
         if segment.size > ROTATE_BYTES:
+            fresh = self._new()  # first: if it cannot be made, the current one stays current
             segment.retired = True
-            fresh = self.current = self._new()
+            self.current = fresh
             if segment.outstanding <= 0:
                 segment.close()
             segment = fresh
