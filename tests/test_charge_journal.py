@@ -29,7 +29,8 @@ from gofannon.services import users
 
 async def main():
     kernel = Kernel(Settings.load({"APP_ENV": "test", "GOFANNON_DATA_DIR": sys.argv[1],
-                                   "GOFANNON_SANDBOX_POOL_SIZE": "0"}), role="cli")
+                                   "GOFANNON_SANDBOX_POOL_SIZE": "0", "GOFANNON_STORAGE": sys.argv[4],
+                                   "REDIS_URL": sys.argv[5]}), role="cli")
     await kernel.open()
     await users.get_or_create_user(kernel, sys.argv[2])
     for i in range(int(sys.argv[3])):
@@ -40,8 +41,8 @@ asyncio.run(main())
 """
 
 
-def kill_while_charging(data_dir: Path, n: int) -> None:
-    proc = subprocess.run([sys.executable, "-c", KILLED, str(data_dir), UID, str(n)], cwd=REPO,
+def kill_while_charging(data_dir: Path, n: int, storage: str = "sqlite", redis_url: str = "") -> None:
+    proc = subprocess.run([sys.executable, "-c", KILLED, str(data_dir), UID, str(n), storage, redis_url], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == -9, proc.stderr
 
@@ -50,19 +51,23 @@ def journals(data_dir: Path) -> list[Path]:
     return sorted((data_dir / "journal").glob("charges-*.log"))
 
 
-async def open_kernel(make_settings: Callable[..., Any]) -> Kernel:
-    kernel = Kernel(make_settings(GOFANNON_SANDBOX_POOL_SIZE="0"), role="cli")
+async def open_kernel(make_settings: Callable[..., Any], **env: str) -> Kernel:
+    kernel = Kernel(make_settings(GOFANNON_SANDBOX_POOL_SIZE="0", **env), role="cli")
     await kernel.open()
     return kernel
 
 
+@pytest.mark.parametrize("storage", ["sqlite", "redis"])
 async def test_charges_of_a_killed_process_are_stored_once_by_the_next_start(
-        make_settings: Callable[..., Any], tmp_path: Path) -> None:
+        make_settings: Callable[..., Any], tmp_path: Path, storage: str, request: pytest.FixtureRequest) -> None:
     data = tmp_path / "data"
-    kill_while_charging(data, 7)
+    env = {"GOFANNON_STORAGE": storage}
+    if storage == "redis":
+        env["REDIS_URL"] = request.getfixturevalue("redis_url")
+    kill_while_charging(data, 7, storage, env.get("REDIS_URL", ""))
     left = journals(data)
     assert len(left) == 1 and len(charge_journal.pending_in(left[0].read_text())) == 7
-    kernel = await open_kernel(make_settings)  # replays at start
+    kernel = await open_kernel(make_settings, **env)  # replays at start
     try:
         user = await users.get_or_create_user(kernel, UID)
         assert user["usageInfo"]["spendRemaining"] == pytest.approx(100.0 - 7 * 0.5)
@@ -70,7 +75,7 @@ async def test_charges_of_a_killed_process_are_stored_once_by_the_next_start(
     finally:
         await kernel.close()
     assert journals(data) == []  # replayed and removed; this kernel stopped cleanly and left none
-    again = await open_kernel(make_settings)
+    again = await open_kernel(make_settings, **env)
     try:  # a second start finds nothing to replay: no charge twice
         assert (await users.get_or_create_user(again, UID))["usageInfo"]["spendRemaining"] == pytest.approx(96.5)
     finally:

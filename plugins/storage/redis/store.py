@@ -43,6 +43,33 @@ redis.call('SADD', KEYS[3], ARGV[4])
 return rev
 """
 
+# ``_PUT`` of one document, then (only if it was written) new documents of another collection, atomically.
+# KEYS: doc, index, collections, the other collection's index, then one doc key per new document.
+# ARGV: as ``_PUT`` (6), the other collection's name, then id, body, nonce per new document.
+_PUT_WITH = """
+local current = redis.call('HGET', KEYS[1], 'rev')
+local mode = ARGV[1]
+if mode == 'create' and current then return false end
+if mode == 'rev' and current ~= ARGV[2] then return false end
+local n = 1
+if current then n = tonumber(string.match(current, '^(%d+)-')) + 1 end
+local rev = n .. '-' .. ARGV[6]
+redis.call('HSET', KEYS[1], 'rev', rev, 'body', ARGV[5])
+redis.call('ZADD', KEYS[2], 0, ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
+local extra = (#ARGV - 7) / 3
+for i = 0, extra - 1 do
+  local key = KEYS[5 + i]
+  local old = redis.call('HGET', key, 'rev')
+  local m = 1
+  if old then m = tonumber(string.match(old, '^(%d+)-')) + 1 end
+  redis.call('HSET', key, 'rev', m .. '-' .. ARGV[10 + 3 * i], 'body', ARGV[9 + 3 * i])
+  redis.call('ZADD', KEYS[4], 0, ARGV[8 + 3 * i])
+end
+if extra > 0 then redis.call('SADD', KEYS[3], ARGV[7]) end
+return rev
+"""
+
 # KEYS: doc, index, collections. ARGV: mode (any|rev), expected rev, id, collection.
 # Returns 1 deleted, 0 absent, -1 revision mismatch.
 _DELETE = """
@@ -105,6 +132,7 @@ class RedisStore(StoreHelpers):
         self._client = aioredis.Redis.from_pool(pool)  # the client owns and closes the pool
         await self._client.ping()
         self._put_script = self._client.register_script(_PUT)
+        self._put_with_script = self._client.register_script(_PUT_WITH)
         self._delete_script = self._client.register_script(_DELETE)
 
     async def close(self) -> None:
@@ -239,6 +267,13 @@ class RedisStore(StoreHelpers):
         return [found[i] for i in ids if i in found]
 
     async def update(self, collection: str, doc_id: str, fn: Updater) -> Doc | None:
+        return await self.update_and_put(collection, doc_id, fn, collection, ())
+
+    async def update_and_put(self, collection: str, doc_id: str, fn: Updater, put_collection: str,
+                             docs: Iterable[Mapping[str, Any]]) -> Doc | None:
+        """``update``; the new documents are written by the same script as the update (atomically), or by
+        themselves when ``fn`` changes nothing."""
+        items = list(docs)
         key = (collection, doc_id)
         lock = self._locks.get(key)
         if lock is None:
@@ -248,9 +283,12 @@ class RedisStore(StoreHelpers):
                 current = await self.get(collection, doc_id)
                 new = fn(copy.deepcopy(current))
                 if new is None:
+                    if items:
+                        await self.put_many(put_collection, items)
                     return current
                 try:
-                    rev = await self.put(collection, doc_id, new, rev=None if current is None else current["_rev"])
+                    rev = await self._put_with(collection, doc_id, new, None if current is None else current["_rev"],
+                                               put_collection, items)
                 except RevisionConflict:  # another process wrote in between: re-read and re-apply
                     await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * (attempt + 1))))
                     continue
@@ -258,6 +296,21 @@ class RedisStore(StoreHelpers):
                 stored["_id"], stored["_rev"] = doc_id, rev
                 return stored
         raise RevisionConflict(collection, doc_id)
+
+    async def _put_with(self, collection: str, doc_id: str, doc: Mapping[str, Any], rev: Any, put_collection: str,
+                        items: builtins.list[Mapping[str, Any]]) -> str:
+        if not items:
+            return await self.put(collection, doc_id, doc, rev=rev)
+        keys, args = self._put_args(collection, doc_id, doc, rev)
+        keys.append(self._index_key(put_collection))
+        args.append(put_collection)
+        for d in items:
+            keys.append(self._doc_key(put_collection, d["_id"]))
+            args += [d["_id"], _dump(d), uuid.uuid4().hex[:16]]
+        new_rev = await self._put_with_script(keys=keys, args=args)
+        if not new_rev:
+            raise RevisionConflict(collection, doc_id)
+        return str(new_rev)
 
     async def collections(self) -> builtins.list[str]:
         return sorted(await self._redis.smembers(self._collections_key))
