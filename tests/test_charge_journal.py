@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import pytest
 from fakes import FakeLLMServer
-from test_gateway_openai import MODEL, start_gateway
+from test_gateway_openai import ask, start_gateway
 
 from gofannon.kernel import Kernel
 from gofannon.services import charge_journal, users
@@ -140,12 +140,7 @@ async def test_v1_answers_show_in_the_callers_usage_right_away(serve: Any, fake_
     gw = await start_gateway(serve, fake_llm, tmp_path, GOFANNON_STORAGE="sqlite")
     sdk = gw.sdk()
     for i in range(4):
-        if i % 2:
-            stream = await sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
-                                                       stream=True)
-            assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
-        else:
-            await sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+        assert await ask(sdk, stream=bool(i % 2))
         # asked at once, on the same process: the charge is there
         assert len((await gw.user())["usageInfo"]["usage"]) == i + 1
         assert len(await gw.usage()) == i + 1

@@ -271,6 +271,15 @@ async def test_a_call_in_a_shared_workspace_is_charged_to_it_and_stops_when_its_
     assert err.value.code == "insufficient_quota"
 
 
+async def ask(sdk: openai.AsyncOpenAI, *, stream: bool) -> str:
+    """One call with the SDK, streamed or not; the answer's text."""
+    hi = [{"role": "user", "content": "hi"}]
+    if not stream:
+        return (await sdk.chat.completions.create(model=MODEL, messages=hi)).choices[0].message.content or ""
+    chunks = await sdk.chat.completions.create(model=MODEL, messages=hi, stream=True)
+    return "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices])
+
+
 async def test_sequential_calls_reuse_one_connection_to_the_vendor(gw: Gateway) -> None:
     # A streamed answer's connection goes back to the pool once read to its end, as a plain answer's does:
     # no new TCP (and, with a real vendor, TLS) handshake per call.
@@ -279,11 +288,6 @@ async def test_sequential_calls_reuse_one_connection_to_the_vendor(gw: Gateway) 
     before = len(gw.fake.requests)
     for i in range(4):
         await asyncio.sleep(0.2)  # a client between two calls
-        if i % 2:
-            stream = await sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
-                                                       stream=True)
-            assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
-        else:
-            await sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+        assert await ask(sdk, stream=bool(i % 2))
     peers = {r.peer for r in gw.fake.requests[before:] if r.path.endswith("/chat/completions")}
     assert len(peers) == 1 and "" not in peers, peers

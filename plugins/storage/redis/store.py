@@ -29,7 +29,7 @@ from gofannon.store import ANY, Doc, StoreHelpers, Updater, matches
 
 # KEYS: doc, index, collections. ARGV: mode (any|create|rev), expected rev, id, collection, body, nonce.
 # Returns the new revision, or false on a revision mismatch.
-_PUT = """
+_PUT_ONE = """
 local current = redis.call('HGET', KEYS[1], 'rev')
 local mode = ARGV[1]
 if mode == 'create' and current then return false end
@@ -40,23 +40,13 @@ local rev = n .. '-' .. ARGV[6]
 redis.call('HSET', KEYS[1], 'rev', rev, 'body', ARGV[5])
 redis.call('ZADD', KEYS[2], 0, ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[4])
-return rev
 """
+_PUT = _PUT_ONE + "return rev\n"
 
 # ``_PUT`` of one document, then (only if it was written) new documents of another collection, atomically.
-# KEYS: doc, index, collections, the other collection's index, then one doc key per new document.
+# KEYS: as ``_PUT``, the other collection's index, then one doc key per new document.
 # ARGV: as ``_PUT`` (6), the other collection's name, then id, body, nonce per new document.
-_PUT_WITH = """
-local current = redis.call('HGET', KEYS[1], 'rev')
-local mode = ARGV[1]
-if mode == 'create' and current then return false end
-if mode == 'rev' and current ~= ARGV[2] then return false end
-local n = 1
-if current then n = tonumber(string.match(current, '^(%d+)-')) + 1 end
-local rev = n .. '-' .. ARGV[6]
-redis.call('HSET', KEYS[1], 'rev', rev, 'body', ARGV[5])
-redis.call('ZADD', KEYS[2], 0, ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[4])
+_PUT_WITH = _PUT_ONE + """
 local extra = (#ARGV - 7) / 3
 for i = 0, extra - 1 do
   local key = KEYS[5 + i]
