@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterable
 
 from aiohttp import web
 
@@ -12,7 +12,7 @@ from gofannon.kernel import Kernel
 from gofannon.settings import Settings
 from gofannon.web.common import public
 from gofannon.web.keys import KERNEL, SETTINGS
-from gofannon.web.middleware import build_middleware
+from gofannon.web.middleware import CATCH_ALL, Pipeline, build_pipeline
 
 log = logging.getLogger("gofannon.app")
 
@@ -25,7 +25,15 @@ WEB_MODULES: tuple[str, ...] = (
 )
 
 
-def _add_plugin_routes(app: web.Application, kernel: Kernel) -> None:
+def _wrapped(routes: Iterable[web.AbstractRouteDef], pipeline: Pipeline | None) -> list[web.AbstractRouteDef]:
+    """A module's route table with each handler behind the pipeline (when it wraps routes)."""
+    if pipeline is None:
+        return list(routes)
+    return [web.RouteDef(r.method, r.path, pipeline.wrap(r.handler), r.kwargs) if isinstance(r, web.RouteDef) else r
+            for r in routes]
+
+
+def _add_plugin_routes(app: web.Application, kernel: Kernel, pipeline: Pipeline | None) -> None:
     routes = kernel.pm.collect(
         "register_routes",
         key=lambda method, path, handler, public=False: f"{method.upper()} {path}",
@@ -35,7 +43,7 @@ def _add_plugin_routes(app: web.Application, kernel: Kernel) -> None:
     for method, path, handler, is_public in routes.values():
         if is_public:
             handler = public(handler)
-        app.router.add_route(method, path, handler)
+        app.router.add_route(method, path, pipeline.wrap(handler) if pipeline else handler)
 
 
 async def _kernel_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -60,7 +68,12 @@ def create_app(settings: Settings | None = None, *, kernel: Kernel | None = None
     app = web.Application(client_max_size=settings.max_body_bytes, handler_args={"max_field_size": 65536})
     app[SETTINGS] = settings
     app[KERNEL] = kernel
-    app.middlewares.append(build_middleware(app))
+    built = build_pipeline(app)
+    # Served web UI: its middleware looks at requests before routing, so the pipeline runs as a middleware too.
+    # Otherwise every route is wrapped, and a catch-all route answers the rest (no aiohttp middleware at all).
+    pipeline = None if settings.ui_dir else built
+    if pipeline is None:
+        app.middlewares.append(built.middleware)
     ui_setup: Any = None
     for name in WEB_MODULES:
         module = importlib.import_module(f"gofannon.web.{name}")
@@ -69,12 +82,14 @@ def create_app(settings: Settings | None = None, *, kernel: Kernel | None = None
             continue
         routes = getattr(module, "routes", None)
         if routes is not None:
-            app.router.add_routes(routes)
+            app.router.add_routes(_wrapped(routes, pipeline))
         setup = getattr(module, "setup", None)
         if setup is not None:
             setup(app)
-    _add_plugin_routes(app, kernel)
+    _add_plugin_routes(app, kernel, pipeline)
     if ui_setup is not None:
         ui_setup(app)
+    if pipeline is not None:
+        app.router.add_route("*", CATCH_ALL, pipeline.fallback)
     app.cleanup_ctx.append(_kernel_ctx)
     return app

@@ -192,3 +192,18 @@ async def test_tokens_and_keys_never_reach_the_log(ops_app: Any, captured_logs: 
     assert secret_key not in text and admin_password not in text
     assert "db-pass-8f2k" not in text and "postgresql://gofannon:[REDACTED]@db.internal" in text
     assert session_cookie not in text
+
+
+async def test_unrouted_requests_answer_404_405_and_the_trailing_slash_redirect(ops_app: Any) -> None:
+    client, _ = await ops_app()
+    async with client.get("/no/such/route/") as r:  # no route with or without the slash: 404, not a redirect
+        assert r.status == 404 and (await r.json()) == {"detail": "Not Found"}
+    async with client.get("/no/such/route", headers={"Authorization": "Bearer not-a-token"}) as r:
+        assert r.status == 404  # what does not exist is a 404 before any credentials are looked at
+    async with client.request("PATCH", "/health") as r:
+        assert r.status == 405 and (await r.json()) == {"detail": "Method Not Allowed"}
+        assert GENERATED.fullmatch(r.headers["X-Request-Id"])
+    async with client.get("/health/", allow_redirects=False) as r:
+        assert r.status == 307 and r.headers["Location"] == "/health"
+    async with client.get("/v1/no-such") as r:  # under /v1, in OpenAI's error shape
+        assert r.status == 404 and (await r.json())["error"]["message"]

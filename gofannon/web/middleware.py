@@ -1,13 +1,18 @@
-"""The kernel middleware: request ids, CORS, who the caller is, and every failure as ``{"detail": ...}``.
+"""The kernel's request pipeline: request ids, CORS, who the caller is, and every failure as ``{"detail": ...}``.
 
-One middleware rather than three keeps the per-request cost low (``GET /health`` is benchmarked
-against a bare aiohttp app). Request timing is handed to *request observers* (the metrics plugin is
-one), so a kernel without them pays nothing for it.
+One pipeline rather than three middlewares keeps the per-request cost low (``GET /health`` is benchmarked
+against a bare aiohttp app). It wraps every route's handler when the app is built (``Pipeline.wrap``), and a
+catch-all route answers what no route matches (404, 405, the trailing-slash redirect, CORS preflights), so
+aiohttp's own middleware machinery, about a tenth of a trivial request's cost, is not run at all. With the web
+UI served (its middleware must see requests first) the same pipeline runs as an aiohttp middleware instead
+(``Pipeline.middleware``). Request timing is handed to *request observers* (the metrics plugin is one), so a
+kernel without them pays nothing for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import traceback
 from time import perf_counter
@@ -73,7 +78,31 @@ def _error(status: int, detail: Any, headers: dict[str, str] | None = None, path
     )
 
 
-def build_middleware(app: web.Application) -> Any:
+async def fallback(request: web.Request) -> web.StreamResponse:  # pragma: no cover - never called: a marker
+    """The catch-all route's handler; the pipeline answers for it (``unrouted``)."""
+    raise web.HTTPNotFound()
+
+
+fallback._gofannon_public = True  # type: ignore[attr-defined]
+
+
+class Pipeline:
+    """``wrap(handler)`` for each route, ``fallback`` for the catch-all route, or ``middleware`` (web UI mode)."""
+
+    def __init__(self, wrap: Callable[..., Handler], fallback: Handler, middleware: Any) -> None:
+        self.wrap, self.fallback, self.middleware = wrap, fallback, middleware
+
+
+#: The catch-all route's path (registered last, so every real route is tried first).
+CATCH_ALL = "/{gofannon_unrouted:.*}"
+
+
+def is_catch_all(resource: Any) -> bool:
+    """Whether a router resource is the catch-all (not an API route: OpenAPI and 405 checks skip it)."""
+    return resource is not None and resource.canonical == "/{gofannon_unrouted}"
+
+
+def build_pipeline(app: web.Application) -> Pipeline:
     kernel = app[KERNEL]
     settings = kernel.settings
     allowed_origin = settings.frontend_url.rstrip("/")
@@ -109,10 +138,38 @@ def build_middleware(app: web.Application) -> Any:
         headers["Access-Control-Max-Age"] = "600"
         return web.Response(status=200, text="OK", headers=headers)
 
-    async def handle(request: web.Request, handler: Handler, ctx: RequestContext) -> web.StreamResponse:
+    async def resolves_elsewhere(request: web.Request) -> tuple[bool, set[str]]:
+        """(a route other than the catch-all takes this request, the methods such routes take at its path)."""
+        allowed: set[str] = set()
+        for resource in app.router.resources():
+            if is_catch_all(resource):
+                continue
+            found, methods = await resource.resolve(request)
+            if found is not None:
+                return True, allowed
+            allowed |= methods
+        return False, allowed
+
+    async def unrouted(request: web.Request) -> web.StreamResponse:
+        """What aiohttp's router would have refused: 405 when the path has routes for other methods, the
+        trailing-slash redirect, else 404."""
+        _found, allowed = await resolves_elsewhere(request)
+        if allowed:
+            return _error(405, _HTTP_DETAILS[405], path=request.path)
+        path = request.path
+        if path != "/" and path.endswith("/"):
+            trimmed = request.rel_url.with_path(path.rstrip("/"))
+            if (await resolves_elsewhere(request.clone(rel_url=trimmed)))[0]:
+                raise web.HTTPTemporaryRedirect(str(trimmed))
+        return _error(404, _HTTP_DETAILS[404], path=path)
+
+    async def handle(request: web.Request, handler: Handler, ctx: RequestContext,
+                     public_route: bool | None) -> web.StreamResponse:
+        if handler is fallback:  # the catch-all route: nothing else took it (answered before any auth)
+            return await unrouted(request)
         match = request.match_info
         route = match.route
-        if isinstance(route, SystemRoute):
+        if public_route is None and isinstance(route, SystemRoute):  # middleware mode: aiohttp's router refused it
             exc = match.http_exception
             status = exc.status if exc is not None else 404
             if status == 404 and request.path != "/" and request.path.endswith("/"):
@@ -122,26 +179,27 @@ def build_middleware(app: web.Application) -> Any:
                     location = str(request.rel_url.with_path(trimmed))
                     raise web.HTTPTemporaryRedirect(location)
             return _error(status, _HTTP_DETAILS.get(status, exc.reason if exc else "Not Found"), path=request.path)
+        if public_route is None:
+            public_route = is_public(match.handler)
         resource = route.resource
         ctx.route = resource.canonical if resource is not None else None
         headers = request.headers
-        if ("Cookie" in headers or "Authorization" in headers) or not is_public(match.handler):
-            ident = await authenticate(kernel, request, required=not is_public(match.handler))
+        if ("Cookie" in headers or "Authorization" in headers) or not public_route:
+            ident = await authenticate(kernel, request, required=not public_route)
             if ident is not None:
                 request[IDENTITY_KEY] = ident
                 ctx.user_id = ident.uid
         return await handler(request)
 
-    @web.middleware
-    async def kernel_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def entry(request: web.Request, handler: Handler, public_route: bool | None) -> web.StreamResponse:
         ctx = RequestContext(request_id_from(request.headers.get("X-Request-Id")))
         CURRENT.set(ctx)
         if not observers:
-            return await serve(request, handler, ctx)
+            return await serve(request, handler, ctx, public_route)
         states = [observer.started(request) for observer in observers]
         started, status = perf_counter(), 500
         try:
-            response = await serve(request, handler, ctx)
+            response = await serve(request, handler, ctx, public_route)
             status = response.status
             return response
         except web.HTTPException as exc:
@@ -156,7 +214,8 @@ def build_middleware(app: web.Application) -> Any:
             for observer, state in zip(observers, states):
                 observer.finished(state, route, method, status, elapsed)
 
-    async def serve(request: web.Request, handler: Handler, ctx: RequestContext) -> web.StreamResponse:
+    async def serve(request: web.Request, handler: Handler, ctx: RequestContext,
+                    public_route: bool | None) -> web.StreamResponse:
         origin = request.headers.get("Origin")
         cross = None
         if origin is not None and origin != allowed_origin:
@@ -171,7 +230,7 @@ def build_middleware(app: web.Application) -> Any:
                 # Refused from the header alone, before anything reads (or stores) the body; a chunked
                 # body is cut off by aiohttp's client_max_size when the handler reads it.
                 raise web.HTTPRequestEntityTooLarge(max_size=settings.max_body_bytes, actual_size=length)
-            response = await handle(request, handler, ctx)
+            response = await handle(request, handler, ctx, public_route)
         except GofannonError as exc:
             response = _error(exc.status, exc.detail, exc.headers or None, request.path, exc)
         except web.HTTPException as exc:
@@ -194,6 +253,20 @@ def build_middleware(app: web.Application) -> Any:
             response.headers.update(cors_headers(origin))
         return response
 
-    return kernel_middleware
+    @web.middleware
+    async def kernel_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await entry(request, handler, None)
+
+    def wrap(handler: Handler) -> Handler:
+        """``handler`` behind the pipeline; its attributes (``@public``, ``@api_doc``) stay readable."""
+        public_route = is_public(handler)
+
+        async def routed(request: web.Request) -> web.StreamResponse:
+            return await entry(request, handler, public_route)
+
+        functools.update_wrapper(routed, handler)
+        return routed
+
+    return Pipeline(wrap, wrap(fallback), kernel_middleware)
 
 

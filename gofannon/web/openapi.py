@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from gofannon.web.common import api_doc, is_public, public
+from gofannon.web.middleware import is_catch_all
 
 routes = web.RouteTableDef()
 
@@ -117,7 +118,7 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
     op_ids: set[str] = set()
     for route in app.router.routes():
         resource = route.resource
-        if resource is None or route.method == "HEAD":
+        if resource is None or route.method == "HEAD" or is_catch_all(resource):
             continue
         path = _PARAM.sub(r"{\1}", resource.canonical)
         method = "get" if route.method == "*" else route.method.lower()
