@@ -298,16 +298,20 @@ class FakeGitHub:
         return web.json_response({"state": "active", "role": role})
 
 
+async def serve_with_github(serve: Any, tmp_path: Path, fake: "FakeGitHub", opened: list[TestServer]) -> Any:
+    """A kernel whose GitHub login goes to ``fake`` on 127.0.0.1 (allowed organisation: Apache)."""
+    server = await _start(fake.app(), opened)
+    base = str(server.make_url("")).rstrip("/")
+    entry = {"type": "github", "config": {"client_id": "gh-client", "client_secret": "gh-secret",
+                                          "allowed_orgs": ["Apache"], "base_url": base, "api_base_url": f"{base}/api"}}
+    return await serve(AUTH_CONFIG_PATH=auth_config(tmp_path, [entry]))
+
+
 async def test_github_login_turns_allowed_orgs_into_workspaces(serve: Any, tmp_path: Path) -> None:
     opened: list[TestServer] = []
     fake = FakeGitHub()
     try:
-        server = await _start(fake.app(), opened)
-        base = str(server.make_url("")).rstrip("/")
-        entry = {"type": "github", "config": {"client_id": "gh-client", "client_secret": "gh-secret",
-                                              "allowed_orgs": ["Apache"], "base_url": base,
-                                              "api_base_url": f"{base}/api"}}
-        client = await serve(AUTH_CONFIG_PATH=auth_config(tmp_path, [entry]))
+        client = await serve_with_github(serve, tmp_path, fake, opened)
         status, location, _ = await browser_login(client, "github")
         assert status == 302 and location == "http://localhost:3000/agents"
         async with client.get("/auth/me") as r:

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp.test_utils import TestServer
-from test_auth_oidc import FakeGitHub, FakeOidcProvider, _start, auth_config, browser_login, provider  # noqa: F401
+from test_auth_oidc import (  # noqa: F401 - provider is a fixture
+    FakeGitHub, FakeOidcProvider, _start, auth_config, browser_login, provider, serve_with_github)
 
 from workspaces_helpers import call, make_workspace, people  # noqa: F401 - people is a fixture
 
@@ -46,14 +47,8 @@ async def test_an_oidc_groups_claim_named_in_the_config_becomes_workspaces_with_
 
 async def test_github_organisations_become_org_workspaces(serve: Any, tmp_path: Path) -> None:
     opened: list[TestServer] = []
-    fake = FakeGitHub()
     try:
-        server = await _start(fake.app(), opened)
-        base = str(server.make_url("")).rstrip("/")
-        entry = {"type": "github", "config": {"client_id": "gh-client", "client_secret": "gh-secret",
-                                              "allowed_orgs": ["Apache"], "base_url": base,
-                                              "api_base_url": f"{base}/api"}}
-        client = await serve(AUTH_CONFIG_PATH=auth_config(tmp_path, [entry]))
+        client = await serve_with_github(serve, tmp_path, FakeGitHub(), opened)
         status, _location, _ = await browser_login(client, "github")
         assert status == 302
         status, listed = await call(client, "GET", "/workspaces")
