@@ -97,6 +97,27 @@ def response_format(value: Any) -> ResponseFormat | None:
     raise BadRequest("response_format type must be 'text', 'json_object' or 'json_schema'")
 
 
+#: What a vendor without a JSON mode is told when the caller asked for ``json_object``.
+JSON_INSTRUCTION = "Answer with a single JSON object and nothing else: no prose, no code fences."
+
+
+def answer_format(provider: str, fmt: ResponseFormat | None, system: str, *, has_tools: bool,
+                  thinking: bool) -> tuple[str, ResponseFormat | None]:
+    """How a vendor with tools but no JSON mode follows ``response_format``: (the system text, with the JSON
+    instruction for ``json_object``; the ``json_schema`` format to force as the one answer tool, or None). A
+    forced answer tool cannot sit beside the caller's tools or extended thinking: refused."""
+    if fmt is None:
+        return system, None
+    if fmt.kind == "json_object":
+        return (f"{system}\n\n{JSON_INSTRUCTION}" if system else JSON_INSTRUCTION), None
+    if has_tools:
+        raise UnsupportedFeature(provider, "response_format json_schema together with tools")
+    if thinking:
+        raise UnsupportedFeature(provider, "response_format json_schema with reasoning_effort (extended "
+                                           "thinking cannot be combined with a forced tool)")
+    return system, fmt
+
+
 def function_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     """The ``function`` objects of OpenAI function tools (built-in vendor tools are left out)."""
     return [t["function"] for t in tools or [] if t.get("type") == "function" and isinstance(t.get("function"), dict)]

@@ -26,8 +26,6 @@ ADAPTIVE_MODELS = ("claude-opus-4-7", "claude-opus-4-8", "claude-mythos")
 #: Anthropic's stop reasons in OpenAI's words (``pause_turn``: a server tool paused the turn, the text is whole so far).
 FINISH = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
           "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter"}
-#: What ``response_format: json_object`` adds to the system prompt (the Messages API has no JSON mode).
-JSON_INSTRUCTION = "Answer with a single JSON object and nothing else: no prose, no code fences."
 
 
 def finish_reason(stop_reason: str | None) -> str | None:
@@ -156,15 +154,9 @@ def request_body(call: LlmCall) -> dict[str, Any]:
         body["metadata"] = {"user_id": p["user"]}
     tools = convert_tools(call.tools)
     choice = translate.tool_choice(p.get("tool_choice"), call.tools)
-    fmt = translate.response_format(p.get("response_format"))
-    if fmt is not None and fmt.kind == "json_object":
-        system = f"{system}\n\n{JSON_INSTRUCTION}" if system else JSON_INSTRUCTION
-    elif fmt is not None:  # json_schema: one forced tool whose input is the answer
-        if tools:
-            raise UnsupportedFeature(provider, "response_format json_schema together with tools")
-        if thinking:
-            raise UnsupportedFeature(provider, "response_format json_schema with reasoning_effort (extended "
-                                               "thinking cannot be combined with a forced tool)")
+    system, fmt = translate.answer_format(provider, translate.response_format(p.get("response_format")), system,
+                                          has_tools=bool(tools), thinking=bool(thinking))
+    if fmt is not None:  # json_schema: one forced tool whose input is the answer
         tools = [{"name": fmt.name, "description": "Give the answer as this tool's input.", "input_schema": fmt.schema}]
         choice = translate.ToolChoice("function", fmt.name)
     if system:

@@ -33,7 +33,6 @@ STREAM_ERRORS = {"throttlingException": 429, "validationException": 400, "access
 #: Claude, Mistral Large and Nova, a named ``tool`` on Claude and Nova; the others take only ``auto``.
 FORCING = {"required": (("anthropic.", "mistral.", "amazon.nova"), "a tool", "Anthropic, Mistral and Amazon Nova"),
            "function": (("anthropic.", "amazon.nova"), "a named tool", "Anthropic and Amazon Nova")}
-JSON_INSTRUCTION = "Answer with a single JSON object and nothing else: no prose, no code fences."
 
 
 def finish_reason(stop_reason: str | None) -> str | None:
@@ -130,15 +129,9 @@ def request_body(call: LlmCall) -> dict[str, Any]:
         else:
             specs.append(tool)
     choice = translate.tool_choice(p.get("tool_choice"), call.tools)
-    fmt = translate.response_format(p.get("response_format"))
-    if fmt is not None and fmt.kind == "json_object":
-        system_text = f"{system_text}\n\n{JSON_INSTRUCTION}" if system_text else JSON_INSTRUCTION
-    elif fmt is not None:  # json_schema: one forced tool whose input is the answer
-        if specs:
-            raise UnsupportedFeature(provider, "response_format json_schema together with tools")
-        if thinking:
-            raise UnsupportedFeature(provider, "response_format json_schema with reasoning_effort (extended "
-                                               "thinking cannot be combined with a forced tool)")
+    system_text, fmt = translate.answer_format(provider, translate.response_format(p.get("response_format")),
+                                               system_text, has_tools=bool(specs), thinking=bool(thinking))
+    if fmt is not None:  # json_schema: one forced tool whose input is the answer
         specs = [{"toolSpec": {"name": fmt.name, "description": "Give the answer as this tool's input.",
                                "inputSchema": {"json": fmt.schema}}}]
         choice = translate.ToolChoice("function", fmt.name)
