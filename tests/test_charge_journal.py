@@ -107,8 +107,12 @@ async def test_a_live_process_journal_is_left_alone(make_settings: Callable[...,
     first = await open_kernel(make_settings)
     try:
         assert users.charge_later(first, UID, 0.25, None)
+        live = journals(tmp_path / "data")
+        assert len(live) == 1
         second = await open_kernel(make_settings)  # same data dir: must not replay the live kernel's charge
         try:
+            assert live[0].exists()  # a replay would have taken the file (it removes what it replays)
+            assert len(journals(tmp_path / "data")) == 2  # the second kernel has its own
             await users.caught_up(first, UID)
             user = await users.get_or_create_user(second, UID)
             assert user["usageInfo"]["spendRemaining"] == pytest.approx(99.75)
