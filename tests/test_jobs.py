@@ -158,7 +158,11 @@ async def test_a_stopping_worker_finishes_its_running_job_and_delivers_the_resul
                 await asyncio.sleep(0.02)
             proc.send_signal(signal.SIGTERM)  # while the job is still sleeping
             assert (await kernel.queue.result(job_id, wait=30))["echo"] == {"sleep": 1.5, "n": 7}
-            assert await asyncio.to_thread(proc.wait, 30) == 0
+            try:
+                code = await asyncio.to_thread(proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                code = None
+            assert code == 0, f"worker exit {code}; its log:\n{log_path.read_text()[-3000:]}"
         finally:
             if proc.poll() is None:
                 proc.kill()
