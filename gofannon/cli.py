@@ -53,6 +53,23 @@ async def _collect_from_now_on(app: Any) -> None:
     gc.enable()
 
 
+def event_loop(settings: Settings) -> Any:
+    """The loop ``serve`` runs on (``GOFANNON_EVENT_LOOP``): uvloop's when it is installed (``auto``, the default;
+    it takes about a tenth off the CPU time of a proxied call), else asyncio's own."""
+    choice = str(settings.event_loop or "auto").strip().lower()
+    if choice not in ("auto", "uvloop", "asyncio"):
+        raise SystemExit(f"gofannon: bad configuration: GOFANNON_EVENT_LOOP={choice!r}: use auto, uvloop or asyncio")
+    if choice == "asyncio":
+        return None  # run_app makes asyncio's own
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("gofannon: GOFANNON_EVENT_LOOP=uvloop, but uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from gofannon.supervisor import parse_workers
 
@@ -91,7 +108,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(message, flush=True)
         kernel.serving()
 
-    web.run_app(app, host=host, port=port, access_log=None, reuse_port=args.reuse_port or None, print=listening)
+    web.run_app(app, host=host, port=port, access_log=None, reuse_port=args.reuse_port or None, print=listening,
+                loop=event_loop(settings))
     return 0
 
 

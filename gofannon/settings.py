@@ -53,6 +53,7 @@ class Settings:
     ui_dir: str | None = _setting("GOFANNON_UI_DIR", None, "A built web UI (single-page app) the kernel serves on the API's origin.")
     public_url: str | None = _setting("GOFANNON_PUBLIC_URL", None, "The kernel's origin as clients reach it (e.g. `https://agents.example.org` behind a TLS-terminating proxy): login callback URLs, the OAuth issuer and the `/mcp` resource are built on it. Unset: each request's own scheme and `Host`.")
     mcp_allowed_origins: str | None = _setting("GOFANNON_MCP_ALLOWED_ORIGINS", None, "Comma-separated origins of browser-based MCP clients (e.g. `https://inspector.example.org`) that may call `/mcp` across origins with a bearer token; the kernel's own origin, `FRONTEND_URL`'s and, in local/dev/test, loopback origins always may. `*` allows any site (it disables the DNS-rebinding guard).")
+    event_loop: str = _setting("GOFANNON_EVENT_LOOP", "auto", "The event loop of `gofannon serve`: `auto` (uvloop when installed, as it is by default on Linux and macOS), `uvloop` or `asyncio`.")
     log_level: str = _setting("GOFANNON_LOG_LEVEL", "INFO", "Python logging level of the service.")
     log_format: str = _setting("GOFANNON_LOG_FORMAT", "text", "`text` (readable lines) or `json` (one object per line: time, level, logger, message, request_id, user_id, route). Secrets are redacted either way.")
     workers: str = _setting("GOFANNON_WORKERS", "1", "API processes `gofannon serve` runs on one port (`--workers`; `auto` = one per core); above 1 a supervisor restarts any that dies.")

@@ -136,3 +136,18 @@ def test_a_fresh_process_validates_its_first_bodies_and_documents_them(spawn: An
     assert status == 200
     schema = doc["components"]["schemas"]["ClientLogPayload"]
     assert {"eventType", "message"} <= set(schema["properties"]) and "eventType" in schema["required"]
+
+
+@pytest.mark.parametrize("choice, loop", [(None, "uvloop"), ("asyncio", "asyncio"), ("uvloop", "uvloop")])
+def test_serve_runs_on_uvloop_unless_told_otherwise(spawn: Any, choice: str | None, loop: str) -> None:
+    proc, port = spawn(GOFANNON_SANDBOX_POOL_SIZE="0", **({"GOFANNON_EVENT_LOOP": choice} if choice else {}))
+    _first_health(proc, port)
+    answer = _request(port, "/health/ready")
+    assert answer is not None and answer[1]["loop"] == loop
+
+
+def test_an_unknown_event_loop_stops_start_up_with_a_clear_message(spawn: Any) -> None:
+    proc, port = spawn(GOFANNON_EVENT_LOOP="trio")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "GOFANNON_EVENT_LOOP='trio': use auto, uvloop or asyncio" in err

@@ -113,5 +113,6 @@ async def ready(request: web.Request) -> web.Response:
     results = await asyncio.gather(*(_run_check(kernel, name, check) for name, check in _READY_CHECKS.items()))
     checks = dict(zip(_READY_CHECKS, results))
     ok = all(result["ok"] for result in results)
-    body = {"status": "ready" if ok else "not ready", "checks": checks, "pid": os.getpid()}
+    loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]  # "uvloop" or "asyncio"
+    body = {"status": "ready" if ok else "not ready", "checks": checks, "pid": os.getpid(), "loop": loop}
     return json_response(body, status=200 if ok else 503)
