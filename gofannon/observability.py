@@ -4,6 +4,8 @@ and events (redacted, logged, and handed to ``record_event`` plugins).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import os
@@ -120,7 +122,16 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
 _LEVELS = {"DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 
+#: Every pattern above needs one of these words or prefixes to match (each pattern's own literal start), so a
+#: text with none of them is returned untouched after one scan instead of eleven substitutions.
+_MAYBE_SECRET = re.compile(r"(?i)gft_|gh[pousr]_|sk-|AKIA|ASIA|AIza|xox|[rs]k_|eyJ|-----BEGIN|passw|secret|token|api[_-]?key")
+#: The shortest text any pattern can match (``token=abcdef``).
+_SHORTEST_SECRET = 12
+
+
 def redact(text: str) -> str:
+    if len(text) < _SHORTEST_SECRET or _MAYBE_SECRET.search(text) is None:
+        return text
     for kind, pattern in _PATTERNS:
         if kind == "secret":
             text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}[REDACTED:{kind}]", text)
@@ -165,6 +176,26 @@ def record(kernel: "Kernel", event_type: str, message: str = "", *, level: str =
     except Exception:  # noqa: BLE001 - a broken sink must not break the request
         log.exception("record_event plugin failed")
     return event
+
+
+def record_soon(kernel: "Kernel", event_type: str, message: str = "", **kw: Any) -> None:
+    """``record``, run just after the event loop's current step instead of now: for events of a request's hot path
+    (``llm_request`` on ``/v1``), whose answer is written in that same step, so the answer does not wait for
+    redaction, logging and the ``record_event`` plugins. The request's context (its id, the current span, the
+    captured LLM content) goes with it. Outside a running loop it is recorded now."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        record(kernel, event_type, message, **kw)
+        return
+    loop.call_soon(functools.partial(_record_quietly, kernel, event_type, message, kw))
+
+
+def _record_quietly(kernel: "Kernel", event_type: str, message: str, kw: dict[str, Any]) -> None:
+    try:
+        record(kernel, event_type, message, **kw)
+    except Exception:  # noqa: BLE001 - nobody is left to hear it: log, never break the loop
+        log.exception("could not record the %s event", event_type)
 
 
 # -- logging -------------------------------------------------------------------------------------------

@@ -97,6 +97,26 @@ async def test_llm_calls_tokens_cost_tickets_and_budget_refusals(serve: Any, fak
     assert delta("gofannon_chat_ticket_duration_seconds_count", outcome="completed") == 1
 
 
+async def test_v1_calls_are_counted_though_their_event_follows_the_answer(serve: Any,
+                                                                          fake_openai: FakeLLMServer) -> None:
+    client = await serve(GOFANNON_METRICS_TOKEN=METRICS_TOKEN, **fake_openai.env)
+    await client.login("alice")
+    before = await scrape(client)
+    for _ in range(3):
+        fake_openai.script(Reply("hi", input_tokens=10, output_tokens=2))
+        async with client.post("/v1/chat/completions",
+                               json={"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]}) as r:
+            assert r.status == 200, await r.text()
+    after = await scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("gofannon_llm_calls_total", provider="openai", model="gpt-4o", outcome="success") == 3
+    assert delta("gofannon_llm_tokens_total", provider="openai", model="gpt-4o", type="input") == 30
+    assert delta("gofannon_llm_call_duration_seconds_count", provider="openai") == 3
+
+
 async def test_agent_runs_are_counted_by_outcome(serve: Any) -> None:
     client = await serve(GOFANNON_METRICS_TOKEN=METRICS_TOKEN)
     await client.login("alice")

@@ -207,3 +207,31 @@ async def test_unrouted_requests_answer_404_405_and_the_trailing_slash_redirect(
         assert r.status == 307 and r.headers["Location"] == "/health"
     async with client.get("/v1/no-such") as r:  # under /v1, in OpenAI's error shape
         assert r.status == 404 and (await r.json())["error"]["message"]
+
+
+def test_every_kind_of_secret_is_redacted_and_plain_text_passes_untouched() -> None:
+    from gofannon.observability import _PATTERNS, redact
+
+    samples = {
+        "api_token": "gft_" + "0123456789abcdef" * 2 + "_" + "S3cr3t-part_of-the-token",
+        "github_token": "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1",
+        "anthropic_key": "sk-ant-api03-abcdefghijkl",
+        "openai_key": "sk-proj-ABCDEFGHIJKLMNOPQRST",
+        "aws_key_id": "AKIAABCDEFGHIJKLMNOP",
+        "google_key": "AIza" + "x" * 35,
+        "slack_token": "xoxb-1234567890-abc",
+        "stripe_key": "sk_live_" + "q" * 20,
+        "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlLWhlcmU",
+        "private_key": "-----BEGIN RSA PRIVATE KEY-----MIIEpAIBAAKCAQEA-----END RSA PRIVATE KEY-----",
+        "secret": "Password = hunter2hunter2",
+    }
+    assert {kind for kind, _ in _PATTERNS} == set(samples)  # a new pattern needs a sample here
+    for kind, secret in samples.items():
+        text = f"while calling the vendor with {secret} it failed"
+        cleaned = redact(text)
+        assert f"[REDACTED:{kind}]" in cleaned, (kind, cleaned)
+        value = secret.split("= ")[-1]
+        assert value not in cleaned, (kind, cleaned)
+    for plain in ("", "openai/gpt-4o", "bench/m", "a perfectly ordinary sentence about agents and models",
+                  "llm_request 2026-11-30T05:00:00.123456", "tokens: 12 in, 4 out"):
+        assert redact(plain) == plain

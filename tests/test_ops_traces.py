@@ -223,6 +223,30 @@ async def test_prompts_and_answers_are_on_llm_spans_only_when_the_operator_asks(
     assert "the second answer" in captured.attributes["gen_ai.output.messages"]
 
 
+async def test_a_v1_calls_llm_span_is_a_child_of_its_request_though_recorded_after_the_answer(
+        serve: Any, fake_openai: FakeLLMServer, spans: InMemorySpanExporter) -> None:
+    """/v1 records its call's event just after the answer leaves (``record_soon``); the span still nests under the
+    request and carries the call's counts, and the content when the operator asks for it."""
+    client = await serve(**fake_openai.env)
+    await client.login("alice")
+    tracer = otel.active()
+    assert tracer is not None
+    tracer.capture_content = True
+    fake_openai.script(Reply("answered fast", input_tokens=11, output_tokens=4))
+    body = {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": PROMPT}]}
+    async with client.post("/v1/chat/completions", json=body, headers={"traceparent": TRACEPARENT}) as r:
+        assert r.status == 200, await r.text()
+        assert (await r.json())["choices"][0]["message"]["content"] == "answered fast"
+    await asyncio.sleep(0)
+    finished = spans.get_finished_spans()
+    http = by_name(finished, "POST /v1/chat/completions")
+    llm = by_name(finished, "chat gpt-4o")
+    assert llm.parent.span_id == http.context.span_id and format(llm.context.trace_id, "032x") == TRACE_ID
+    assert llm.attributes["gen_ai.usage.input_tokens"] == 11 and llm.attributes["gen_ai.usage.output_tokens"] == 4
+    assert PROMPT in llm.attributes["gen_ai.input.messages"]
+    assert "answered fast" in llm.attributes["gen_ai.output.messages"]
+
+
 def test_the_standard_variable_turns_content_capture_on(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(otel.CAPTURE_CONTENT_ENV, raising=False)
     assert otel.OtelTracer(TracerProvider()).capture_content is False

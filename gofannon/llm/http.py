@@ -19,6 +19,8 @@ from gofannon.llm import VendorError
 if TYPE_CHECKING:  # pragma: no cover
     from gofannon.kernel import Kernel
 
+#: Request bodies: compact, non-ASCII escaped (so a lone surrogate from a caller's JSON cannot fail the encoding).
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 #: What may be left unread of a finished stream and still be read so its connection is reused.
 DRAIN_LIMIT = 64 * 1024
@@ -50,12 +52,14 @@ class LlmHttp:
         self.backoff_cap = max(0.0, backoff_cap)
         self._session: aiohttp.ClientSession | None = None
         self._finishing: set[asyncio.Future[None]] = set()
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=256, limit_per_host=128, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector, json_serialize=json.dumps)
+            # No cookie jar: vendor APIs authenticate by header, and a jar is consulted on every request.
+            self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
     async def close(self) -> None:
@@ -101,21 +105,30 @@ class LlmHttp:
                            timeout: float, params: dict[str, str] | None = None) -> Any:
         """Send, retrying 429/5xx and connection failures; the decoded JSON answer or ``VendorError``."""
         async with self.open(method, url, headers=headers, body=body, timeout=timeout, params=params) as resp:
-            text = await resp.text()
+            raw = await resp.read()
         try:
-            return json.loads(text)
+            return json.loads(raw)  # JSON is UTF-8 (json.loads also reads UTF-16/32)
         except ValueError:
-            raise VendorError(502, f"the provider answered something that is not JSON: {text[:200]!r}") from None
+            text = raw[:200].decode("utf-8", errors="replace")
+            raise VendorError(502, f"the provider answered something that is not JSON: {text!r}") from None
 
     @asynccontextmanager
     async def open(self, method: str, url: str, *, headers: dict[str, str], body: Any = None, timeout: float,
                    params: dict[str, str] | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
         """A successful (2xx) response, after retries; the caller reads it (JSON or a stream)."""
-        client_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 30.0))
+        client_timeout = self._timeouts.get(timeout)
+        if client_timeout is None:
+            client_timeout = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout,
+                                                                             sock_connect=min(timeout, 30.0))
+        data = None
+        if body is not None:
+            data = _encode_json(body).encode("ascii")
+            if "Content-Type" not in headers and not any(k.lower() == "content-type" for k in headers):
+                headers = {**headers, "Content-Type": "application/json"}
         attempt = 0
         while True:
             try:
-                resp = await self.session.request(method, url, headers=headers, json=body, params=params,
+                resp = await self.session.request(method, url, headers=headers, data=data, params=params,
                                                   timeout=client_timeout)
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
                 if attempt >= self.retries:

@@ -247,14 +247,16 @@ async def _settle(kernel: "Kernel", uid: str, call: LlmCall, completion: Complet
                                                       f"{call.provider}/{call.model}"))
     elif not (defer and users.charge_later(kernel, uid, cost, metadata)):  # journaled: stored right after
         await users.charge(kernel, uid, cost, metadata)
-    from gofannon.observability import LLM_CONTENT, TRACERS
+    from gofannon.observability import LLM_CONTENT, TRACERS, record_soon
 
     content = LLM_CONTENT.set((call.messages, {"content": completion.content, "tool_calls": completion.tool_calls})
                               ) if TRACERS else None
     try:
-        kernel.record("llm_request", f"{call.provider}/{call.model}", user_id=uid, metadata={
-            **metadata, "cost": cost, "durationMs": round((time.perf_counter() - started) * 1000, 2),
-        })
+        event = {**metadata, "cost": cost, "durationMs": round((time.perf_counter() - started) * 1000, 2)}
+        if defer:  # the answer leaves first (its charge is journaled); the event follows in the same loop turn
+            record_soon(kernel, "llm_request", f"{call.provider}/{call.model}", user_id=uid, metadata=event)
+        else:
+            kernel.record("llm_request", f"{call.provider}/{call.model}", user_id=uid, metadata=event)
     finally:
         if content is not None:
             LLM_CONTENT.reset(content)

@@ -40,6 +40,8 @@ COMPACT_BYTES = 1 << 20
 ROTATE_BYTES = 4 << 20
 #: Stores whose documents outlive the process (a journal for the in-memory store would replay into nothing).
 DURABLE_STORES = frozenset({"sqlite", "postgres", "redis"})
+#: One encoder for every line (``json.dumps`` with options builds a new one per call).
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 class Segment:
@@ -80,7 +82,7 @@ class Segment:
     def _write(self, record: dict[str, Any]) -> None:
         if self.fd < 0:
             raise OSError("the charge journal is closed")
-        line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+        line = (_encode(record) + "\n").encode()
         os.write(self.fd, line)
         self.size += len(line)
 
