@@ -246,3 +246,24 @@ async def test_workers_stop_when_the_supervisor_is_killed_outright(workers: Any)
     while time.monotonic() < deadline and any(alive(pid) for pid in pids):
         await asyncio.sleep(0.2)
     assert not any(alive(pid) for pid in pids)  # no orphan keeps the port
+
+
+async def test_a_token_revoked_through_one_worker_is_refused_by_every_worker_at_once(workers: Any) -> None:
+    """Each process reuses the token documents it has read while the store's shared change stamp of the document
+    holds (SQLite: a file both processes map). A revocation answered by one process moves it, so the other, which
+    had the token in hand a moment before, refuses it on its very next request."""
+    server = await workers(2)
+    headers = {"Authorization": f"Bearer {server.token}"}
+    token_id = server.token.split("_")[1]
+    # Fresh connections are spread over both processes (SO_REUSEPORT): 40 reach each with near certainty.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+        for _ in range(40):
+            async with s.get(f"{server.base}/users/me", headers=headers) as r:
+                assert r.status == 200, await r.text()
+        async with s.delete(f"{server.base}/users/me/tokens/{token_id}", headers=headers) as r:
+            assert r.status == 204, await r.text()
+        refused = []
+        for _ in range(40):
+            async with s.get(f"{server.base}/users/me", headers=headers) as r:
+                refused.append(r.status)
+    assert refused == [401] * 40

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,10 @@ PREFIX = "gft_"
 #: ``lastUsedAt`` is written at most this often per token, so a busy script does not write on every call.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 MAX_TOKENS_PER_USER = 100
+#: A token document this process read may be reused while the store's stamp of it holds (``resolve``), and for
+#: at most this long: the bound, should a process die between a write's commit and its stamp.
+CACHE_TTL_S = 10.0
+CACHE_MAX = 10_000
 _TOKEN_RE = re.compile(r"^gft_([0-9a-f]{32})_([A-Za-z0-9_\-]{20,128})$")
 
 
@@ -145,13 +150,39 @@ async def resolve(kernel: "Kernel", token: str) -> Identity | None:
     if match is None:
         return None
     token_id, secret = match.groups()
-    doc = await kernel.store.get(COLLECTION, token_id)
+    doc = await _read(kernel, token_id)
     if doc is None or not hmac.compare_digest(_hash(secret), str(doc.get("tokenHash") or "")):
         return None
     if expired(doc.get("expiresAt")):
         raise Unauthorized("API token expired", reason="token_expired")
     await _touch(kernel, token_id, doc)
     return identity_of(kernel, doc, token_scope(token_id, doc))
+
+
+async def _read(kernel: "Kernel", token_id: str) -> dict[str, Any] | None:
+    """The token's document: the one this process read last while the store says it has not changed since
+    (``DocumentStore.stamp``: on SQLite, shared memory every process on the database sees, so a revocation made
+    by any process holds at once), else read now. Callers must not modify it."""
+    store = kernel.store
+    stamp = store.stamp(COLLECTION, token_id)  # before the read: a write after it moves it, and we read again
+    if stamp is None:
+        return await store.get(COLLECTION, token_id)  # type: ignore[no-any-return]
+    cache: dict[str, tuple[int, float, dict[str, Any]]] = kernel.component(_CACHE, dict)
+    hit = cache.get(token_id)
+    now = time.monotonic()
+    if hit is not None and hit[0] == stamp and hit[1] > now:
+        return hit[2]
+    doc = await store.get(COLLECTION, token_id)
+    if doc is None:
+        cache.pop(token_id, None)
+        return None
+    if len(cache) >= CACHE_MAX:
+        cache.clear()
+    cache[token_id] = (stamp, now + CACHE_TTL_S, doc)
+    return doc  # type: ignore[no-any-return]
+
+
+_CACHE = "tokens.cache"
 
 
 def identity_of(kernel: "Kernel", doc: dict[str, Any], scope: dict[str, Any] | None) -> Identity:
@@ -166,7 +197,7 @@ def identity_of(kernel: "Kernel", doc: dict[str, Any], scope: dict[str, Any] | N
         provider_type=snap.get("providerType") or uid.split(":", 1)[0],
         email=snap.get("email"),
         display_name=snap.get("displayName"),
-        workspaces=list(snap.get("workspaces") or []),
+        workspaces=[dict(w) if isinstance(w, dict) else w for w in snap.get("workspaces") or []],
         is_site_admin=auth_state(kernel).is_site_admin(uid),
         auth_mode="token",
         token=scope,

@@ -65,6 +65,7 @@ class DocumentStore(Protocol):
     async def latest(self, collection: str, prefix: str, limit: int,
                      where: Mapping[str, Any] | None = None) -> list[Doc]: ...
     async def collections(self) -> list[str]: ...
+    def stamp(self, collection: str, doc_id: str) -> int | None: ...
 
 
 class StoreHelpers:
@@ -77,6 +78,12 @@ class StoreHelpers:
         return None
 
     async def close(self) -> None:  # pragma: no cover - trivial default
+        return None
+
+    def stamp(self, collection: str, doc_id: str) -> int | None:
+        """A cheap number that changes whenever the document changes, in any process using this store, or None
+        when the backend cannot tell without reading it (then callers read it). A caller may reuse a document
+        it read while its stamp holds, provided it read the stamp *before* the document."""
         return None
 
     async def require(self, collection: str, doc_id: str) -> Doc:

@@ -187,6 +187,52 @@ class DocumentStoreContract:
         assert declined is not None and declined["n"] == 50
         assert (await store.get("entries", "e999"))["i"] == 999  # type: ignore[index]
 
+    # -- change stamps (optional) -------------------------------------------------------------------
+    async def test_a_documents_stamp_moves_with_every_write_to_it(self, store: DocumentStore) -> None:
+        if store.stamp("things", "a") is None:
+            pytest.skip("this backend offers no change stamps: callers read documents afresh")
+        seen = [store.stamp("things", "a")]
+
+        def moved(what: str) -> None:
+            now = store.stamp("things", "a")
+            assert now != seen[-1], f"the stamp did not move on {what}"
+            seen.append(now)
+
+        await store.put("things", "a", {"n": 1})
+        moved("put")
+        await store.update("things", "a", lambda d: {**(d or {}), "n": 2})
+        moved("update")
+        other = store.stamp("history", "h1")
+        await store.update_and_put("things", "a", lambda d: {**(d or {}), "n": 3}, "history", [{"_id": "h1"}])
+        moved("update_and_put")
+        assert store.stamp("history", "h1") != other  # the added document's moved too
+        await store.put_many("things", [{"_id": "a", "n": 4}])
+        moved("put_many")
+        await store.update("things", "a", lambda d: None)  # declined: nothing written, nothing moves
+        assert store.stamp("things", "a") == seen[-1]
+        await store.delete("things", "a")
+        moved("delete")
+        await store.put("things", "a", {})
+        moved("put")
+        await store.delete_many("things", ["a"])
+        moved("delete_many")
+
+    async def test_stamps_are_shared_by_every_store_object_on_the_same_data(self, store: DocumentStore,
+                                                                            store_env: dict[str, str]) -> None:
+        if not self.durable or store.stamp("things", "b") is None:
+            pytest.skip("no shared change stamps")
+        other = load_factory(self.factory_path)(Settings.load(store_env))  # stands in for another process
+        await other.open()
+        try:
+            before = other.stamp("things", "b")
+            await store.put("things", "b", {"v": 1})
+            assert other.stamp("things", "b") != before
+            before = store.stamp("things", "b")
+            await other.delete("things", "b")
+            assert store.stamp("things", "b") != before
+        finally:
+            await other.close()
+
     # -- concurrency --------------------------------------------------------------------------------
     async def test_concurrent_updates_lose_no_increment(self, store: DocumentStore) -> None:
         def bump(doc: dict[str, Any] | None) -> dict[str, Any]:

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import mmap
+import os
 import sqlite3
+import struct
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TypeVar
@@ -27,6 +31,10 @@ READ_BUSY_S = 0.05
 #: ``get_many`` of at most this many ids reads on the event loop; larger ones on the store thread.
 SMALL_READ = 50
 INDEXED_FIELDS = ("ownerId", "agentId", "userId", "namespace", "status")
+#: Slots of the change-stamp file (``stamp``): a document's slot is a hash of its collection and id, so two
+#: documents that share one merely make each other's readers read afresh.
+STAMP_SLOTS = 4096
+_STAMP = struct.Struct("<Q")
 
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS docs (coll TEXT NOT NULL, id TEXT NOT NULL, rev TEXT NOT NULL, body TEXT NOT NULL,"
@@ -42,6 +50,28 @@ def _dump(doc: Mapping[str, Any]) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
+def _slot(collection: str, doc_id: str) -> int:
+    """The byte offset of a document's stamp (the same in every process: not Python's salted ``hash``)."""
+    return (zlib.crc32(f"{collection}\x00{doc_id}".encode()) % STAMP_SLOTS) * _STAMP.size
+
+
+def _open_stamps(path: str) -> mmap.mmap | None:
+    """The database's change-stamp file, mapped shared (every process on this database maps the same one)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return None
+    try:
+        size = STAMP_SLOTS * _STAMP.size
+        if os.fstat(fd).st_size < size:
+            os.ftruncate(fd, size)  # processes racing here all grow it to the same size, with zeros
+        return mmap.mmap(fd, size)
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+
+
 class SQLiteStore(StoreHelpers):
     name = "sqlite"
 
@@ -50,6 +80,8 @@ class SQLiteStore(StoreHelpers):
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None  # used on the event loop's thread only
+        self._stamps: mmap.mmap | None = None
+        self._touched: list[tuple[str, str]] = []  # what the transaction in progress wrote (store thread only)
 
     @classmethod
     def from_settings(cls, settings: Any) -> "SQLiteStore":
@@ -83,6 +115,7 @@ class SQLiteStore(StoreHelpers):
             reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=READ_BUSY_S)
             reader.execute("PRAGMA query_only=1")
             self._reader = reader
+            self._stamps = _open_stamps(self.path + "-stamps")
 
     async def close(self) -> None:
         if self._executor is None:
@@ -95,6 +128,9 @@ class SQLiteStore(StoreHelpers):
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
         self._executor.shutdown(wait=True)
         self._executor = None
+        if self._stamps is not None:
+            self._stamps.close()
+            self._stamps = None
 
     # -- primitives -----------------------------------------------------------------------------------
     def _read_here(self, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
@@ -107,6 +143,24 @@ class SQLiteStore(StoreHelpers):
             return True, fn(reader)
         except sqlite3.OperationalError:
             return False, None
+
+    def stamp(self, collection: str, doc_id: str) -> int | None:
+        """A number that changes (after the commit) whenever the document is written or deleted by any process
+        using this database file: a reader that keeps a decoded document may reuse it while the stamp holds.
+        Shared memory (``<database>-stamps``, mapped by every process), so reading it costs no system call.
+        None for an in-memory database."""
+        stamps = self._stamps
+        if stamps is None:
+            return None
+        return int(_STAMP.unpack_from(stamps, _slot(collection, doc_id))[0])
+
+    def _bump(self, touched: list[tuple[str, str]]) -> None:
+        stamps = self._stamps
+        if stamps is None:
+            return
+        for collection, doc_id in touched:
+            offset = _slot(collection, doc_id)
+            _STAMP.pack_into(stamps, offset, (_STAMP.unpack_from(stamps, offset)[0] + 1) & 0xFFFF_FFFF_FFFF_FFFF)
 
     async def get(self, collection: str, doc_id: str) -> Doc | None:
         def op(conn: sqlite3.Connection) -> str | None:
@@ -137,8 +191,7 @@ class SQLiteStore(StoreHelpers):
             found = await self._run(op)
         return {i: (json.loads(found[i]) if i in found else None) for i in wanted}
 
-    @staticmethod
-    def _put_in_tx(conn: sqlite3.Connection, collection: str, doc_id: str, doc: Mapping[str, Any], rev: Any) -> str:
+    def _put_in_tx(self, conn: sqlite3.Connection, collection: str, doc_id: str, doc: Mapping[str, Any], rev: Any) -> str:
         row = conn.execute("SELECT rev FROM docs WHERE coll=? AND id=?", (collection, doc_id)).fetchone()
         current = row[0] if row else None
         check_rev(collection, doc_id, current, rev)
@@ -150,17 +203,21 @@ class SQLiteStore(StoreHelpers):
             " ON CONFLICT (coll, id) DO UPDATE SET rev=excluded.rev, body=excluded.body",
             (collection, doc_id, new_rev, _dump(body)),
         )
+        self._touched.append((collection, doc_id))
         return new_rev
 
-    @staticmethod
-    def _tx(conn: sqlite3.Connection, fn: Callable[[], T]) -> T:
+    def _tx(self, conn: sqlite3.Connection, fn: Callable[[], T]) -> T:
+        """``fn`` in one write transaction; then the stamps of what it wrote move (after the commit, so a reader
+        that sees a stamp move and reads afresh finds the new document)."""
         conn.execute("BEGIN IMMEDIATE")
+        self._touched = []
         try:
             result = fn()
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        self._bump(self._touched)
         return result
 
     async def put(self, collection: str, doc_id: str, doc: Mapping[str, Any], *, rev: Any = ANY) -> str:
@@ -181,6 +238,7 @@ class SQLiteStore(StoreHelpers):
                 return False
             check_rev(collection, doc_id, row[0], rev)
             conn.execute("DELETE FROM docs WHERE coll=? AND id=?", (collection, doc_id))
+            self._touched.append((collection, doc_id))
             return True
 
         return await self._run(lambda conn: self._tx(conn, lambda: op(conn)))
@@ -192,6 +250,7 @@ class SQLiteStore(StoreHelpers):
             n = 0
             for doc_id in wanted:
                 n += conn.execute("DELETE FROM docs WHERE coll=? AND id=?", (collection, doc_id)).rowcount
+                self._touched.append((collection, doc_id))
             return n
 
         return await self._run(lambda conn: self._tx(conn, lambda: op(conn)))
