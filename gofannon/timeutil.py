@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 def now_iso() -> str:
     """Naive UTC ISO-8601 with microseconds and no zone, e.g. ``2026-11-23T08:08:24.437006``."""
-    return datetime.now(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds")
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")[:-6]  # without "+00:00" (no .replace: slow)
 
 
 def now_iso_tz() -> str:

@@ -20,6 +20,7 @@ from gofannon.llm import (Completion, LlmCall, LlmResult, Provider, StreamEvent,
                           message_text)
 from gofannon.llm import catalog as catalog_mod
 from gofannon.llm.http import llm_http
+from gofannon.observability import LLM_CONTENT, TRACERS, record_soon
 
 if TYPE_CHECKING:  # pragma: no cover
     from gofannon.auth import Identity
@@ -247,8 +248,6 @@ async def _settle(kernel: "Kernel", uid: str, call: LlmCall, completion: Complet
                                                       f"{call.provider}/{call.model}"))
     elif not (defer and users.charge_later(kernel, uid, cost, metadata)):  # journaled: stored right after
         await users.charge(kernel, uid, cost, metadata)
-    from gofannon.observability import LLM_CONTENT, TRACERS, record_soon
-
     content = LLM_CONTENT.set((call.messages, {"content": completion.content, "tool_calls": completion.tool_calls})
                               ) if TRACERS else None
     try:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 from gofannon.errors import BadRequest, GofannonError, NotFound, UpstreamError
 from gofannon.llm import FINISH_REASONS, Completion, Usage, message_text
 from gofannon.llm import catalog as catalog_mod
+from gofannon.llm.service import call_llm, stream_llm
 from gofannon.services import scopes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -418,8 +419,6 @@ async def complete(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> dic
     if target.agent is not None:
         answer = await run_agent(kernel, ident, target, req)
         return completion_object(req.model, answer, [], "stop", _usage(None))
-    from gofannon.llm.service import call_llm
-
     check_model_options(target, req)
     reservation = await scopes.reserve(kernel, ident, _estimate(target, req, ident))
     try:
@@ -454,8 +453,6 @@ async def stream(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> Async
             batch.append(chunks.usage(_usage(None)))
         yield batch
         return
-    from gofannon.llm.service import stream_llm
-
     check_model_options(target, req)
     reservation = await scopes.reserve(kernel, ident, _estimate(target, req, ident))
     events = stream_llm(kernel, ident, str(target.provider), target.model, req.messages, req.parameters,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from gofannon.auth import Identity
 from gofannon.errors import Conflict, NotFound, Unauthorized, Unprocessable
+from gofannon.services.auth_config import auth_state
 from gofannon.timeutil import now_iso
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -183,13 +184,12 @@ async def _read(kernel: "Kernel", token_id: str) -> dict[str, Any] | None:
 
 
 _CACHE = "tokens.cache"
+_TOUCH_DUE = "tokens.touch_due"
 
 
 def identity_of(kernel: "Kernel", doc: dict[str, Any], scope: dict[str, Any] | None) -> Identity:
     """The owner of a token document of the token store (personal or OAuth), as the identity it captured when
     it was made; site-admin rights are re-checked against the auth config on every use."""
-    from gofannon.services.auth_config import auth_state
-
     uid = doc["ownerId"]
     snap = doc.get("identity") or {}
     return Identity(
@@ -213,13 +213,21 @@ def token_scope(token_id: str, doc: dict[str, Any]) -> dict[str, Any] | None:
 
 
 async def _touch(kernel: "Kernel", token_id: str, doc: dict[str, Any]) -> None:
+    due: dict[str, float] = kernel.component(_TOUCH_DUE, dict)  # token id -> when this process may write it next
+    clock = time.monotonic()
+    if due.get(token_id, 0.0) > clock:
+        return
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     last = doc.get("lastUsedAt")
     try:
-        if last and now - datetime.fromisoformat(last) < LAST_USED_RESOLUTION:
+        if last and (age := now - datetime.fromisoformat(last)) < LAST_USED_RESOLUTION:
+            due[token_id] = clock + (LAST_USED_RESOLUTION - age).total_seconds()
             return
     except (TypeError, ValueError):
         pass
+    if len(due) >= CACHE_MAX:
+        due.clear()
+    due[token_id] = clock + LAST_USED_RESOLUTION.total_seconds()
     stamp = now.isoformat(timespec="microseconds")
 
     def change(current: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -383,7 +383,7 @@ class _Charges:
         if queue is None:
             self.pending[uid] = [(entry, fut, journal)]
             # Not kernel.spawn: closing the kernel drains these instead of cancelling them.
-            task = self.flushing[uid] = asyncio.ensure_future(self._flush(kernel, uid))
+            task = self.flushing[uid] = asyncio.get_running_loop().create_task(self._flush(kernel, uid))
             task.add_done_callback(lambda t, uid=uid: self.flushing.pop(uid) if self.flushing.get(uid) is t else None)
         else:
             queue.append((entry, fut, journal))

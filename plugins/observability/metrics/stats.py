@@ -298,6 +298,9 @@ class StoreTimer:
         timed.__name__ = op
         return timed
 
+    def stamp(self, collection: str, doc_id: str) -> Any:
+        return self._store.stamp(collection, doc_id)  # not timed: a memory read; named here to skip __getattr__
+
     async def require(self, collection: str, doc_id: str) -> Any:
         from gofannon.errors import DocumentNotFound
 
