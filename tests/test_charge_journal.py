@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
+import openai
 import pytest
 from fakes import FakeLLMServer
 from test_gateway_openai import ask, start_gateway
 
 from gofannon.kernel import Kernel
 from gofannon.services import charge_journal, users
+from gofannon.web.keys import KERNEL
 
 UID = "dev_stub:alice"
 REPO = Path(__file__).resolve().parent.parent
@@ -166,3 +169,43 @@ async def test_a_busy_journal_moves_to_new_files_and_removes_the_stored_ones(
     finally:
         await kernel.close()
     assert journals(tmp_path / "data") == []
+
+
+async def test_back_to_back_journaled_charges_share_a_write_and_a_reader_never_waits_for_the_gathering(
+        serve: Any, fake_llm: FakeLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Journaled charges wait ``GATHER_S`` for company before they are written; reading one's usage ends the wait.
+    With the wait stretched to a minute, ten quick calls make one write, and the reader sees all ten at once."""
+    monkeypatch.setattr(users, "GATHER_S", 60.0)
+    gw = await start_gateway(serve, fake_llm, tmp_path, GOFANNON_STORAGE="sqlite")
+    sdk = gw.sdk()
+    kernel = gw.client.server.app[KERNEL]
+    async with gw.client.get("/auth/me") as r:
+        uid = (await r.json())["uid"]
+    await gw.user()  # the user document exists
+    rev_before = (await kernel.store.get("users", uid))["_rev"]
+    for _ in range(10):
+        assert await ask(sdk, stream=False)
+    assert (await kernel.store.get("users", uid))["_rev"] == rev_before  # all ten still gathering
+    started = time.monotonic()
+    assert len(await gw.usage()) == 10  # the read ends the wait: the ten are written now, in one write
+    assert time.monotonic() - started < 10
+    revs = int((await kernel.store.get("users", uid))["_rev"].split("-")[0]) - int(rev_before.split("-")[0])
+    assert revs == 1
+
+
+async def test_the_allowance_gate_counts_charges_taken_but_not_yet_stored(
+        serve: Any, fake_llm: FakeLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While journaled charges gather (nothing stored yet), the gate of their process already counts them: with
+    $1.05 left and calls refused at $1 or less (``MIN_SPEND``), three calls of $0.02 pass, not an unbounded number."""
+    monkeypatch.setattr(users, "GATHER_S", 60.0)
+    gw = await start_gateway(serve, fake_llm, tmp_path, GOFANNON_STORAGE="sqlite")
+    async with gw.client.put("/users/me/spend-remaining", json={"spendRemaining": 1.05}) as r:
+        assert r.status == 200, await r.text()
+    sdk = gw.sdk()
+    answered = 0
+    with pytest.raises(openai.RateLimitError) as err:
+        for _ in range(6):  # each $0.02 (10 tokens in at $0.001, 5 out at $0.002)
+            await sdk.chat.completions.create(model="fake/chat-1", messages=[{"role": "user", "content": "hi"}])
+            answered += 1
+    assert answered == 3 and err.value.code == "insufficient_quota"
+    assert (await gw.user())["usageInfo"]["spendRemaining"] == pytest.approx(0.99)  # the three, stored once read

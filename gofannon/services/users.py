@@ -250,6 +250,8 @@ async def require_allowance(kernel: "Kernel", uid: str, *, key_for: str | None =
             doc = await _mutate(kernel, uid, None)  # remembers the document itself
         seen = gate.remember(uid, doc)
     remaining = seen.doc["usageInfo"].get("spendRemaining")
+    if isinstance(remaining, (int, float)) and kernel.has_component(_CHARGES):
+        remaining -= _charges(kernel).owed.get(uid, 0.0)  # taken here, not stored yet
     if not isinstance(remaining, (int, float)) or remaining <= MIN_SPEND:
         kernel.record("budget_refused", "spend allowance exhausted", user_id=uid)
         raise PaymentRequired("Insufficient spend allowance to complete request")
@@ -362,6 +364,17 @@ def _charges(kernel: "Kernel") -> "_Charges":
     return kernel.component(_CHARGES, _Charges)
 
 
+#: How long journaled charges (``charge_later``: their answers have already left) wait for company before they are
+#: stored, so that a user's back-to-back calls share one write instead of one each. Anything that awaits a charge,
+#: or reads the user's usage in this process (``caught_up``), or the kernel closing, ends the wait at once.
+GATHER_S = 0.02
+
+
+def _release(waker: "asyncio.Future[None]") -> None:
+    if not waker.done():
+        waker.set_result(None)
+
+
 class _Charges:
     """Per-user queues of charges waiting for the write in flight; one flush task per busy user."""
 
@@ -369,6 +382,8 @@ class _Charges:
         self.pending: dict[str, list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]], Any]]] = {}
         self.flushing: dict[str, asyncio.Task[None]] = {}
         self.last: dict[str, asyncio.Future[dict[str, Any]]] = {}  # each user's latest charge taken
+        self.gathering: dict[str, asyncio.Future[None]] = {}  # flushes waiting for company (GATHER_S)
+        self.owed: dict[str, float] = {}  # per user: what charges taken here and not yet stored add up to
 
     def submit(self, kernel: "Kernel", uid: str, entry: dict[str, Any],
                journal: Any = None) -> "asyncio.Future[dict[str, Any]]":
@@ -379,6 +394,7 @@ class _Charges:
         fut.add_done_callback(lambda f, uid=uid: self.last.pop(uid) if self.last.get(uid) is f else None)
         if journal is not None:
             fut.add_done_callback(_log_failure)
+        self.owed[uid] = self.owed.get(uid, 0.0) + entry["responseCost"]
         queue = self.pending.get(uid)
         if queue is None:
             self.pending[uid] = [(entry, fut, journal)]
@@ -387,19 +403,53 @@ class _Charges:
             task.add_done_callback(lambda t, uid=uid: self.flushing.pop(uid) if self.flushing.get(uid) is t else None)
         else:
             queue.append((entry, fut, journal))
+        if journal is None:  # somebody awaits this one: no gathering
+            self.wake(uid)
         return fut
+
+    def wake(self, uid: str) -> None:
+        """End the gathering wait of ``uid``'s flush, if it is waiting: its charges are written now."""
+        waker = self.gathering.pop(uid, None)
+        if waker is not None:
+            _release(waker)
 
     async def caught_up(self, uid: str) -> None:
         last = self.last.get(uid)
         if last is not None:
+            self.wake(uid)
             await asyncio.wait([last])  # its failure is its taker's (or the log's) to report
 
     async def drain(self) -> None:
         """Write every queued charge (the kernel calls this before it closes the store)."""
         while self.flushing:
+            for uid in list(self.gathering):
+                self.wake(uid)
             await asyncio.gather(*list(self.flushing.values()), return_exceptions=True)
 
+    def _paid(self, uid: str, entries: list[dict[str, Any]]) -> None:
+        """These charges are no longer owed here: stored (the gate sees them in the document), or failed."""
+        left = self.owed.get(uid, 0.0) - sum(e["responseCost"] for e in entries)
+        if left <= 1e-12 and not self.pending.get(uid):
+            self.owed.pop(uid, None)
+        else:
+            self.owed[uid] = max(0.0, left)
+
+    async def _gather(self, uid: str) -> None:
+        """Wait up to ``GATHER_S`` for more of ``uid``'s charges, unless one of those queued is awaited."""
+        if GATHER_S <= 0 or any(journal is None for _, _, journal in self.pending.get(uid) or []):
+            return
+        loop = asyncio.get_running_loop()
+        waker = self.gathering[uid] = loop.create_future()
+        timer = loop.call_later(GATHER_S, _release, waker)
+        try:
+            await waker
+        finally:
+            timer.cancel()
+            if self.gathering.get(uid) is waker:
+                del self.gathering[uid]
+
     async def _flush(self, kernel: "Kernel", uid: str) -> None:
+        await self._gather(uid)
         while True:
             batch = self.pending.get(uid) or []
             if not batch:
@@ -410,6 +460,7 @@ class _Charges:
             try:
                 doc = await store_charges(kernel, uid, entries)
             except BaseException as exc:  # noqa: BLE001 - every waiter hears of the failure
+                self._paid(uid, entries)
                 for _, fut, _ in batch:
                     if not fut.done():
                         fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError("charge interrupted"))
@@ -417,6 +468,7 @@ class _Charges:
                     self.pending.pop(uid, None)
                     raise
                 continue
+            self._paid(uid, entries)
             _journal_done(batch)
             for _, fut, _ in batch:
                 if not fut.done():
