@@ -7,5 +7,9 @@ import json
 from typing import Any
 
 
+#: One encoder for every answer (``json.dumps`` with options builds a new one per call).
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str).encode
+
+
 def dumps(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+    return _encode(data)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -361,7 +362,7 @@ def completion_object(model_id: str, content: str, tool_calls: list[dict[str, An
                                "refusal": None}
     if tool_calls:
         message["tool_calls"] = tool_calls
-    return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+    return {"id": f"chatcmpl-{os.urandom(16).hex()}", "object": "chat.completion", "created": int(time.time()),
             "model": model_id, "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             "usage": usage}
 
@@ -370,7 +371,7 @@ class Chunks:
     """``chat.completion.chunk`` objects of one stream (same id, created and model)."""
 
     def __init__(self, model_id: str) -> None:
-        self.base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
+        self.base = {"id": f"chatcmpl-{os.urandom(16).hex()}", "object": "chat.completion.chunk",
                      "created": int(time.time()), "model": model_id}
 
     def delta(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
