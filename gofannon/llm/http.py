@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import aiohttp
 
+from gofannon.jsontext import encoder
 from gofannon.llm import VendorError
 
 if TYPE_CHECKING:  # pragma: no cover
     from gofannon.kernel import Kernel
 
 #: Request bodies: compact, non-ASCII escaped (so a lone surrogate from a caller's JSON cannot fail the encoding).
-_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+_encode_json = encoder(ensure_ascii=True)
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 #: What may be left unread of a finished stream and still be read so its connection is reused.
 DRAIN_LIMIT = 64 * 1024

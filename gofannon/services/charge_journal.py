@@ -28,6 +28,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+from gofannon.jsontext import encoder
+
 if TYPE_CHECKING:  # pragma: no cover
     from gofannon.kernel import Kernel
 
@@ -40,8 +42,7 @@ COMPACT_BYTES = 1 << 20
 ROTATE_BYTES = 4 << 20
 #: Stores whose documents outlive the process (a journal for the in-memory store would replay into nothing).
 DURABLE_STORES = frozenset({"sqlite", "postgres", "redis"})
-#: One encoder for every line (``json.dumps`` with options builds a new one per call).
-_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+_encode = encoder(ensure_ascii=True, default=str)
 
 
 class Segment:
