@@ -209,3 +209,33 @@ async def test_the_allowance_gate_counts_charges_taken_but_not_yet_stored(
             answered += 1
     assert answered == 3 and err.value.code == "insufficient_quota"
     assert (await gw.user())["usageInfo"]["spendRemaining"] == pytest.approx(0.99)  # the three, stored once read
+
+
+async def test_a_round_the_store_refuses_is_the_awaiting_takers_error_and_stays_in_the_journal(
+        make_settings: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    kernel = await open_kernel(make_settings)
+    try:
+        await users.get_or_create_user(kernel, UID)
+        real = users.store_charges
+        failing = True
+
+        async def flaky(*args: Any, **kw: Any) -> Any:
+            if failing:
+                raise OSError("disk on fire")
+            return await real(*args, **kw)
+
+        monkeypatch.setattr(users, "store_charges", flaky)
+        assert users.charge_later(kernel, UID, 0.5, {"i": 1})  # journaled: nobody awaits it
+        with pytest.raises(OSError, match="disk on fire"):
+            await users.charge(kernel, UID, 0.25, {"i": 2})  # awaited, in the same round: its taker hears it
+        assert "stays in the journal" in caplog.text
+        failing = False
+        await users.charge(kernel, UID, 0.125, {"i": 3})  # the store is back: later charges go through
+        user = await users.get_or_create_user(kernel, UID)
+        assert user["usageInfo"]["spendRemaining"] == pytest.approx(100.0 - 0.125)
+        assert [json.loads(line).get("c") for p in journals(tmp_path / "data")
+                for line in p.read_text().splitlines()].count(UID) == 1  # the failed journaled one, kept
+    finally:
+        await kernel.close()
+    assert journals(tmp_path / "data")  # left for the next start to replay

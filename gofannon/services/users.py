@@ -375,37 +375,49 @@ def _release(waker: "asyncio.Future[None]") -> None:
         waker.set_result(None)
 
 
+class _Round:
+    """Charges of one user that go to the store in one write, and the future their takers wait on (the stored
+    user document)."""
+
+    __slots__ = ("entries", "journals", "done", "awaited")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.entries: list[dict[str, Any]] = []
+        self.journals: list[Any] = []  # the journal segment of each entry (None: not journaled)
+        self.done: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self.awaited = False  # a ``charge()`` waits for it: no gathering, and a failure is its taker's to hear
+
+
 class _Charges:
-    """Per-user queues of charges waiting for the write in flight; one flush task per busy user."""
+    """Per user: the round of charges taking new ones, and one flush task writing rounds one after the other."""
 
     def __init__(self) -> None:
-        self.pending: dict[str, list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]], Any]]] = {}
+        self.next: dict[str, _Round] = {}
         self.flushing: dict[str, asyncio.Task[None]] = {}
-        self.last: dict[str, asyncio.Future[dict[str, Any]]] = {}  # each user's latest charge taken
+        self.last: dict[str, asyncio.Future[dict[str, Any]]] = {}  # each user's latest round
         self.gathering: dict[str, asyncio.Future[None]] = {}  # flushes waiting for company (GATHER_S)
         self.owed: dict[str, float] = {}  # per user: what charges taken here and not yet stored add up to
 
     def submit(self, kernel: "Kernel", uid: str, entry: dict[str, Any],
                journal: Any = None) -> "asyncio.Future[dict[str, Any]]":
-        """Queue a charge; the future is its stored user document. With ``journal`` (a journaled charge nobody
-        awaits) it is marked done there once stored, and a failure is logged (the journal keeps it)."""
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.last[uid] = fut
-        fut.add_done_callback(lambda f, uid=uid: self.last.pop(uid) if self.last.get(uid) is f else None)
-        if journal is not None:
-            fut.add_done_callback(_log_failure)
+        """Queue a charge; the future is the user document as stored with it. With ``journal`` (a journaled charge
+        nobody awaits) it is marked done there once stored, and a failure is logged (the journal keeps it)."""
+        rnd = self.next.get(uid)
+        if rnd is None:
+            loop = asyncio.get_running_loop()
+            rnd = self.next[uid] = _Round(loop)
+            self.last[uid] = rnd.done
+            rnd.done.add_done_callback(lambda f, uid=uid: self.last.pop(uid) if self.last.get(uid) is f else None)
+            if uid not in self.flushing:  # else the running flush takes this round after the one it is writing
+                # Not kernel.spawn: closing the kernel drains these instead of cancelling them.
+                self.flushing[uid] = loop.create_task(self._flush(kernel, uid))
+        rnd.entries.append(entry)
+        rnd.journals.append(journal)
         self.owed[uid] = self.owed.get(uid, 0.0) + entry["responseCost"]
-        queue = self.pending.get(uid)
-        if queue is None:
-            self.pending[uid] = [(entry, fut, journal)]
-            # Not kernel.spawn: closing the kernel drains these instead of cancelling them.
-            task = self.flushing[uid] = asyncio.get_running_loop().create_task(self._flush(kernel, uid))
-            task.add_done_callback(lambda t, uid=uid: self.flushing.pop(uid) if self.flushing.get(uid) is t else None)
-        else:
-            queue.append((entry, fut, journal))
         if journal is None:  # somebody awaits this one: no gathering
+            rnd.awaited = True
             self.wake(uid)
-        return fut
+        return rnd.done
 
     def wake(self, uid: str) -> None:
         """End the gathering wait of ``uid``'s flush, if it is waiting: its charges are written now."""
@@ -429,14 +441,15 @@ class _Charges:
     def _paid(self, uid: str, entries: list[dict[str, Any]]) -> None:
         """These charges are no longer owed here: stored (the gate sees them in the document), or failed."""
         left = self.owed.get(uid, 0.0) - sum(e["responseCost"] for e in entries)
-        if left <= 1e-12 and not self.pending.get(uid):
+        if left <= 1e-12 and uid not in self.next:
             self.owed.pop(uid, None)
         else:
             self.owed[uid] = max(0.0, left)
 
     async def _gather(self, uid: str) -> None:
         """Wait up to ``GATHER_S`` for more of ``uid``'s charges, unless one of those queued is awaited."""
-        if GATHER_S <= 0 or any(journal is None for _, _, journal in self.pending.get(uid) or []):
+        rnd = self.next.get(uid)
+        if GATHER_S <= 0 or rnd is None or rnd.awaited:
             return
         loop = asyncio.get_running_loop()
         waker = self.gathering[uid] = loop.create_future()
@@ -449,30 +462,24 @@ class _Charges:
                 del self.gathering[uid]
 
     async def _flush(self, kernel: "Kernel", uid: str) -> None:
-        await self._gather(uid)
-        while True:
-            batch = self.pending.get(uid) or []
-            if not batch:
-                self.pending.pop(uid, None)
-                return
-            self.pending[uid] = []  # charges arriving from now on wait for the next round
-            entries = [e for e, _, _ in batch]
-            try:
-                doc = await store_charges(kernel, uid, entries)
-            except BaseException as exc:  # noqa: BLE001 - every waiter hears of the failure
-                self._paid(uid, entries)
-                for _, fut, _ in batch:
-                    if not fut.done():
-                        fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError("charge interrupted"))
-                if not isinstance(exc, Exception):
-                    self.pending.pop(uid, None)
-                    raise
-                continue
-            self._paid(uid, entries)
-            _journal_done(batch)
-            for _, fut, _ in batch:
-                if not fut.done():
-                    fut.set_result(doc)
+        try:
+            await self._gather(uid)
+            while (rnd := self.next.pop(uid, None)) is not None:  # later charges start the next round
+                try:
+                    doc = await store_charges(kernel, uid, rnd.entries)
+                except BaseException as exc:  # noqa: BLE001 - every taker hears of the failure
+                    self._paid(uid, rnd.entries)
+                    _failed(rnd, exc if isinstance(exc, Exception) else RuntimeError("charge interrupted"))
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                self._paid(uid, rnd.entries)
+                _journal_done(rnd)
+                rnd.done.set_result(doc)
+        finally:
+            # Unregistered in the task's own last step, so a charge taken after it finds no flush and starts one.
+            if self.flushing.get(uid) is asyncio.current_task():
+                del self.flushing[uid]
 
 
 async def start(kernel: "Kernel") -> None:
@@ -487,10 +494,10 @@ async def start(kernel: "Kernel") -> None:
     await charge_journal.start_journal(kernel, replay_one)
 
 
-def _journal_done(batch: list[Any]) -> None:
-    """Mark the journaled charges of a stored batch done in the journal segments they were written to."""
+def _journal_done(rnd: _Round) -> None:
+    """Mark the journaled charges of a stored round done in the journal segments they were written to."""
     by_segment: dict[Any, list[str]] = {}
-    for entry, _, segment in batch:
+    for entry, segment in zip(rnd.entries, rnd.journals):
         if segment is not None:
             by_segment.setdefault(segment, []).append(entry["_id"])
     for segment, ids in by_segment.items():
@@ -500,10 +507,15 @@ def _journal_done(batch: list[Any]) -> None:
             log.warning("could not mark charges done in the journal", exc_info=True)
 
 
-def _log_failure(fut: "asyncio.Future[Any]") -> None:
-    if not fut.cancelled() and fut.exception() is not None:
+def _failed(rnd: _Round, exc: Exception) -> None:
+    """A round could not be stored: its takers hear it; journaled charges stay in the journal (stored at the next
+    start), which the log says."""
+    rnd.done.set_exception(exc)
+    if not rnd.awaited:
+        rnd.done.exception()  # nobody awaits it: retrieved here, reported below
+    if any(segment is not None for segment in rnd.journals):
         log.error("a journaled charge could not be stored now; it stays in the journal and is stored at the "
-                  "next start", exc_info=fut.exception())
+                  "next start", exc_info=exc)
 
 
 async def store_charges(kernel: "Kernel", uid: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
