@@ -33,6 +33,19 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def event_loop_policy() -> Any:
+    """The tests' event loop: uvloop's, as ``gofannon serve`` runs on by default (``GOFANNON_EVENT_LOOP``);
+    ``GOFANNON_TEST_LOOP=asyncio`` runs them on asyncio's own, the other loop the kernel supports."""
+    import asyncio
+
+    if os.environ.get("GOFANNON_TEST_LOOP", "uvloop") == "asyncio":
+        return asyncio.DefaultEventLoopPolicy()
+    import uvloop
+
+    return uvloop.EventLoopPolicy()
+
+
+@pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server on a free loopback port, for the whole session. Yields its URL."""
     exe = shutil.which("redis-server")

@@ -9,6 +9,7 @@ import hashlib
 import html
 import re
 import secrets
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
@@ -288,7 +289,10 @@ async def test_without_a_session_authorize_sends_the_browser_to_login_and_back_t
     assert "code" not in got
 
 
-async def test_code_exchange_issues_tokens_bound_to_mcp_and_refresh_rotates(client: Client) -> None:
+async def test_code_exchange_issues_tokens_bound_to_mcp_and_refresh_rotates(client: Client,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from gofannon.services import oauth_server
+
     tokens = await sign_in(client)
     assert tokens["token_type"] == "Bearer" and tokens["expires_in"] == 3600 and tokens["scope"] == "mcp"
     access, refresh = tokens["access_token"], tokens["refresh_token"]
@@ -309,7 +313,14 @@ async def test_code_exchange_issues_tokens_bound_to_mcp_and_refresh_rotates(clie
     assert (await mcp_status(client, second["access_token"]))[0] == 200
     assert (await mcp_status(client, access))[0] == 401  # the old access token went with the rotation
 
-    # The rotated-out refresh token is refused, and its reuse ends the whole grant (replay detection).
+    # Presented again at once, the rotated-out refresh token is refused and the grant stays: that is how a client's
+    # retried or concurrent refresh looks (``REPLAY_GRACE``).
+    status, body = await token_request(client, grant_type="refresh_token", refresh_token=refresh,
+                                       client_id=tokens["client_id"])
+    assert status == 400 and body["error"] == "invalid_grant"
+    assert (await mcp_status(client, second["access_token"]))[0] == 200
+    # Later it is a replay: refused, and it ends the whole grant.
+    monkeypatch.setattr(oauth_server, "REPLAY_GRACE", timedelta(0))
     status, body = await token_request(client, grant_type="refresh_token", refresh_token=refresh,
                                        client_id=tokens["client_id"])
     assert status == 400 and body["error"] == "invalid_grant"
@@ -447,7 +458,8 @@ async def test_a_loopback_redirect_may_use_another_port_but_must_match_at_the_to
         assert r.status == 400
 
 
-async def test_the_token_endpoint_refuses_wrong_verifier_reuse_and_mismatches(client: Client) -> None:
+async def test_the_token_endpoint_refuses_wrong_verifier_reuse_and_mismatches(client: Client,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     await client.login("alice")
     _, registered = await register(client)
     cid = registered["client_id"]
@@ -477,7 +489,10 @@ async def test_the_token_endpoint_refuses_wrong_verifier_reuse_and_mismatches(cl
     # The failures above did not use the code up.
     status, tokens = await token_request(client, **base, code_verifier=verifier)
     assert status == 200, tokens
-    # A second use of the code is refused, and ends the grant the first use produced.
+    # A second use of the code (past the retry grace) is refused, and ends the grant the first use produced.
+    from gofannon.services import oauth_server
+
+    monkeypatch.setattr(oauth_server, "REPLAY_GRACE", timedelta(0))
     status, body = await token_request(client, **base, code_verifier=verifier)
     assert status == 400 and body["error"] == "invalid_grant"
     assert (await mcp_status(client, tokens["access_token"]))[0] == 401
@@ -616,12 +631,43 @@ async def test_a_code_or_refresh_token_raced_twice_is_granted_once(client: Clien
     results = await asyncio.gather(*(token_request(client, **form) for _ in range(6)))
     winners = [body for status, body in results if status == 200]
     assert len(winners) == 1 and all(body["error"] == "invalid_grant" for status, body in results if status != 200)
+    # the losers were a race, not a replay: the winner's grant stands
+    assert (await mcp_status(client, winners[0]["access_token"]))[0] == 200
 
     refresh = {"grant_type": "refresh_token", "refresh_token": winners[0]["refresh_token"],
                "client_id": registered["client_id"]}
     results = await asyncio.gather(*(token_request(client, **refresh) for _ in range(6)))
-    assert sum(1 for status, _ in results if status == 200) == 1  # the first write wins; the rest are refused
+    assert sum(1 for status, _ in results if status == 200) == 1, results  # the first write wins; the rest are refused
     assert all(body["error"] == "invalid_grant" for status, body in results if status != 200)
+    fresh = next(body for status, body in results if status == 200)
+    assert (await mcp_status(client, fresh["access_token"]))[0] == 200
+
+
+async def test_a_code_presented_again_later_ends_the_grant_it_gave(client: Client,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 6749 4.1.2: a used code coming back revokes what it produced (after ``REPLAY_GRACE``, which covers a
+    client's own retry)."""
+    from gofannon.services import oauth_server
+
+    await client.login("alice")
+    _, registered = await register(client)
+    verifier, challenge = pkce()
+    async with client.get(authorize_url(client, registered["client_id"], challenge)) as r:
+        page = await r.text()
+    browser = Browser(client.url("/"))
+    browser.session = client.session
+    _, location, _ = await browser.consent(page)
+    form = {"grant_type": "authorization_code", "code": redirect_params(location)["code"], "redirect_uri": LOOPBACK_CB,
+            "client_id": registered["client_id"], "code_verifier": verifier}
+    status, issued = await token_request(client, **form)
+    assert status == 200, issued
+    status, body = await token_request(client, **form)  # a retry, at once: refused, nothing ended
+    assert status == 400 and body["error"] == "invalid_grant"
+    assert (await mcp_status(client, issued["access_token"]))[0] == 200
+    monkeypatch.setattr(oauth_server, "REPLAY_GRACE", timedelta(0))
+    status, body = await token_request(client, **form)  # later: a replay
+    assert status == 400 and body["error"] == "invalid_grant"
+    assert (await mcp_status(client, issued["access_token"]))[0] == 401
 
 
 async def test_with_several_login_providers_the_user_chooses_one_and_comes_back(serve: Any, tmp_path: Any) -> None:

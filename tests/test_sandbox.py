@@ -415,3 +415,56 @@ async def test_a_sandbox_that_cannot_start_fails_the_run_with_a_reason(sandbox_k
     assert out.result is None and out.limit is None
     assert out.error.startswith("SandboxError: no sandbox process could be started for this run (the sandbox child "
                                 "failed to start: ")
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_a_runs_pipes_are_closed_once_so_a_descriptor_another_thread_opens_survives(loop_name: str) -> None:
+    """uvloop's pipe transports close the descriptor themselves and then the file object they were given, which
+    closed the number a second time: in between, another thread may have opened a descriptor under that number
+    (the pool's spawner makes a child's pipes while runs finish), and that child's run then failed with EBADF.
+    Here a thread opens and checks pipes while the loop opens and closes pipe transports."""
+    import threading
+
+    from gofannon.sandbox import _pipe_file
+
+    stop = threading.Event()
+    lost: list[str] = []
+
+    def open_pipes() -> None:
+        while not stop.is_set():
+            a, b = os.pipe()
+            try:
+                for _ in range(20):
+                    os.fstat(a)
+                    os.fstat(b)
+            except OSError as exc:
+                lost.append(str(exc))
+            for fd in (a, b):
+                try:
+                    os.close(fd)
+                except OSError as exc:
+                    lost.append(str(exc))
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(1500):
+            r, w = os.pipe()
+            reader, _ = await loop.connect_read_pipe(asyncio.Protocol, _pipe_file(loop, r, "rb"))
+            writer, _ = await loop.connect_write_pipe(asyncio.Protocol, _pipe_file(loop, w, "wb"))
+            reader.close()
+            writer.close()
+            await asyncio.sleep(0)
+
+    thread = threading.Thread(target=open_pipes, daemon=True)
+    thread.start()
+    try:
+        if loop_name == "uvloop":
+            import uvloop
+
+            uvloop.run(scenario())
+        else:
+            asyncio.run(scenario())
+    finally:
+        stop.set()
+        thread.join(10)
+    assert lost == []

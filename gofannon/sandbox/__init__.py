@@ -233,6 +233,17 @@ def _error_reply(exc: BaseException) -> dict[str, Any]:
     return {"ok": False, "etype": type(exc).__name__, "error": str(exc)}
 
 
+def _pipe_file(loop: asyncio.AbstractEventLoop, fd: int, mode: str) -> Any:
+    """The file object a pipe transport is made from, such that ``fd`` is closed exactly once, on either loop.
+
+    asyncio's transports close the file object they were given. uvloop's close the descriptor itself (libuv) and
+    then the file object as well, which closes the number a second time: by then it may be a new descriptor that
+    another thread just opened (the pool's spawner makes a child's pipes while runs finish), and that child's
+    pipe is gone. On uvloop the file object therefore does not own the descriptor."""
+    libuv_closes = type(loop).__module__.partition(".")[0] == "uvloop"
+    return os.fdopen(fd, mode, buffering=0, closefd=not libuv_closes)
+
+
 class _Session:
     """One run against one child: the request, the op multiplexer, the sync pipe, the outcome."""
 
@@ -259,12 +270,12 @@ class _Session:
         ]
         for fd, proto in readers:
             c.closed.add(fd)
-            reader, _ = await loop.connect_read_pipe(functools.partial(_same, proto), os.fdopen(fd, "rb", buffering=0))
+            reader, _ = await loop.connect_read_pipe(functools.partial(_same, proto), _pipe_file(loop, fd, "rb"))
             self.transports.append(reader)
         self.writers: dict[int, asyncio.WriteTransport] = {}
         for fd in (c.to_child, c.sync_replies):
             c.closed.add(fd)
-            writer, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(fd, "wb", buffering=0))
+            writer, _ = await loop.connect_write_pipe(asyncio.Protocol, _pipe_file(loop, fd, "wb"))
             self.transports.append(writer)
             self.writers[fd] = writer
 

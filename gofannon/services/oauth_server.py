@@ -52,6 +52,11 @@ REFRESH_TTL = timedelta(days=30)
 CODE_TTL = timedelta(minutes=10)
 #: Rotated-out refresh hashes kept per grant for replay detection.
 ROTATED_KEPT = 20
+#: A used authorization code, or the refresh token a rotation just replaced, presented again this soon is refused
+#: without ending the grant: that is a client's concurrent or retried request (one of them won), not a stolen
+#: credential coming back. Later, or an older rotated-out token, it ends the whole grant (RFC 6749 §4.1.2, RFC 9700
+#: §4.14.2); OAuth servers commonly allow such a window for rotation ("reuse interval").
+REPLAY_GRACE = timedelta(seconds=2)
 #: Grants one user may hold; the oldest is ended when a new one would exceed it.
 MAX_GRANTS_PER_USER = 50
 #: A registered client that never obtained a grant is deleted after this long.
@@ -199,6 +204,7 @@ async def mark_code_used(kernel: "Kernel", doc: dict[str, Any], grant_id: str) -
     """Consume a code exactly once (compare-and-set on the revision that was checked)."""
     body = {k: v for k, v in doc.items() if k not in ("_id", "_rev")}
     body["usedBy"] = grant_id
+    body["usedAt"] = _iso(_now())
     try:
         await kernel.store.put(CODES, doc["_id"], body, rev=doc["_rev"])
     except RevisionConflict:
@@ -254,6 +260,7 @@ def rotated_document(doc: dict[str, Any], *, access: str, refresh: str | None) -
     now = _now()
     body = {k: v for k, v in doc.items() if k not in ("_id", "_rev")}
     body["rotatedHashes"] = ([doc["refreshHash"]] + list(doc.get("rotatedHashes") or []))[:ROTATED_KEPT]
+    body["rotatedAt"] = _iso(now)
     body["accessHash"] = secret_hash(access)
     body["accessExpiresAt"] = _iso(now + ACCESS_TTL)
     if refresh:
@@ -305,6 +312,29 @@ async def revoke_access(kernel: "Kernel", grant_id: str, access_hash: str) -> No
         return doc
 
     await kernel.store.update(GRANTS, grant_id, change)
+
+
+def _within_grace(stamp: Any) -> bool:
+    try:
+        return _now() - datetime.fromisoformat(str(stamp)) < REPLAY_GRACE
+    except ValueError:
+        return False
+
+
+def replayed(doc: dict[str, Any], refresh_token: str) -> bool:
+    """Whether a refresh token that does not match the grant is a rotated-out one coming back (the grant must end),
+    rather than the one the latest rotation replaced, presented again within ``REPLAY_GRACE``."""
+    hashed = secret_hash(refresh_token)
+    rotated = list(doc.get("rotatedHashes") or [])
+    if hashed not in rotated:
+        return False
+    return not (rotated[0] == hashed and _within_grace(doc.get("rotatedAt")))
+
+
+def code_replayed(doc: dict[str, Any]) -> bool:
+    """Whether a used authorization code presented again is a replay (its grant must end), rather than a
+    concurrent or retried exchange within ``REPLAY_GRACE`` of the one that used it."""
+    return not _within_grace(doc.get("usedAt"))
 
 
 def refresh_live(doc: dict[str, Any]) -> bool:

@@ -263,7 +263,8 @@ class CodeGrant(grants.AuthorizationCodeGrant):
         if doc is None or doc.get("clientId") != client.get_client_id():
             return None
         if doc.get("usedBy"):
-            self.ctx.effects["end_grant"] = doc["usedBy"]  # a replayed code ends what it produced
+            if store.code_replayed(doc):
+                self.ctx.effects["end_grant"] = doc["usedBy"]  # a replayed code ends what it produced
             return None
         return AuthorizationCode(doc) if store.code_usable(doc) else None
 
@@ -292,7 +293,7 @@ class RefreshGrant(grants.RefreshTokenGrant):
             return None
         if store.matches(doc, "refreshHash", refresh_token) and store.refresh_live(doc):
             return Credential(doc, "refresh", refresh_token)
-        if store.secret_hash(refresh_token) in (doc.get("rotatedHashes") or []):
+        if store.replayed(doc, refresh_token):
             self.ctx.effects["end_grant"] = doc["_id"]  # a rotated-out token came back: end the whole grant
         return None
 
