@@ -109,13 +109,13 @@ def children_rss_mb(pid: int) -> float:
 
 
 # -- async helpers for benchmarks that drive the API as a signed-in user ---------------------------------
-async def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
+async def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
     """Wait until ``url`` answers (any status below 500), failing if the server process exits."""
     import asyncio
 
     import aiohttp
 
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as s:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -145,3 +145,14 @@ async def login(base: str, session: "aiohttp.ClientSession", uid: str = "alice")
         if cookie.key == "gofannon_sid":
             return cookie.value
     raise SystemExit("login did not set gofannon_sid")
+
+
+async def personal_token(base: str, uid: str = "alice") -> str:
+    """Sign in as ``uid`` and make a personal API token (what SDKs and scripts send as their key)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        await login(base, session, uid)
+        async with session.post(f"{base}/users/me/tokens", json={"name": "bench"}) as r:
+            assert r.status == 201, await r.text()
+            return (await r.json())["token"]  # type: ignore[no-any-return]

@@ -41,7 +41,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, free_port, login, stop, wait_up  # noqa: E402
+from _common import REPO, free_port, personal_token, stop, wait_up  # noqa: E402
 
 PY = sys.executable
 MODEL = "m"
@@ -252,10 +252,7 @@ async def main() -> None:
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{k_port}"
         await wait_up(f"{base}/health", kernel)
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
-            await login(base, s)
-            async with s.post(f"{base}/users/me/tokens", json={"name": "bench"}) as r:
-                token = (await r.json())["token"]
+        token = await personal_token(base)
         if args.litellm_python:
             exe = Path(args.litellm_python).with_name("litellm")
             (tmp / "litellm.yaml").write_text(  # a master key, no database: it authenticates each call too

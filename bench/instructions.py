@@ -29,27 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, free_port, login, stop  # noqa: E402
+from _common import REPO, free_port, personal_token, stop, wait_up  # noqa: E402
 from gateway import BODY, PY, UPSTREAM, latency  # noqa: E402
-
-
-async def wait_for(url: str, proc: subprocess.Popen[bytes], seconds: float = 600) -> None:
-    deadline = time.monotonic() + seconds
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"the server exited with {proc.returncode}")
-            try:
-                async with s.get(url) as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.5)
-    raise SystemExit(f"{url} did not come up")
 
 
 def totals(out: Path) -> dict[int, int]:
@@ -85,7 +67,7 @@ async def main() -> None:
                                 stderr=subprocess.DEVNULL)
     kernel = None
     try:
-        await wait_for(f"http://127.0.0.1:{up_port}/health", upstream, 30)
+        await wait_up(f"http://127.0.0.1:{up_port}/health", upstream)
         (tmp / "conf" / "catalog").mkdir(parents=True)
         (tmp / "conf" / "catalog" / "bench.json").write_text(json.dumps({
             "slug": "bench", "plugin": "openai_compat", "base_url": f"http://127.0.0.1:{up_port}/v1",
@@ -100,11 +82,8 @@ async def main() -> None:
              f"--callgrind-out-file={out}", PY, "-m", "gofannon", "serve", "--port", str(port)],
             env=env, cwd=args.tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{port}"
-        await wait_for(f"{base}/health", kernel)
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
-            await login(base, s)
-            async with s.post(f"{base}/users/me/tokens", json={"name": "bench"}) as r:
-                token = (await r.json())["token"]
+        await wait_up(f"{base}/health", kernel, timeout=600)  # valgrind starts Python ~50x slower
+        token = await personal_token(base)
         headers = {"Authorization": f"Bearer {token}"}
         url = f"{base}/v1/chat/completions"
         await latency(url, headers, 50, f"bench/{BODY['model']}", warm=0)

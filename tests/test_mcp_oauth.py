@@ -615,9 +615,8 @@ async def test_expired_grants_and_codes_are_swept_and_an_expired_refresh_token_i
     assert await kernel.store.list("oauth_codes") == []
 
 
-async def test_a_code_or_refresh_token_raced_twice_is_granted_once(client: Client) -> None:
-    import asyncio
-
+async def consented_code(client: Client) -> tuple[dict[str, str], dict[str, Any]]:
+    """Alice consents to a newly registered client: the code exchange's form, and the client."""
     await client.login("alice")
     _, registered = await register(client)
     verifier, challenge = pkce()
@@ -628,6 +627,13 @@ async def test_a_code_or_refresh_token_raced_twice_is_granted_once(client: Clien
     _, location, _ = await browser.consent(page)
     form = {"grant_type": "authorization_code", "code": redirect_params(location)["code"], "redirect_uri": LOOPBACK_CB,
             "client_id": registered["client_id"], "code_verifier": verifier}
+    return form, registered
+
+
+async def test_a_code_or_refresh_token_raced_twice_is_granted_once(client: Client) -> None:
+    import asyncio
+
+    form, registered = await consented_code(client)
     results = await asyncio.gather(*(token_request(client, **form) for _ in range(6)))
     winners = [body for status, body in results if status == 200]
     assert len(winners) == 1 and all(body["error"] == "invalid_grant" for status, body in results if status != 200)
@@ -649,16 +655,7 @@ async def test_a_code_presented_again_later_ends_the_grant_it_gave(client: Clien
     client's own retry)."""
     from gofannon.services import oauth_server
 
-    await client.login("alice")
-    _, registered = await register(client)
-    verifier, challenge = pkce()
-    async with client.get(authorize_url(client, registered["client_id"], challenge)) as r:
-        page = await r.text()
-    browser = Browser(client.url("/"))
-    browser.session = client.session
-    _, location, _ = await browser.consent(page)
-    form = {"grant_type": "authorization_code", "code": redirect_params(location)["code"], "redirect_uri": LOOPBACK_CB,
-            "client_id": registered["client_id"], "code_verifier": verifier}
+    form, registered = await consented_code(client)
     status, issued = await token_request(client, **form)
     assert status == 200, issued
     status, body = await token_request(client, **form)  # a retry, at once: refused, nothing ended
