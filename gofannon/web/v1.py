@@ -116,8 +116,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     req = gateway.parse_request(await read_json(request))
     workspace_id, _role = await active_workspace(request)
     req.workspace_id = workspace_id if charges_workspace(workspace_id) else None
-    if not req.stream:
-        return json_response(await gateway.complete(kernel, ident, req))
+    if not req.stream:  # bytes as they are: `application/json` without a charset parameter, as OpenAI answers
+        return web.Response(body=dumps(await gateway.complete(kernel, ident, req)).encode(),
+                            content_type="application/json")
     return await _stream(request, gateway.stream(kernel, ident, req))
 
 

@@ -568,9 +568,14 @@ class FakeLLMServer:
 
 
 async def _held(reply: Reply, n: int) -> None:
-    """After the first piece of a stream, wait for the test's ``hold`` event (if any)."""
-    if n == 0 and reply.hold is not None:
+    """After the first piece of a stream, wait for the test's ``hold`` event (if any); after every piece of a held
+    stream, give the loop a turn, so that a client that hung up meanwhile is noticed by the next write (uvloop
+    reports a reset connection on its next turn, not inside the write that met it)."""
+    if reply.hold is None:
+        return
+    if n == 0:
         await asyncio.wait_for(reply.hold.wait(), 10)
+    await asyncio.sleep(0.005)
 
 
 def _pieces(text: str, size: int = 8) -> list[str]:
