@@ -3,7 +3,8 @@
 Usage: .venv/bin/python bench/instructions.py [--calls 300] [--tree DIR] [--env NAME=VALUE ...]
 
 Timings on this shared 2-core machine move by tens of percent between runs; the number of instructions the
-kernel executes per call does not (two runs of one tree agree within ~0.2%). So a change to the request path can
+kernel executes per call hardly does (two runs of one tree agree within ~0.2% on an otherwise idle machine; other
+work running alongside changes timing-dependent paths, and the count, by a few percent). So a change to the request path can
 be judged here first, then confirmed with `bench/gateway.py`.
 
 Starts the instant upstream of `bench/gateway.py`, then `gofannon serve` (from `--tree`, default this checkout) under
