@@ -22,13 +22,9 @@ def encoder(*, ensure_ascii: bool, allow_nan: bool = True, default: Callable[[An
         return json.JSONEncoder(ensure_ascii=ensure_ascii, allow_nan=allow_nan, separators=(",", ":"),
                                 default=default).encode
     strings = _stdlib.encode_basestring_ascii if ensure_ascii else _stdlib.encode_basestring
-    fallback = json.JSONEncoder(ensure_ascii=ensure_ascii, allow_nan=allow_nan, separators=(",", ":"),
-                                default=default).encode
     chunks = make(None, default or _refuse, strings, None, ":", ",", False, False, allow_nan)
 
     def encode(obj: Any) -> str:
-        if isinstance(obj, str):  # the C encoder expects a container or a scalar at the top; strings are its own
-            return fallback(obj)
         return "".join(chunks(obj, 0))
 
     return encode

@@ -5,7 +5,6 @@ and events (redacted, logged, and handed to ``record_event`` plugins).
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import os
@@ -188,7 +187,7 @@ def record_soon(kernel: "Kernel", event_type: str, message: str = "", **kw: Any)
     except RuntimeError:
         record(kernel, event_type, message, **kw)
         return
-    loop.call_soon(functools.partial(_record_quietly, kernel, event_type, message, kw))
+    loop.call_soon(_record_quietly, kernel, event_type, message, kw)
 
 
 def _record_quietly(kernel: "Kernel", event_type: str, message: str, kw: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -13,6 +14,7 @@ from typing import Any, AsyncIterator, Callable, Iterator
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gofannon.app import create_app
@@ -146,6 +148,17 @@ class Client:
         link = next(l for l in links if f"code={uid}&" in l.replace("&amp;", "&") or l.endswith(f"code={uid}"))
         async with self.get(link.replace("&amp;", "&")) as r:
             assert r.status == 302, await r.text()
+
+
+@contextlib.asynccontextmanager
+async def local_site(app: web.Application, path: str = "/") -> AsyncIterator[str]:
+    """A small aiohttp app served on a loopback port for the test (a site, a fake service): the URL of ``path``."""
+    server = TestServer(app, host="127.0.0.1", port=free_port())
+    await server.start_server()
+    try:
+        yield str(server.make_url(path))
+    finally:
+        await server.close()
 
 
 @pytest.fixture

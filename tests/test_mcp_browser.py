@@ -10,8 +10,7 @@ from typing import Any, AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
-from conftest import Client, free_port
+from conftest import Client, local_site
 from test_demos_browser import Browser, browser  # noqa: F401 - browser is a fixture
 from test_mcp_server import ECHO, deploy, new_token
 
@@ -55,12 +54,8 @@ async def page_site() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/client.html", page)
-    server = TestServer(app, host="127.0.0.1", port=free_port())
-    await server.start_server()
-    try:
-        yield str(server.make_url("/client.html"))
-    finally:
-        await server.close()
+    async with local_site(app, "/client.html") as url:
+        yield url
 
 
 async def test_a_page_on_another_local_origin_uses_mcp_with_a_bearer_token(

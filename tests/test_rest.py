@@ -8,8 +8,7 @@ from typing import Any, AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
-from conftest import Client, free_port
+from conftest import Client, local_site
 from fakes import FakeLLMServer, Reply
 from test_agents_crud import create
 
@@ -53,12 +52,8 @@ async def site() -> AsyncIterator[str]:
     """A small web service on 127.0.0.1 that agents fetch through http_client."""
     app = web.Application()
     app.router.add_get("/data", lambda request: web.json_response({"from": "site", "q": request.query.get("q")}))
-    server = TestServer(app, host="127.0.0.1", port=free_port())
-    await server.start_server()
-    try:
-        yield str(server.make_url("/data"))
-    finally:
-        await server.close()
+    async with local_site(app, "/data") as url:
+        yield url
 
 
 @pytest.fixture

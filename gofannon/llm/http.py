@@ -124,7 +124,7 @@ class LlmHttp:
         data = None
         if body is not None:
             data = _encode_json(body).encode("ascii")
-            if "Content-Type" not in headers and not any(k.lower() == "content-type" for k in headers):
+            if not any(k.lower() == "content-type" for k in headers):
                 headers = {**headers, "Content-Type": "application/json"}
         attempt = 0
         while True:

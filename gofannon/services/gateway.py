@@ -416,21 +416,19 @@ async def _release(kernel: "Kernel", reservation: scopes.Reservation | None) -> 
 async def complete(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> dict[str, Any]:
     """A non-streamed ``chat.completion``."""
     target = await resolve(kernel, req.model, ident)
-    if ident.token:  # a scoped token (an unscoped caller has nothing to check)
-        await scopes.admit(kernel, ident, req.model)
+    await scopes.admit(kernel, ident, req.model)
     if target.agent is not None:
         answer = await run_agent(kernel, ident, target, req)
         return completion_object(req.model, answer, [], "stop", _usage(None))
     check_model_options(target, req)
-    reservation = await scopes.reserve(kernel, ident, _estimate(target, req, ident)) if ident.token else None
+    reservation = await scopes.reserve(kernel, ident, _estimate(target, req, ident))
     try:
         result = await call_llm(kernel, ident, str(target.provider), target.model, req.messages, req.parameters,
                                 tools=req.tools, workspace_id=req.workspace_id, defer_charge=True)
     except BaseException:
         await _release(kernel, reservation)
         raise
-    if reservation is not None:
-        await scopes.settle(kernel, reservation, result.cost)
+    await scopes.settle(kernel, reservation, result.cost)
     calls = _tool_calls(result.thoughts)
     return completion_object(req.model, result.content, calls, _finish(result.finish_reason, calls),
                              _usage(result.usage))
