@@ -1,6 +1,7 @@
-"""HTTP for provider plugins: one pooled aiohttp session, retries with backoff on 429/5xx, timeouts, SSE.
+"""HTTP for provider plugins: pooled keep-alive connections, retries with backoff on 429/5xx, timeouts, SSE.
 
-Vendor base URLs are operator configuration (never user input), so this does not go through the
+Requests go through ``gofannon.llm.conn`` (aiohttp's parser and stream reader under a lean client). Vendor
+base URLs are operator configuration (never user input), so this does not go through the
 outbound SSRF guard of ``gofannon.net``; plugins must not take URLs from requests.
 """
 
@@ -12,10 +13,12 @@ import random
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-import aiohttp
+from aiohttp import ClientPayloadError
 
+from gofannon import __version__
 from gofannon.jsontext import encoder
 from gofannon.llm import VendorError
+from gofannon.llm.conn import ConnectError, VendorClient, VendorResponse
 
 if TYPE_CHECKING:  # pragma: no cover
     from gofannon.kernel import Kernel
@@ -51,26 +54,23 @@ class LlmHttp:
     def __init__(self, *, retries: int, backoff_cap: float) -> None:
         self.retries = max(0, retries)
         self.backoff_cap = max(0.0, backoff_cap)
-        self._session: aiohttp.ClientSession | None = None
+        self._client: VendorClient | None = None
         self._finishing: set[asyncio.Future[None]] = set()
-        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=256, limit_per_host=128, ttl_dns_cache=300)
-            # No cookie jar: vendor APIs authenticate by header, and a jar is consulted on every request.
-            self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
-        return self._session
+    def client(self) -> VendorClient:
+        if self._client is None or self._client.closed:
+            self._client = VendorClient(limit_per_origin=128, user_agent=f"gofannon/{__version__}")
+        return self._client
 
     async def close(self) -> None:
         for task in list(self._finishing):
             task.cancel()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
-    def _finish_later(self, resp: aiohttp.ClientResponse) -> None:
+    def _finish_later(self, resp: VendorResponse) -> None:
         """Read what is left of a response the caller finished with (a stream's closing bytes after its
         ``[DONE]``) without holding the caller up, so its connection goes back to the pool instead of being
         closed and the next call skips a TCP (and TLS) handshake. Bounded: more than ``DRAIN_LIMIT`` bytes or
@@ -106,7 +106,10 @@ class LlmHttp:
                            timeout: float, params: dict[str, str] | None = None) -> Any:
         """Send, retrying 429/5xx and connection failures; the decoded JSON answer or ``VendorError``."""
         async with self.open(method, url, headers=headers, body=body, timeout=timeout, params=params) as resp:
-            raw = await resp.read()
+            try:
+                raw = await resp.read()
+            except (ClientPayloadError, ConnectError) as exc:
+                raise VendorError(502, f"the provider's answer was cut off: {exc}") from None
         try:
             return json.loads(raw)  # JSON is UTF-8 (json.loads also reads UTF-16/32)
         except ValueError:
@@ -115,50 +118,54 @@ class LlmHttp:
 
     @asynccontextmanager
     async def open(self, method: str, url: str, *, headers: dict[str, str], body: Any = None, timeout: float,
-                   params: dict[str, str] | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
-        """A successful (2xx) response, after retries; the caller reads it (JSON or a stream)."""
-        client_timeout = self._timeouts.get(timeout)
-        if client_timeout is None:
-            client_timeout = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout,
-                                                                             sock_connect=min(timeout, 30.0))
+                   params: dict[str, str] | None = None) -> AsyncIterator[VendorResponse]:
+        """A successful (2xx) response, after retries; the caller reads it (JSON or a stream). ``timeout``
+        bounds the whole call, retries and the reading of the body included (``TimeoutError``)."""
         data = None
         if body is not None:
             data = _encode_json(body).encode("ascii")
             if not any(k.lower() == "content-type" for k in headers):
                 headers = {**headers, "Content-Type": "application/json"}
         attempt = 0
-        while True:
-            try:
-                resp = await self.session.request(method, url, headers=headers, data=data, params=params,
-                                                  timeout=client_timeout)
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-                if attempt >= self.retries:
-                    raise VendorError(503, f"could not reach the provider: {type(exc).__name__}: {exc}") from None
-                await asyncio.sleep(self.backoff(attempt, None))
-                attempt += 1
-                continue
-            if resp.status < 400:
+        async with asyncio.timeout(timeout):
+            while True:
                 try:
-                    yield resp
-                except BaseException:
-                    resp.close()  # stopped early (the caller went away, an error): drop the vendor's connection
-                    raise
-                if resp.content.at_eof():
-                    resp.release()
-                else:  # the reader stopped at the stream's end marker; the body's last bytes are still due
-                    self._finish_later(resp)
-                return
-            text = await resp.text()
-            resp.release()
-            if resp.status in RETRY_STATUSES and attempt < self.retries and "insufficient_quota" not in text:
-                await asyncio.sleep(self.backoff(attempt, resp.headers.get("Retry-After")))
-                attempt += 1
-                continue
-            message, code = _message_of(resp.status, text)
-            raise VendorError(resp.status, message, code=code)
+                    resp = await self.client.request(method, url, headers=headers, data=data, params=params,
+                                                     connect_timeout=min(timeout, 30.0))
+                except (ConnectError, ClientPayloadError, OSError) as exc:
+                    if attempt >= self.retries:
+                        if isinstance(exc, ClientPayloadError):
+                            raise VendorError(502, f"the provider's answer could not be read: {exc}") from None
+                        raise VendorError(503, f"could not reach the provider: {exc}") from None
+                    await asyncio.sleep(self.backoff(attempt, None))
+                    attempt += 1
+                    continue
+                except ValueError as exc:  # a URL or a header that cannot go on the wire
+                    raise VendorError(400, f"the request to the provider is malformed: {exc}") from None
+                if resp.status < 400:
+                    try:
+                        yield resp
+                    except BaseException:
+                        resp.close()  # stopped early (the caller went away, an error): drop the vendor's connection
+                        raise
+                    if resp.closed or resp.content.at_eof():
+                        resp.release()
+                    else:  # the reader stopped at the stream's end marker; the body's last bytes are still due
+                        self._finish_later(resp)
+                    return
+                try:
+                    text = await resp.text()
+                except (ConnectError, ClientPayloadError, OSError):
+                    text = ""
+                if resp.status in RETRY_STATUSES and attempt < self.retries and "insufficient_quota" not in text:
+                    await asyncio.sleep(self.backoff(attempt, resp.headers.get("Retry-After")))
+                    attempt += 1
+                    continue
+                message, code = _message_of(resp.status, text)
+                raise VendorError(resp.status, message, code=code)
 
 
-async def sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str | None, str]]:
+async def sse_events(resp: VendorResponse) -> AsyncIterator[tuple[str | None, str]]:
     """Server-sent events of a response as ``(event name, data)``; comments and keep-alives skipped."""
     event: str | None = None
     data: list[str] = []

@@ -6,8 +6,6 @@ import asyncio
 import json
 from typing import Any, AsyncIterator
 
-import aiohttp
-
 from gofannon.llm import FINISH_REASONS, Completion, LlmCall, StreamEvent, Usage, VendorError, message_text
 from gofannon.llm.http import sse_events
 
@@ -348,7 +346,7 @@ async def stream_responses(call: LlmCall, base: str, body: dict[str, Any]) -> As
 
 async def _cancel(call: LlmCall, url: str, headers: dict[str, str]) -> None:
     try:
-        async with call.http.session.post(url, headers=headers, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+        async with call.http.open("POST", url, headers=headers, timeout=5) as resp:
             await resp.read()
     except Exception:  # noqa: BLE001 - best effort: the response expires on its own
         pass
