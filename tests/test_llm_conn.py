@@ -93,6 +93,45 @@ async def test_gzip_and_chunked_answers_are_decoded(http: LlmHttp) -> None:
     assert len(set(seen)) == 1
 
 
+async def test_a_long_stream_is_read_whole_with_flow_control_and_its_connection_reused(
+        http: LlmHttp, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gofannon.llm import conn
+    from gofannon.llm.http import sse_events
+
+    pauses: list[bool] = []
+    pause = conn._Conn.pause_reading
+    monkeypatch.setattr(conn._Conn, "pause_reading", lambda self: (pauses.append(True), pause(self))[1])
+    seen: list[Any] = []
+    piece = "x" * 1000
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        seen.append(request.transport.get_extra_info("peername") if request.transport else None)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for i in range(2000):  # ~2 MB: far over the read buffer, so reading pauses and resumes on the way
+            await resp.write(f"data: {json.dumps({'i': i, 'text': piece})}\n\n".encode())
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/stream", stream)
+    async with local_site(app, "/v1/stream") as url:
+        for _ in range(2):
+            got = []
+            async with http.open("POST", url, headers={}, body=BODY, timeout=30) as resp:
+                assert resp.status == 200 and resp.headers["content-type"].startswith("text/event-stream")
+                async for _name, data in sse_events(resp):
+                    if data == "[DONE]":
+                        continue  # read on to the body's end: the connection is then free at once
+                    got.append(json.loads(data)["i"])
+                    if len(got) % 500 == 0:
+                        await asyncio.sleep(0.01)  # a slow reader: the vendor's writes back up meanwhile
+            assert got == list(range(2000))
+    assert len(seen) == 2 and len(set(seen)) == 1
+    assert pauses  # the slow reader did hold the vendor back
+
+
 # -- a raw vendor, to misbehave on purpose ---------------------------------------------------------------
 Handler = Callable[[int, int, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
 

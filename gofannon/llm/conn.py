@@ -43,7 +43,7 @@ class ConnectError(ConnectionError):
 class _Conn(BaseProtocol):
     """One connection: a parser, the response being awaited, and whether it may be reused."""
 
-    __slots__ = ("origin", "parser", "waiter", "payload", "should_close", "answered", "lost", "idle_since")
+    __slots__ = ("origin", "parser", "waiter", "payload", "should_close", "answered", "idle_since")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, origin: "_Origin") -> None:
         super().__init__(loop)
@@ -55,7 +55,6 @@ class _Conn(BaseProtocol):
         self.payload: Any = None
         self.should_close = False
         self.answered = False  # any byte of a response arrived on this connection
-        self.lost: BaseException | None = None
         self.idle_since: float | None = None  # set while it waits in the pool
 
     def data_received(self, data: bytes) -> None:
@@ -82,7 +81,6 @@ class _Conn(BaseProtocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         super().connection_lost(exc)
         self.should_close = True
-        self.lost = exc or ConnectError("the provider closed the connection")
         try:
             self.parser.feed_eof()  # ends a body read until the connection closes; fails a cut-off one
         except Exception as cut:  # noqa: BLE001
@@ -101,7 +99,8 @@ class _Conn(BaseProtocol):
 
     @property
     def reusable(self) -> bool:
-        return not self.should_close and self.transport is not None and not self.transport.is_closing()
+        return (not self.should_close and not self._reading_paused and self.transport is not None
+                and not self.transport.is_closing())
 
     def close(self) -> None:
         self.should_close = True
