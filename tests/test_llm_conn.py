@@ -181,6 +181,16 @@ def _ok(body: bytes = b'{"ok": true}', *, close: bool = False) -> bytes:
             % (len(body), b"Connection: close\r\n" if close else b"")) + body
 
 
+def answering(data: bytes, *, keep: bool) -> Handler:
+    """A vendor that answers every request with ``data`` (and keeps the connection or not)."""
+    async def handler(conn: int, count: int, reader: Any, writer: asyncio.StreamWriter) -> bool:
+        writer.write(data)
+        await writer.drain()
+        return keep
+
+    return handler
+
+
 async def test_a_kept_connection_the_vendor_drops_unanswered_is_retried_at_once_on_a_new_one(http: LlmHttp) -> None:
     async def handler(conn: int, count: int, reader: Any, writer: asyncio.StreamWriter) -> bool:
         if conn == 1 and count == 2:
@@ -207,47 +217,26 @@ async def test_a_vendor_that_hangs_up_on_a_new_connection_is_a_503(http: LlmHttp
 
 
 async def test_connection_close_is_honoured(http: LlmHttp) -> None:
-    async def handler(conn: int, count: int, reader: Any, writer: asyncio.StreamWriter) -> bool:
-        writer.write(_ok(close=True))
-        await writer.drain()
-        return False
-
-    vendor = RawVendor(handler)
+    vendor = RawVendor(answering(_ok(close=True), keep=False))
     async with vendor as url:
         for _ in range(3):
             assert await http.request_json("POST", url, headers={}, body=BODY, timeout=10) == {"ok": True}
     assert vendor.connections == 3
 
 
-async def test_a_cut_off_or_malformed_answer_is_a_clear_error(http: LlmHttp) -> None:
-    async def cut(conn: int, count: int, reader: Any, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"ok\":")
-        await writer.drain()
-        return False
-
-    async with RawVendor(cut) as url:
+@pytest.mark.parametrize("answer, says", [
+    (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"ok\":", "cut off"),
+    (b"SMTP ready\r\n\r\n", "could not be read"),
+], ids=["cut-off", "not-http"])
+async def test_a_cut_off_or_malformed_answer_is_a_clear_502(http: LlmHttp, answer: bytes, says: str) -> None:
+    async with RawVendor(answering(answer, keep=False)) as url:
         with pytest.raises(VendorError) as info:
             await http.request_json("POST", url, headers={}, body=BODY, timeout=10)
-    assert info.value.status == 502 and "cut off" in info.value.message
-
-    async def garbage(conn: int, count: int, reader: Any, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"SMTP ready\r\n\r\n")
-        await writer.drain()
-        return False
-
-    async with RawVendor(garbage) as url:
-        with pytest.raises(VendorError) as info:
-            await http.request_json("POST", url, headers={}, body=BODY, timeout=10)
-    assert info.value.status == 502 and "could not be read" in info.value.message
+    assert info.value.status == 502 and says in info.value.message
 
 
 async def test_a_line_break_in_a_header_never_reaches_the_vendor(http: LlmHttp) -> None:
-    async def handler(conn: int, count: int, reader: Any, writer: asyncio.StreamWriter) -> bool:
-        writer.write(_ok())
-        await writer.drain()
-        return True
-
-    vendor = RawVendor(handler)
+    vendor = RawVendor(answering(_ok(), keep=True))
     async with vendor as url:
         for value in ("sk-1\r\nX-Injected: yes", "sk-1\nX-Injected: yes", "sk\x00"):
             with pytest.raises(VendorError) as info:
