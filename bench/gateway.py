@@ -15,9 +15,10 @@ Starts, in one run:
 and measures for each: p50/p99 latency of sequential non-streamed calls from one client, p50 time to the
 first content chunk of a streamed call, requests/s at 32 connections (wrk, non-streamed), and the server
 process's CPU time per request during that wrk run (a figure other load on the machine does not distort).
-The sequential calls run in interleaved rounds (``--rounds``, each target in turn, shuffled), and "added" is
-the median over rounds of the paired difference: this 2-core machine's slow spells last seconds and would
-otherwise land on one target and not another.
+The sequential calls alternate between the targets call by call (each on its own kept-alive connection, the order
+shuffled at every turn) and are grouped in ``--rounds`` rounds; "added" is the median over rounds of the paired
+difference: this 2-core machine's slow spells last from tens of milliseconds to seconds and would otherwise land
+on one target and not another.
 Targets: added p50 <= 1 ms, TTFC added <= 1 ms, throughput >= 10x LiteLLM's proxy.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -118,37 +120,34 @@ def pct(samples: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
+async def call_once(session: aiohttp.ClientSession, url: str, headers: dict[str, str], body: str) -> float:
+    """One non-streamed call: ms until its whole answer was read."""
+    t = time.perf_counter()
+    async with session.post(url, data=body, headers=headers) as r:
+        data = await r.read()
+        assert r.status == 200, data
+    return (time.perf_counter() - t) * 1000
+
+
+async def first_chunk(session: aiohttp.ClientSession, url: str, headers: dict[str, str], body: str) -> float:
+    """One streamed call: ms until the first chunk carrying content arrived (the whole stream is read)."""
+    t = time.perf_counter()
+    first = None
+    async with session.post(url, data=body, headers=headers) as r:
+        assert r.status == 200, await r.text()
+        async for line in r.content:
+            if first is None and b'"content":"Hello"' in line.replace(b" ", b""):
+                first = time.perf_counter() - t
+    assert first is not None, "no content chunk"
+    return first * 1000
+
+
 async def latency(url: str, headers: dict[str, str], n: int, model: str, warm: int = 50) -> list[float]:
     body = json.dumps({**BODY, "model": model})
-    samples = []
+    headers = {**headers, "Content-Type": "application/json"}
     async with aiohttp.ClientSession() as s:
-        for i in range(n + warm):
-            t = time.perf_counter()
-            async with s.post(url, data=body, headers={**headers, "Content-Type": "application/json"}) as r:
-                data = await r.read()
-                assert r.status == 200, data
-            if i >= warm:
-                samples.append((time.perf_counter() - t) * 1000)
-    return samples
-
-
-async def ttfc(url: str, headers: dict[str, str], n: int, model: str, warm: int = 20) -> list[float]:
-    """Time until the first chunk carrying content arrives (the whole stream is read each time)."""
-    body = json.dumps({**BODY, "model": model, "stream": True})
-    samples = []
-    async with aiohttp.ClientSession() as s:
-        for i in range(n + warm):
-            t = time.perf_counter()
-            first = None
-            async with s.post(url, data=body, headers={**headers, "Content-Type": "application/json"}) as r:
-                assert r.status == 200, await r.text()
-                async for line in r.content:
-                    if first is None and b'"content":"Hello"' in line.replace(b" ", b""):
-                        first = time.perf_counter() - t
-            assert first is not None, "no content chunk"
-            if i >= warm:
-                samples.append(first * 1000)
-    return samples
+        samples = [await call_once(s, url, headers, body) for _ in range(n + warm)]
+    return samples[warm:]
 
 
 def wrk(url: str, headers: dict[str, str], seconds: int, connections: int, workdir: Path, model: str) -> float:
@@ -194,17 +193,35 @@ class Target:
 
 
 async def interleaved(targets: list[Target], args: argparse.Namespace) -> None:
-    """Sequential calls in rounds: each round runs a block against every target, in a shuffled order, so a slow
-    spell of this shared machine lands on all of them alike; a target's figure is the median of its rounds'
-    p50s, and "added" is the median of the rounds' paired differences."""
+    """Sequential calls, alternating between the targets call by call (each turn in a shuffled order, every target
+    on its own kept-alive connection), so a slow spell of this shared machine lands on all of them alike. The calls
+    are grouped in ``--rounds`` rounds; a target's figure is the median of its rounds' p50s, and "added" is the
+    median of the rounds' paired differences."""
     per_round = max(20, args.requests // args.rounds)
     streamed = max(10, per_round // 4)
-    for _ in range(args.rounds):
-        for t in random.sample(targets, len(targets)):
-            block = await latency(t.url, t.headers, per_round, t.model, warm=10)
-            t.samples += block
-            t.p50s.append(pct(block, 50))
-            t.ttfcs.append(pct(await ttfc(t.url, t.headers, streamed, t.model, warm=3), 50))
+    bodies = {t.name: json.dumps({**BODY, "model": t.model}) for t in targets}
+    streams = {t.name: json.dumps({**BODY, "model": t.model, "stream": True}) for t in targets}
+    headers = {t.name: {**t.headers, "Content-Type": "application/json"} for t in targets}
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = {t.name: await stack.enter_async_context(aiohttp.ClientSession()) for t in targets}
+        for t in targets:  # warm-up: connections made, caches and pools filled
+            for _ in range(20):
+                await call_once(sessions[t.name], t.url, headers[t.name], bodies[t.name])
+                await first_chunk(sessions[t.name], t.url, headers[t.name], streams[t.name])
+        for _ in range(args.rounds):
+            block: dict[str, list[float]] = {t.name: [] for t in targets}
+            firsts: dict[str, list[float]] = {t.name: [] for t in targets}
+            for _ in range(per_round):
+                for t in random.sample(targets, len(targets)):
+                    block[t.name].append(await call_once(sessions[t.name], t.url, headers[t.name], bodies[t.name]))
+            for _ in range(streamed):
+                for t in random.sample(targets, len(targets)):
+                    firsts[t.name].append(
+                        await first_chunk(sessions[t.name], t.url, headers[t.name], streams[t.name]))
+            for t in targets:
+                t.samples += block[t.name]
+                t.p50s.append(pct(block[t.name], 50))
+                t.ttfcs.append(pct(firsts[t.name], 50))
 
 
 def added(target: Target, base: Target, what: str) -> float:
@@ -276,8 +293,8 @@ async def main() -> None:
                         pass
                     await asyncio.sleep(0.2)
             print(f"LiteLLM proxy up in {time.perf_counter() - started:.1f} s", flush=True)
-        print(f"Chat completions, instant upstream ({args.requests} sequential calls per target in {args.rounds} "
-              f"interleaved rounds, TTFC over streamed calls in the same rounds; then wrk {args.connections} "
+        print(f"Chat completions, instant upstream ({args.requests} sequential calls per target, alternating "
+              f"call by call, in {args.rounds} rounds, TTFC over streamed calls in the same rounds; then wrk {args.connections} "
               f"connections, {args.seconds} s each; kernel store {args.store}, charging every call)", flush=True)
         direct = Target("upstream direct", f"http://127.0.0.1:{up_port}/v1/chat/completions", {}, MODEL, upstream.pid)
         floor = Target("bare aiohttp proxy", f"http://127.0.0.1:{b_port}/v1/chat/completions", {}, MODEL, bare.pid)
