@@ -127,19 +127,19 @@ async def _stream(request: web.Request, chunks: Any) -> web.StreamResponse:
     goes away cancels the wait for the provider and closes the provider's stream."""
     task = asyncio.current_task()
     assert task is not None
+    loop = task.get_loop()
     gone = False
 
-    async def watch() -> None:
-        nonlocal gone
-        while True:
-            await asyncio.sleep(DISCONNECT_POLL_S)
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                gone = True
-                task.cancel()
-                return
+    def watch() -> None:  # a timer, not a task: nothing to schedule per stream but one timer handle
+        nonlocal gone, watcher
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            gone = True
+            task.cancel()
+            return
+        watcher = loop.call_later(DISCONNECT_POLL_S, watch)
 
-    watcher = asyncio.create_task(watch())
+    watcher = loop.call_later(DISCONNECT_POLL_S, watch)
     response: web.StreamResponse | None = None
     try:
         try:
