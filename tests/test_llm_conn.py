@@ -248,6 +248,13 @@ async def test_a_line_break_in_a_header_never_reaches_the_vendor(http: LlmHttp) 
     assert len(vendor.requests) == 1 and b"X-Injected" not in vendor.requests[0]
 
 
+async def test_a_provider_url_that_is_not_http_is_the_operators_502_not_the_callers_400(http: LlmHttp) -> None:
+    for url in ("ftp://vendor.example/v1/chat", "http:///no-host", "http://127.0.0.1:9/a b"):
+        with pytest.raises(VendorError) as info:
+            await http.request_json("POST", url, headers={}, body=BODY, timeout=10)
+        assert info.value.status == 502 and "misconfigured" in info.value.message
+
+
 async def test_connections_per_vendor_are_limited_and_calls_wait_their_turn() -> None:
     busy = peak = 0
 

@@ -40,6 +40,14 @@ class ConnectError(ConnectionError):
     """The vendor could not be reached, or closed the connection before answering."""
 
 
+class BadUrl(ValueError):
+    """A provider URL the client cannot send to (the operator's configuration)."""
+
+
+class BadHeader(ValueError):
+    """A header that cannot go on the wire as it is (a line break in a stored key, say)."""
+
+
 class _Conn(BaseProtocol):
     """One connection: a parser, the response being awaited, and whether it may be reused."""
 
@@ -225,7 +233,7 @@ class _Target:
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("the provider's base URL is not an http(s) URL")
+            raise BadUrl("the provider's base URL is not an http(s) URL")
         self.tls = parts.scheme == "https"
         self.host = parts.hostname
         self.port = parts.port or (443 if self.tls else 80)
@@ -235,12 +243,12 @@ class _Target:
         self.host_header = host if self.port == default else f"{host}:{self.port}"
         self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         if _FORBIDDEN & set(self.path) or " " in self.path:
-            raise ValueError("the provider's URL has characters a request line cannot carry")
+            raise BadUrl("the provider's URL has characters a request line cannot carry")
 
 
 def _check_header(name: str, value: str) -> None:
     if not name or _NAME_FORBIDDEN & set(name) or _FORBIDDEN & set(value):
-        raise ValueError(f"the header {name!r} has a character HTTP does not allow in it (a line break?)")
+        raise BadHeader(f"the header {name!r} has a character HTTP does not allow in it (a line break?)")
 
 
 class VendorClient:

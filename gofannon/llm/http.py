@@ -18,7 +18,7 @@ from aiohttp import ClientPayloadError
 from gofannon import __version__
 from gofannon.jsontext import encoder
 from gofannon.llm import VendorError
-from gofannon.llm.conn import ConnectError, VendorClient, VendorResponse
+from gofannon.llm.conn import BadHeader, BadUrl, ConnectError, VendorClient, VendorResponse
 
 if TYPE_CHECKING:  # pragma: no cover
     from gofannon.kernel import Kernel
@@ -140,8 +140,10 @@ class LlmHttp:
                     await asyncio.sleep(self.backoff(attempt, None))
                     attempt += 1
                     continue
-                except ValueError as exc:  # a URL or a header that cannot go on the wire
+                except BadHeader as exc:  # e.g. a line break in a caller's stored key: theirs to fix
                     raise VendorError(400, f"the request to the provider is malformed: {exc}") from None
+                except BadUrl as exc:  # the operator's configuration: not the caller's to fix
+                    raise VendorError(502, f"the provider is misconfigured: {exc}") from None
                 if resp.status < 400:
                     try:
                         yield resp
