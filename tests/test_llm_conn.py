@@ -216,6 +216,14 @@ async def test_a_vendor_that_hangs_up_on_a_new_connection_is_a_503(http: LlmHttp
     assert vendor.connections == 1  # a fresh connection's failure is not retried without a retry budget
 
 
+async def test_an_informational_answer_before_the_real_one_is_skipped(http: LlmHttp) -> None:
+    vendor = RawVendor(answering(b"HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n" + _ok(), keep=True))
+    async with vendor as url:
+        for _ in range(2):
+            assert await http.request_json("POST", url, headers={}, body=BODY, timeout=10) == {"ok": True}
+    assert vendor.connections == 1
+
+
 async def test_connection_close_is_honoured(http: LlmHttp) -> None:
     vendor = RawVendor(answering(_ok(close=True), keep=False))
     async with vendor as url:

@@ -67,7 +67,8 @@ class _Conn(BaseProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self.idle_since is not None:  # bytes nobody asked for: this connection cannot be trusted with a request
-            self.close()
+            if data:
+                self.close()
             return
         self.answered = True
         try:
@@ -79,6 +80,8 @@ class _Conn(BaseProtocol):
             self._fail(ClientPayloadError(f"the provider's response could not be parsed: {exc}"))
             return
         for message, payload in messages:
+            if 100 <= message.code < 200:  # informational (103 Early Hints, a stray 100): the answer follows
+                continue
             if message.should_close:
                 self.should_close = True
             self.payload = payload
