@@ -1,7 +1,8 @@
 """The OpenAI-compatible gateway (/v1): what it adds over calling the vendor directly, and LiteLLM's proxy.
 
 Usage: .venv/bin/python bench/gateway.py [--requests 500] [--rounds 10] [--seconds 5] [--connections 32]
-                                         [--store sqlite|memory] [--litellm-python /tmp/litellm-venv/bin/python]
+                                         [--store sqlite|memory] [--log-level INFO]
+                                         [--litellm-python /tmp/litellm-venv/bin/python]
 
 Starts, in one run:
   * an instant local OpenAI-compatible upstream (a tiny aiohttp server answering chat completions, streamed
@@ -244,6 +245,8 @@ async def main() -> None:
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--store", default="sqlite", choices=["sqlite", "memory"])
+    ap.add_argument("--log-level", default="INFO",
+                    help="the kernel's GOFANNON_LOG_LEVEL (default INFO, the kernel's own default: a line per call)")
     ap.add_argument("--litellm-python", default=None, help="python of a virtualenv with litellm[proxy]")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
@@ -264,7 +267,7 @@ async def main() -> None:
             "models": {MODEL: {"pricing": {"input_cost_per_token": 1e-9, "output_cost_per_token": 2e-9}}}}))
         env = {**os.environ, "APP_ENV": "local", "GOFANNON_DATA_DIR": str(tmp / "data"),
                "GOFANNON_CONFIG_DIR": str(tmp / "conf"), "GOFANNON_STORAGE": args.store,
-               "GOFANNON_LOG_LEVEL": "WARNING", "GOFANNON_DEFAULT_ALLOWANCE": "1000000"}
+               "GOFANNON_LOG_LEVEL": args.log_level, "GOFANNON_DEFAULT_ALLOWANCE": "1000000"}
         env.pop("REDIS_URL", None)
         kernel = subprocess.Popen([PY, "-m", "gofannon", "serve", "--port", str(k_port)], env=env, cwd=REPO,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -296,7 +299,8 @@ async def main() -> None:
             print(f"LiteLLM proxy up in {time.perf_counter() - started:.1f} s", flush=True)
         print(f"Chat completions, instant upstream ({args.requests} sequential calls per target, alternating "
               f"call by call, in {args.rounds} rounds, TTFC over streamed calls in the same rounds; then wrk {args.connections} "
-              f"connections, {args.seconds} s each; kernel store {args.store}, charging every call)", flush=True)
+              f"connections, {args.seconds} s each; kernel store {args.store}, log level {args.log_level}, "
+              f"charging every call)", flush=True)
         direct = Target("upstream direct", f"http://127.0.0.1:{up_port}/v1/chat/completions", {}, MODEL, upstream.pid)
         floor = Target("bare aiohttp proxy", f"http://127.0.0.1:{b_port}/v1/chat/completions", {}, MODEL, bare.pid)
         gof = Target("gofannon /v1", f"{base}/v1/chat/completions", {"Authorization": f"Bearer {token}"},

@@ -121,9 +121,11 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
 _LEVELS = {"DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 
-#: Every pattern above needs one of these words or prefixes to match (each pattern's own literal start), so a
-#: text with none of them is returned untouched after one scan instead of eleven substitutions.
-_MAYBE_SECRET = re.compile(r"(?i)gft_|gh[pousr]_|sk-|AKIA|ASIA|AIza|xox|[rs]k_|eyJ|-----BEGIN|passw|secret|token|api[_-]?key")
+#: Every pattern above needs one of these to match (each pattern's own literal start; for ``secret``, its name and
+#: the ``=`` or ``:`` after it), so a text with none of them is returned untouched after one scan instead of eleven
+#: substitutions. (A bare word is not enough: every ``llm_request`` event says ``inputTokens``.)
+_MAYBE_SECRET = re.compile(r"(?i)gft_|gh[pousr]_|sk-|AKIA|ASIA|AIza|xox|[rs]k_|eyJ|-----BEGIN|"
+                           r"\b(?:password|passwd|secret|token|api[_-]?key)\b\s*[=:]")
 #: The shortest text any pattern can match (``token=abcdef``).
 _SHORTEST_SECRET = 12
 

@@ -235,3 +235,26 @@ def test_every_kind_of_secret_is_redacted_and_plain_text_passes_untouched() -> N
     for plain in ("", "openai/gpt-4o", "bench/m", "a perfectly ordinary sentence about agents and models",
                   "llm_request 2026-11-30T05:00:00.123456", "tokens: 12 in, 4 out"):
         assert redact(plain) == plain
+
+
+def test_the_redaction_prefilter_never_lets_a_secret_through() -> None:
+    """``redact`` skips its patterns when a quick scan finds none of their starts: it must answer exactly as
+    running every pattern would, for secrets written every which way and for the events' ordinary text."""
+    from gofannon.observability import _PATTERNS, redact
+
+    def every_pattern(text: str) -> str:
+        for kind, pattern in _PATTERNS:
+            if kind == "secret":
+                text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}[REDACTED:{kind}]", text)
+            else:
+                text = pattern.sub(f"[REDACTED:{kind}]", text)
+        return text
+
+    names = ("password", "PASSWD", "Secret", "token", "TOKEN", "api_key", "Api-Key", "apikey")
+    gaps = ("=", ": ", " = ", "\t:\t", ":")
+    texts = [f"{prefix}{name}{gap}s3cr3tvalue{suffix}" for name in names for gap in gaps
+             for prefix in ("", "x ", "the ") for suffix in ("", " and more", ",next")]
+    texts += ['{"inputTokens": 9, "outputTokens": 3, "cost": 1.5e-08}', "my_token=abcdefgh", "tokens=abcdefgh",
+              "passwords: none given", "api key: abcdefgh", "secret_value=abcdefgh", "sk-short", "eyJ.eyJ.x"]
+    for text in texts:
+        assert redact(text) == every_pattern(text), text
