@@ -255,6 +255,27 @@ def test_the_redaction_prefilter_never_lets_a_secret_through() -> None:
     texts = [f"{prefix}{name}{gap}s3cr3tvalue{suffix}" for name in names for gap in gaps
              for prefix in ("", "x ", "the ") for suffix in ("", " and more", ",next")]
     texts += ['{"inputTokens": 9, "outputTokens": 3, "cost": 1.5e-08}', "my_token=abcdefgh", "tokens=abcdefgh",
-              "passwords: none given", "api key: abcdefgh", "secret_value=abcdefgh", "sk-short", "eyJ.eyJ.x"]
+              "passwords: none given", "api key: abcdefgh", "secret_value=abcdefgh", "sk-short", "eyJ.eyJ.x",
+              "\u017fecret=abcdefgh (a long s)", "\u0130token=abcdefgh", "t\u00f6ken=abcdefgh token=abcdefgh",
+              "TOKEN\u00a0=\u00a0abcdefgh", "x" * 40 + "token\x1c=abcdefgh"]
     for text in texts:
         assert redact(text) == every_pattern(text), text
+
+
+def test_the_log_redactor_skips_only_patterns_that_cannot_match() -> None:
+    from gofannon.observability import _BEARER, _HEADER_SECRET, _URL_PASSWORD, Redactor, redact
+
+    def every_pattern(text: str) -> str:
+        text = _HEADER_SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3) or ''}[REDACTED]", text)
+        text = _BEARER.sub(lambda m: f"{m.group(1)} [REDACTED]", text)
+        text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}[REDACTED]{m.group(3)}", text)
+        return redact(text)
+
+    texts = ["Authorization: Bearer abcdefghijk", "PROXY-AUTHORIZATION=Basic dXNlcjpwYXNz", "set-cookie: sid=xyz123",
+             "X-Api-Key: abcdefgh", "x-admin-password = hunter2", "sent bearer abcdefghijklmnop to the vendor",
+             "postgresql://user:s3cret@db.internal/app", "redis://:pw@127.0.0.1:6379/0",
+             "\u212authorization... a Kelvin sign", "Cookie: a=b; \u00e9t\u00e9", "llm_request {\"inputTokens\": 9}",
+             "nothing to hide in this line at all"]
+    redactor = Redactor([])
+    for text in texts:
+        assert redactor(text) == every_pattern(text), text
