@@ -16,11 +16,10 @@ Starts, in one run:
 and measures for each: p50/p99 latency of sequential non-streamed calls from one client, p50 time to the
 first content chunk of a streamed call, requests/s at 32 connections (wrk, non-streamed), and the server
 process's CPU time per request during that wrk run (a figure other load on the machine does not distort).
-The sequential calls alternate between the targets call by call (each on its own kept-alive connection, the order
-shuffled at every turn) and are grouped in ``--rounds`` rounds; "added" is the median over rounds of the paired
-difference: this 2-core machine's slow spells last from tens of milliseconds to seconds and would otherwise land
-on one target and not another. LiteLLM (much slower, and CPU-hungry) alternates with its own series of direct calls
-after the others, so that it does not slow down the calls it would take turns with.
+The sequential calls run in interleaved rounds (``--rounds``, a block of calls per target in turn, shuffled), and
+"added" is the median over rounds of the paired difference: this 2-core machine's slow spells last seconds and
+would otherwise land on one target and not another. LiteLLM (much slower, and CPU-hungry) runs its rounds with
+its own series of direct calls after the others.
 Targets: added p50 <= 1 ms, TTFC added <= 1 ms, throughput >= 10x LiteLLM's proxy.
 """
 
@@ -194,36 +193,28 @@ class Target:
     samples: list[float] = field(default_factory=list)  # every sequential call, pooled
 
 
+async def ttfc(url: str, headers: dict[str, str], n: int, model: str, warm: int = 3) -> list[float]:
+    body = json.dumps({**BODY, "model": model, "stream": True})
+    headers = {**headers, "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as s:
+        samples = [await first_chunk(s, url, headers, body) for _ in range(n + warm)]
+    return samples[warm:]
+
+
 async def interleaved(targets: list[Target], args: argparse.Namespace) -> None:
-    """Sequential calls, alternating between the targets call by call (each turn in a shuffled order, every target
-    on its own kept-alive connection), so a slow spell of this shared machine lands on all of them alike. The calls
-    are grouped in ``--rounds`` rounds; a target's figure is the median of its rounds' p50s, and "added" is the
-    median of the rounds' paired differences."""
+    """Sequential calls in rounds: each round runs a block of calls against every target, in a shuffled order, so
+    a slow spell of this shared machine lands on all of them alike; a target's figure is the median of its rounds'
+    p50s, and "added" is the median of the rounds' paired differences. Blocks, not calls alternating one by one:
+    what a server does just after answering (its log line, its gathered charges) must land on its own next calls,
+    as it does for a client calling it back to back, not on another target's."""
     per_round = max(20, args.requests // args.rounds)
     streamed = max(10, per_round // 4)
-    bodies = {t.name: json.dumps({**BODY, "model": t.model}) for t in targets}
-    streams = {t.name: json.dumps({**BODY, "model": t.model, "stream": True}) for t in targets}
-    headers = {t.name: {**t.headers, "Content-Type": "application/json"} for t in targets}
-    async with contextlib.AsyncExitStack() as stack:
-        sessions = {t.name: await stack.enter_async_context(aiohttp.ClientSession()) for t in targets}
-        for t in targets:  # warm-up: connections made, caches and pools filled
-            for _ in range(20):
-                await call_once(sessions[t.name], t.url, headers[t.name], bodies[t.name])
-                await first_chunk(sessions[t.name], t.url, headers[t.name], streams[t.name])
-        for _ in range(args.rounds):
-            block: dict[str, list[float]] = {t.name: [] for t in targets}
-            firsts: dict[str, list[float]] = {t.name: [] for t in targets}
-            for _ in range(per_round):
-                for t in random.sample(targets, len(targets)):
-                    block[t.name].append(await call_once(sessions[t.name], t.url, headers[t.name], bodies[t.name]))
-            for _ in range(streamed):
-                for t in random.sample(targets, len(targets)):
-                    firsts[t.name].append(
-                        await first_chunk(sessions[t.name], t.url, headers[t.name], streams[t.name]))
-            for t in targets:
-                t.samples += block[t.name]
-                t.p50s.append(pct(block[t.name], 50))
-                t.ttfcs.append(pct(firsts[t.name], 50))
+    for _ in range(args.rounds):
+        for t in random.sample(targets, len(targets)):
+            block = await latency(t.url, t.headers, per_round, t.model, warm=10)
+            t.samples += block
+            t.p50s.append(pct(block, 50))
+            t.ttfcs.append(pct(await ttfc(t.url, t.headers, streamed, t.model), 50))
 
 
 def added(target: Target, base: Target, what: str) -> float:
@@ -297,8 +288,8 @@ async def main() -> None:
                         pass
                     await asyncio.sleep(0.2)
             print(f"LiteLLM proxy up in {time.perf_counter() - started:.1f} s", flush=True)
-        print(f"Chat completions, instant upstream ({args.requests} sequential calls per target, alternating "
-              f"call by call, in {args.rounds} rounds, TTFC over streamed calls in the same rounds; then wrk {args.connections} "
+        print(f"Chat completions, instant upstream ({args.requests} sequential calls per target in {args.rounds} "
+              f"interleaved rounds, TTFC over streamed calls in the same rounds; then wrk {args.connections} "
               f"connections, {args.seconds} s each; kernel store {args.store}, log level {args.log_level}, "
               f"charging every call)", flush=True)
         direct = Target("upstream direct", f"http://127.0.0.1:{up_port}/v1/chat/completions", {}, MODEL, upstream.pid)
@@ -308,9 +299,8 @@ async def main() -> None:
         targets = [direct, floor, gof]
         await interleaved(targets, args)
         if litellm is not None:
-            # LiteLLM alternates with a second series of direct calls, apart from the others: its 15 ms of CPU per
-            # call would otherwise slow down the calls that alternate with it (the other targets took turns with it
-            # on the two cores), and with them the figures of the targets under test.
+            # LiteLLM's rounds pair it with a second series of direct calls, apart from the others: its ~15 ms of CPU
+            # per call, some of it after each answer, would otherwise spill into the blocks that follow it.
             lit = Target("LiteLLM proxy", f"http://127.0.0.1:{l_port}/v1/chat/completions",
                          {"Authorization": f"Bearer {LITELLM_KEY}"}, MODEL, litellm.pid)
             lit_direct = Target(direct.name, direct.url, {}, MODEL, None)
@@ -331,7 +321,7 @@ async def main() -> None:
               f"p50 {added(gof, floor, 'p50'):+.3f} ms   TTFC {added(gof, floor, 'ttfc'):+.3f} ms")
         if litellm is not None:
             print(f"  added by LiteLLM : p50 {added(lit, lit_direct, 'p50'):+.3f} ms   "
-                  f"TTFC {added(lit, lit_direct, 'ttfc'):+.3f} ms   (against direct calls alternating with it)")
+                  f"TTFC {added(lit, lit_direct, 'ttfc'):+.3f} ms   (against direct calls in its own rounds)")
             print(f"  gofannon vs LiteLLM: throughput {rates[gof.name][0] / rates[lit.name][0]:.1f}x (target >= 10x), "
                   f"p50 {statistics.median(lit.p50s) / statistics.median(gof.p50s):.1f}x lower, "
                   f"CPU per request {rates[lit.name][1] / rates[gof.name][1]:.1f}x less")
