@@ -1,6 +1,7 @@
 """The kernel's HTTP client for vendors (``gofannon.llm.conn`` under ``LlmHttp``), against real loopback servers:
-connection reuse, a vendor closing connections, TLS, compressed and chunked answers, cut-off and malformed
-answers, header injection, and the per-origin connection limit."""
+connection reuse and idle expiry, a vendor closing connections, TLS, compressed and chunked answers, a long stream
+read slowly (flow control), informational, cut-off and malformed answers, misconfigured URLs, header injection,
+and the per-origin connection limit."""
 
 from __future__ import annotations
 
