@@ -132,7 +132,7 @@ class LlmHttp:
                 try:
                     resp = await self.client.request(method, url, headers=headers, data=data, params=params,
                                                      connect_timeout=min(timeout, 30.0))
-                except (ConnectError, ClientPayloadError, OSError) as exc:
+                except (OSError, ClientPayloadError) as exc:  # ConnectError is an OSError
                     if attempt >= self.retries:
                         if isinstance(exc, ClientPayloadError):
                             raise VendorError(502, f"the provider's answer could not be read: {exc}") from None
@@ -157,7 +157,7 @@ class LlmHttp:
                     return
                 try:
                     text = await resp.text()
-                except (ConnectError, ClientPayloadError, OSError):
+                except (OSError, ClientPayloadError):
                     text = ""
                 if resp.status in RETRY_STATUSES and attempt < self.retries and "insufficient_quota" not in text:
                     await asyncio.sleep(self.backoff(attempt, resp.headers.get("Retry-After")))

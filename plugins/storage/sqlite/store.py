@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from gofannon.errors import RevisionConflict
+from gofannon.jsontext import encoder
 from gofannon.store import ANY, Doc, StoreHelpers, Updater, check_rev, matches, next_rev
 
 T = TypeVar("T")
@@ -46,8 +47,8 @@ _SCHEMA = [
 ]
 
 
-def _dump(doc: Mapping[str, Any]) -> str:
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+#: Documents as stored: compact, UTF-8 as is, no NaN (the C encoder built once, not per write).
+_dump = encoder(ensure_ascii=False, allow_nan=False)
 
 
 def _slot(collection: str, doc_id: str) -> int:
