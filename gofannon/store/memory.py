@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Iterable, Mapping
 
-from gofannon.store import ANY, Doc, StoreHelpers, check_rev, matches, next_rev, prepare
+from gofannon.store import ANY, Doc, StoreHelpers, check_rev, copy_doc, matches, next_rev, prepare
 
 
 class MemoryStore(StoreHelpers):
@@ -16,7 +15,7 @@ class MemoryStore(StoreHelpers):
 
     async def get(self, collection: str, doc_id: str) -> Doc | None:
         doc = self._data.get(collection, {}).get(doc_id)
-        return copy.deepcopy(doc) if doc is not None else None
+        return copy_doc(doc) if doc is not None else None
 
     async def put(self, collection: str, doc_id: str, doc: Mapping[str, Any], *, rev: Any = ANY) -> str:
         coll = self._data.setdefault(collection, {})
@@ -42,24 +41,24 @@ class MemoryStore(StoreHelpers):
 
     async def find(self, collection: str, where: Mapping[str, Any], *, limit: int | None = None) -> list[Doc]:
         coll = self._data.get(collection, {})
-        out = [copy.deepcopy(coll[k]) for k in sorted(coll) if matches(coll[k], where)]
+        out = [copy_doc(coll[k]) for k in sorted(coll) if matches(coll[k], where)]
         return out[:limit] if limit is not None else out
 
     async def update_and_put(self, collection: str, doc_id: str, fn: Any, put_collection: str,
                              docs: Iterable[Mapping[str, Any]]) -> Doc | None:
         # No await between the read and the writes: atomic on the event loop.
         current = self._data.get(collection, {}).get(doc_id)
-        new = fn(copy.deepcopy(current) if current is not None else None)
+        new = fn(copy_doc(current) if current is not None else None)
         items = list(docs)
         coll = self._data.setdefault(put_collection, {})
         for d in items:
             old = coll.get(d["_id"])
             coll[d["_id"]] = prepare(d, d["_id"], next_rev(old["_rev"] if old else None))
         if new is None:
-            return copy.deepcopy(current) if current is not None else None
+            return copy_doc(current) if current is not None else None
         rev = next_rev(current["_rev"] if current else None)
         self._data.setdefault(collection, {})[doc_id] = prepare(new, doc_id, rev)
-        return copy.deepcopy(self._data[collection][doc_id])
+        return copy_doc(self._data[collection][doc_id])
 
     async def collections(self) -> list[str]:
         return sorted(c for c, docs in self._data.items() if docs)

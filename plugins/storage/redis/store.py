@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import copy
 import json
 import random
 import uuid
@@ -25,7 +24,7 @@ import weakref
 from typing import Any, Iterable, Mapping
 
 from gofannon.errors import RevisionConflict
-from gofannon.store import ANY, Doc, StoreHelpers, Updater, matches
+from gofannon.store import ANY, Doc, StoreHelpers, Updater, copy_doc, matches
 
 # KEYS: doc, index, collections. ARGV: mode (any|create|rev), expected rev, id, collection, body, nonce.
 # Returns the new revision, or false on a revision mismatch.
@@ -271,7 +270,7 @@ class RedisStore(StoreHelpers):
         async with lock:
             for attempt in range(self.max_update_attempts):
                 current = await self.get(collection, doc_id)
-                new = fn(copy.deepcopy(current))
+                new = fn(copy_doc(current))
                 if new is None:
                     if items:
                         await self.put_many(put_collection, items)
@@ -282,7 +281,7 @@ class RedisStore(StoreHelpers):
                 except RevisionConflict:  # another process wrote in between: re-read and re-apply
                     await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * (attempt + 1))))
                     continue
-                stored = copy.deepcopy(dict(new))
+                stored = copy_doc(dict(new))
                 stored["_id"], stored["_rev"] = doc_id, rev
                 return stored
         raise RevisionConflict(collection, doc_id)
