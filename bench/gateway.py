@@ -1,7 +1,7 @@
 """The OpenAI-compatible gateway (/v1): what it adds over calling the vendor directly, and LiteLLM's proxy.
 
 Usage: .venv/bin/python bench/gateway.py [--requests 500] [--rounds 10] [--seconds 5] [--connections 32]
-                                         [--store sqlite|memory] [--log-level INFO]
+                                         [--store sqlite|memory] [--log-level INFO] [--client aiohttp|openai]
                                          [--litellm-python /tmp/litellm-venv/bin/python]
 
 Starts, in one run:
@@ -20,6 +20,9 @@ The sequential calls run in interleaved rounds (``--rounds``, a block of calls p
 "added" is the median over rounds of the paired difference: this 2-core machine's slow spells last seconds and
 would otherwise land on one target and not another. LiteLLM (much slower, and CPU-hungry) runs its rounds with
 its own series of direct calls after the others.
+With ``--client openai`` the sequential calls are made with the official `openai` SDK (its async client, on
+httpx) instead of aiohttp: the client an outside check would likely use; it costs more per call on the client
+side, the same for every target.
 Targets: added p50 <= 1 ms, TTFC added <= 1 ms, throughput >= 10x LiteLLM's proxy.
 """
 
@@ -142,7 +145,38 @@ async def first_chunk(session: aiohttp.ClientSession, url: str, headers: dict[st
     return first * 1000
 
 
+#: The client the sequential calls are made with (``--client``): "aiohttp", or "openai" (the official SDK).
+CLIENT = {"name": "aiohttp"}
+
+
+async def latency_sdk(url: str, headers: dict[str, str], n: int, model: str, warm: int, stream: bool) -> list[float]:
+    """Like ``latency`` (``ttfc`` when ``stream``) with the official `openai` SDK as the client."""
+    import openai
+
+    key = headers.get("Authorization", "Bearer sk-none").split(" ", 1)[1]
+    samples = []
+    async with openai.AsyncOpenAI(base_url=url.rsplit("/chat/completions", 1)[0], api_key=key,
+                                  max_retries=0) as client:
+        for _ in range(n + warm):
+            t = time.perf_counter()
+            if stream:
+                first = None
+                async for chunk in await client.chat.completions.create(
+                        model=model, messages=BODY["messages"], max_tokens=16, stream=True):
+                    if first is None and chunk.choices and chunk.choices[0].delta.content:
+                        first = time.perf_counter() - t
+                assert first is not None, "no content chunk"
+                samples.append(first * 1000)
+            else:
+                answer = await client.chat.completions.create(model=model, messages=BODY["messages"], max_tokens=16)
+                assert answer.choices[0].message.content
+                samples.append((time.perf_counter() - t) * 1000)
+    return samples[warm:]
+
+
 async def latency(url: str, headers: dict[str, str], n: int, model: str, warm: int = 50) -> list[float]:
+    if CLIENT["name"] == "openai":
+        return await latency_sdk(url, headers, n, model, warm, stream=False)
     body = json.dumps({**BODY, "model": model})
     headers = {**headers, "Content-Type": "application/json"}
     async with aiohttp.ClientSession() as s:
@@ -193,6 +227,8 @@ class Target:
 
 
 async def ttfc(url: str, headers: dict[str, str], n: int, model: str, warm: int = 3) -> list[float]:
+    if CLIENT["name"] == "openai":
+        return await latency_sdk(url, headers, n, model, warm, stream=True)
     body = json.dumps({**BODY, "model": model, "stream": True})
     headers = {**headers, "Content-Type": "application/json"}
     async with aiohttp.ClientSession() as s:
@@ -238,7 +274,10 @@ async def main() -> None:
     ap.add_argument("--log-level", default="INFO",
                     help="the kernel's GOFANNON_LOG_LEVEL (default INFO, the kernel's own default: a line per call)")
     ap.add_argument("--litellm-python", default=None, help="python of a virtualenv with litellm[proxy]")
+    ap.add_argument("--client", default="aiohttp", choices=["aiohttp", "openai"],
+                    help="what makes the sequential calls: aiohttp, or the official openai SDK")
     args = ap.parse_args()
+    CLIENT["name"] = args.client
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     tmp = Path(tempfile.mkdtemp(prefix="gofannon-bench-"))
@@ -290,7 +329,7 @@ async def main() -> None:
         print(f"Chat completions, instant upstream ({args.requests} sequential calls per target in {args.rounds} "
               f"interleaved rounds, TTFC over streamed calls in the same rounds; then wrk {args.connections} "
               f"connections, {args.seconds} s each; kernel store {args.store}, log level {args.log_level}, "
-              f"charging every call)", flush=True)
+              f"client {args.client}, charging every call)", flush=True)
         direct = Target("upstream direct", f"http://127.0.0.1:{up_port}/v1/chat/completions", {}, MODEL, upstream.pid)
         floor = Target("bare aiohttp proxy", f"http://127.0.0.1:{b_port}/v1/chat/completions", {}, MODEL, bare.pid)
         gof = Target("gofannon /v1", f"{base}/v1/chat/completions", {"Authorization": f"Bearer {token}"},

@@ -1,6 +1,6 @@
 """Instructions executed per `/v1` chat completion, counted by callgrind: a deterministic figure for A/B of code.
 
-Usage: .venv/bin/python bench/instructions.py [--calls 300] [--tree DIR] [--env NAME=VALUE ...]
+Usage: .venv/bin/python bench/instructions.py [--calls 300] [--stream] [--tree DIR] [--env NAME=VALUE ...]
 
 Timings on this shared 2-core machine move by tens of percent between runs; the number of instructions the
 kernel executes per call hardly does (two runs of one tree agree within ~0.2% on an otherwise idle machine; other
@@ -9,7 +9,7 @@ be judged here first, then confirmed with `bench/gateway.py`.
 
 Starts the instant upstream of `bench/gateway.py`, then `gofannon serve` (from `--tree`, default this checkout) under
 `valgrind --tool=callgrind --instr-atstart=no`, signs in, makes a personal token, warms up with 50 calls, switches
-counting on (`callgrind_control -i on`), makes `--calls` sequential non-streamed calls, and prints the instructions
+counting on (`callgrind_control -i on`), makes `--calls` sequential non-streamed calls (streamed ones with `--stream`, each read to its end), and prints the instructions
 per call by thread: the event loop's (the answer's path, and what runs after it on the loop) and the others' (the
 SQLite store thread). Under valgrind everything runs ~50x slower, so timing-dependent behaviour changes: charges do
 not gather (each call is far apart), and the sandbox pool is off. Needs valgrind (`apt-get install valgrind`).
@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, free_port, personal_token, stop, wait_up  # noqa: E402
-from gateway import BODY, PY, UPSTREAM, latency  # noqa: E402
+from gateway import BODY, PY, UPSTREAM, latency, ttfc  # noqa: E402
 
 
 def totals(out: Path) -> dict[int, int]:
@@ -54,6 +54,7 @@ async def main() -> None:
     ap.add_argument("--calls", type=int, default=300)
     ap.add_argument("--tree", default=str(REPO), help="the checkout whose kernel to count (another commit, say)")
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the kernel (repeatable)")
+    ap.add_argument("--stream", action="store_true", help="count streamed calls (read to their end)")
     ap.add_argument("--out", default=None, help="directory for callgrind's files (default: a temporary one)")
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
@@ -86,9 +87,10 @@ async def main() -> None:
         token = await personal_token(base)
         headers = {"Authorization": f"Bearer {token}"}
         url = f"{base}/v1/chat/completions"
-        await latency(url, headers, 50, f"bench/{BODY['model']}", warm=0)
+        calls = ttfc if args.stream else latency
+        await calls(url, headers, 50, f"bench/{BODY['model']}", warm=0)
         subprocess.run(["callgrind_control", "-i", "on", str(kernel.pid)], check=True, capture_output=True)
-        await latency(url, headers, args.calls, f"bench/{BODY['model']}", warm=0)
+        await calls(url, headers, args.calls, f"bench/{BODY['model']}", warm=0)
         await asyncio.sleep(1)  # what the last calls left for the loop to do after their answers
         subprocess.run(["callgrind_control", "-i", "off", str(kernel.pid)], check=True, capture_output=True)
         subprocess.run(["callgrind_control", "-d", str(kernel.pid)], check=True, capture_output=True)
@@ -98,7 +100,7 @@ async def main() -> None:
         if not counts:
             raise SystemExit("callgrind counted nothing")
         main_thread = min(counts)
-        print(f"{args.tree} {' '.join(args.env)}: {args.calls} sequential /v1 calls")
+        print(f"{args.tree} {' '.join(args.env)}: {args.calls} sequential /v1 calls{' (streamed)' if args.stream else ''}")
         print(f"  event loop's thread: {counts[main_thread] / args.calls / 1000:8.0f}k instructions per call")
         print(f"  other threads      : {sum(v for k, v in counts.items() if k != main_thread) / args.calls / 1000:8.0f}k")
         print(f"  callgrind files in {out_dir}")

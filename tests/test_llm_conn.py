@@ -1,7 +1,7 @@
 """The kernel's HTTP client for vendors (``gofannon.llm.conn`` under ``LlmHttp``), against real loopback servers:
 connection reuse and idle expiry, a vendor closing connections, TLS, compressed and chunked answers, a long stream
 read slowly (flow control), informational, cut-off and malformed answers, misconfigured URLs, header injection,
-and the per-origin connection limit."""
+the per-origin connection limit, and server-sent events cut at any byte."""
 
 from __future__ import annotations
 
@@ -190,6 +190,35 @@ def answering(data: bytes, *, keep: bool) -> Handler:
         return keep
 
     return handler
+
+
+async def test_server_sent_events_split_anywhere_across_packets_read_the_same(http: LlmHttp) -> None:
+    """``sse_events`` splits the bytes it is given itself: events cut in the middle of a line, of a CRLF, of a
+    multi-byte character, several in one packet, comments, multi-line data, an event name, and a last event
+    without its blank line, read as the SSE rules say."""
+    from gofannon.llm.http import sse_events
+
+    stream = ("data: {\"a\": \"héllo wörld ✓\"}\r\n\r\n: a comment\n\nevent: delta\ndata: one\ndata: two\n\n"
+              "data:no-space\r\n\r\ndata: [DONE]").encode()
+    expected = [(None, '{"a": "héllo wörld ✓"}'), ("delta", "one\ntwo"), (None, "no-space"), (None, "[DONE]")]
+    cuts = [[len(stream)], [1, 5, 9, 12, 13, 14, 20, 31, 33], list(range(1, len(stream)))]
+    for points in cuts:
+        async def handler(conn: int, count: int, reader: Any, writer: asyncio.StreamWriter,
+                          points: list[int] = points) -> bool:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n"
+                         % len(stream))
+            start = 0
+            for end in [*points, len(stream)]:
+                writer.write(stream[start:end])
+                await writer.drain()
+                await asyncio.sleep(0.002)  # its own packet
+                start = end
+            return True
+
+        async with RawVendor(handler) as url:
+            async with http.open("POST", url, headers={}, body=BODY, timeout=10) as resp:
+                got = [item async for item in sse_events(resp)]
+        assert got == expected, points
 
 
 async def test_a_kept_connection_the_vendor_drops_unanswered_is_retried_at_once_on_a_new_one(http: LlmHttp) -> None:

@@ -168,24 +168,40 @@ class LlmHttp:
 
 
 async def sse_events(resp: VendorResponse) -> AsyncIterator[tuple[str | None, str]]:
-    """Server-sent events of a response as ``(event name, data)``; comments and keep-alives skipped."""
+    """Server-sent events of a response as ``(event name, data)``; comments and keep-alives skipped. Lines end
+    with LF or CRLF. Reads whatever bytes have arrived and splits them here (one read per packet, not one per
+    line: a vendor sends several events in one packet)."""
     event: str | None = None
     data: list[str] = []
-    async for raw in resp.content:
-        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        if not line:
-            if data:
-                yield event, "\n".join(data)
-            event, data = None, []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "event":
-            event = value
-        elif name == "data":
-            data.append(value)
+    pending = b""
+    content = resp.content
+    while True:
+        chunk = await content.readany()
+        if not chunk:
+            lines, pending = ([pending] if pending else []), b""
+        else:
+            lines = (pending + chunk if pending else chunk).split(b"\n")
+            pending = lines.pop()
+        for raw in lines:
+            line = raw.decode("utf-8", errors="replace")
+            if line.endswith("\r"):
+                line = line[:-1]
+            if not line:
+                if data:
+                    yield event, "\n".join(data)
+                event, data = None, []
+                continue
+            if line[0] == ":":
+                continue
+            name, _, value = line.partition(":")
+            if value[:1] == " ":
+                value = value[1:]
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+        if not chunk:
+            break
     if data:
         yield event, "\n".join(data)
 
