@@ -350,6 +350,26 @@ class JsonFormatter(logging.Formatter):
 JsonFormatter.converter = __import__("time").gmtime  # type: ignore[assignment]
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse (a NUL in a header, a broken chunk) at ERROR with a traceback,
+    though it answers the client 400: any client could fill the operator's log with them. Such records become
+    one INFO line naming the problem (not the offending bytes, which may carry a credential)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        problem = str(getattr(exc, "message", "") or type(exc).__name__).split("\n", 1)[0].rstrip(": ")
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        record.msg, record.args = "refused a malformed request from %s (%s %s: %s)", (
+            peer, getattr(exc, "code", 400), type(exc).__name__, problem)
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return logging.getLogger().isEnabledFor(logging.INFO)
+
+
 def configure_logging(settings: Any, stream: TextIO | None = None) -> logging.Handler:
     """Route the root logger to one handler in ``GOFANNON_LOG_FORMAT`` (``text`` or ``json``) that adds
     the request context and redacts secrets. Replaces handlers a previous call installed. Returns it."""
@@ -365,4 +385,7 @@ def configure_logging(settings: Any, stream: TextIO | None = None) -> logging.Ha
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(str(getattr(settings, "log_level", "INFO")).upper())
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestFilter) for f in server_log.filters):
+        server_log.addFilter(MalformedRequestFilter())
     return handler

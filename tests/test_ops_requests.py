@@ -3,6 +3,7 @@ secrets never reach a log line."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -11,6 +12,7 @@ from typing import Any, AsyncIterator, Callable, Iterator
 
 import aiohttp
 import pytest
+import yarl
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -192,6 +194,26 @@ async def test_tokens_and_keys_never_reach_the_log(ops_app: Any, captured_logs: 
     assert secret_key not in text and admin_password not in text
     assert "db-pass-8f2k" not in text and "postgresql://gofannon:[REDACTED]@db.internal" in text
     assert session_cookie not in text
+
+
+async def test_a_malformed_request_is_a_400_and_one_quiet_log_line_without_its_bytes(ops_app: Any,
+                                                                                      captured_logs: Any) -> None:
+    """aiohttp would log it at ERROR with a traceback quoting the offending header: any client could flood the
+    operator's log that way, and the bytes may be a credential."""
+    logs = captured_logs()
+    client, _ = await ops_app()
+    url = yarl.URL(client.url("/health"))
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Api-Key: sk-live-\x00-private-9f3a\r\n\r\n")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(65536), 10)
+    writer.close()
+    assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request")
+    await asyncio.sleep(0.05)
+    text = logs.getvalue()
+    assert "Traceback" not in text and "private-9f3a" not in text
+    lines = [line for line in text.splitlines() if "malformed request" in line]
+    assert len(lines) == 1 and " INFO " in lines[0] and "BadHttpMessage" in lines[0], text
 
 
 async def test_unrouted_requests_answer_404_405_and_the_trailing_slash_redirect(ops_app: Any) -> None:
