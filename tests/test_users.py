@@ -76,6 +76,15 @@ async def test_missing_or_malformed_budget_bodies_answer_422_in_the_wire_shape(c
         assert r.status == 422
     async with client.put("/users/me/spend-remaining", json={"spendRemaining": "lots"}) as r:
         assert r.status == 422
+    for path, field in [("/users/me/spend-remaining", "spendRemaining"), ("/users/me/monthly-allowance",
+                        "monthlyAllowance"), ("/users/me/usage", "responseCost")]:
+        method = client.post if path.endswith("usage") else client.put
+        async with method(path, json={field: True}) as r:  # not read as 1.0, as pydantic's lax mode would
+            assert r.status == 422
+            error = (await r.json())["detail"][0]
+            assert error["loc"] == ["body", field] and "not true or false" in error["msg"]
+    async with client.get("/users/me") as r:
+        assert (await r.json())["usageInfo"]["spendRemaining"] == 100.0
 
 
 async def test_self_service_budget_off_refuses_users_but_not_site_admins(serve: Any) -> None:

@@ -7,7 +7,9 @@ distributions) took ~25 ms of ``gofannon serve``'s start-up; a model's first use
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 
@@ -18,3 +20,14 @@ class WireModel(BaseModel):
 
     def wire(self, **kw: object) -> dict[str, object]:
         return self.model_dump(by_alias=True, **kw)  # type: ignore[arg-type]
+
+
+def _not_a_boolean(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic's lax mode would read true as 1.0: a budget of "true" is a mistake
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+#: A finite amount of money (USD): NaN or infinity in a budget would poison every later comparison, and
+#: a boolean is refused rather than read as 0 or 1.
+Money = Annotated[float, BeforeValidator(_not_a_boolean), Field(allow_inf_nan=False)]

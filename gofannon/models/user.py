@@ -7,10 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gofannon.models import WireModel
-
-#: A finite number: NaN or infinity in a budget would poison every later comparison.
-Money = Annotated[float, Field(allow_inf_nan=False)]
+from gofannon.models import Money, WireModel
 
 
 class MonthlyAllowanceBody(WireModel):
@@ -27,7 +24,7 @@ class SpendRemainingBody(WireModel):
 
 class UsageBody(WireModel):
     # >= 0: users may not add credit to themselves by posting negative usage (DECISIONS.md, Budgets).
-    response_cost: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    response_cost: Annotated[Money, Field(ge=0)]
     metadata: dict[str, Any] | None = None
 
 
@@ -55,7 +52,7 @@ class TokenCreateBody(WireModel):
     #: Model ids the token may use (``openai/gpt-5``, ``agent/summarise``); a trailing ``*`` matches a prefix.
     models: Annotated[list[Annotated[str, Field(min_length=1, max_length=300)]], Field(max_length=200)] | None = None
     #: USD this token may spend in total, charged atomically besides the owner's allowance.
-    max_spend: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    max_spend: Annotated[Money, Field(ge=0)] | None = None
     #: ISO 8601; naive times are UTC. After it the token answers 401.
     expires_at: datetime | None = None
     #: Requests per minute, counted in the shared store (so across API processes).

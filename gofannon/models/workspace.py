@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from gofannon.models import WireModel
+from gofannon.models import Money, WireModel
 
 Role = Literal["member", "admin"]
 
@@ -35,7 +35,7 @@ class InvitationBody(WireModel):
 class BudgetBody(WireModel):
     """``monthlyAllowance`` in USD; null removes the limit (spend is still counted)."""
 
-    monthly_allowance: float | None = Field(ge=0, le=1e9, allow_inf_nan=False)
+    monthly_allowance: Annotated[Money, Field(ge=0, le=1e9)] | None = Field()
 
 
 class MoveBody(WireModel):
