@@ -229,7 +229,15 @@ async def test_the_v1_routes_are_in_the_openapi_document(gw: Gateway) -> None:
     async with gw.client.get("/openapi.json") as r:
         paths = (await r.json())["paths"]
     assert "get" in paths["/v1/models"] and "get" in paths["/v1/models/{model_id}"]
-    assert paths["/v1/chat/completions"]["post"]["requestBody"]
+    chat = paths["/v1/chat/completions"]["post"]
+    assert chat["requestBody"]
+    # errors are documented in OpenAI's shape, as they are answered (a bad body is a 400, not a 422)
+    assert "422" not in chat["responses"]
+    for status in ("400", "401", "404", "429"):
+        assert chat["responses"][status]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/OpenAIError"}
+    async with gw.client.post("/v1/chat/completions", json={"model": MODEL}) as r:
+        assert r.status == 400 and set((await r.json())["error"]) == {"message", "type", "param", "code"}
 
 
 async def test_a_users_own_provider_key_makes_its_models_usable(serve: Any, fake_llm: FakeLLMServer) -> None:

@@ -42,12 +42,12 @@ async def test_request_bodies_reference_pydantic_schemas_in_components(client: A
     spec = await _spec(client)
     schemas = spec["components"]["schemas"]
     refs = []
-    for ops in spec["paths"].values():
+    for path, ops in spec["paths"].items():
         for op in ops.values():
             if "requestBody" in op:
                 ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
                 refs.append(ref)
-                assert "422" in op["responses"]
+                assert ("400" if path.startswith("/v1/") else "422") in op["responses"]  # /v1 answers as OpenAI
     assert refs, "no route documents a request body"
     for ref in refs:
         assert ref.split("/")[-1] in schemas

@@ -41,6 +41,25 @@ _HTTP_VALIDATION_ERROR = {
     "properties": {"detail": {"type": "array", "items": {"$ref": _REF.format(model="ValidationError")}}},
 }
 _ERROR = {"title": "Error", "type": "object", "properties": {"detail": {}}, "required": ["detail"]}
+#: What every error under /v1 answers (gofannon.web.v1): OpenAI's shape, so its SDKs raise the right exception.
+_OPENAI_ERROR = {
+    "title": "OpenAIError",
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["message", "type"],
+        "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                       "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}},
+    }},
+}
+#: The errors a /v1 route may answer, besides a bad body (400) and the missing token (401).
+_OPENAI_STATUSES = {
+    "403": "The token may not use this model",
+    "404": "No such model (model_not_found)",
+    "429": "Rate limit (rate_limit_exceeded, with Retry-After) or spend exhausted (insufficient_quota)",
+    "5XX": "The provider or the agent failed (502), is unreachable (503) or too slow (504)",
+}
 
 
 class _Schemas:
@@ -49,6 +68,7 @@ class _Schemas:
     def __init__(self) -> None:
         self.components: dict[str, Any] = {
             "Error": _ERROR, "ValidationError": _VALIDATION_ERROR, "HTTPValidationError": _HTTP_VALIDATION_ERROR,
+            "OpenAIError": _OPENAI_ERROR,
         }
 
     def ref(self, tp: Any, mode: str) -> dict[str, Any]:
@@ -97,14 +117,21 @@ def _operation(method: str, path: str, handler: Any, schemas: _Schemas, op_ids: 
     elif status != "204":
         ok["content"] = _json({})
     responses: dict[str, Any] = {status: ok}
+    openai = path.startswith("/v1/")
+    error = _json({"$ref": _REF.format(model="OpenAIError" if openai else "Error")})
     if doc.get("body") is not None:
         op["requestBody"] = {"required": True, "content": _json(schemas.ref(doc["body"], "validation"))}
-        responses["422"] = {"description": "Validation Error",
-                            "content": _json({"$ref": _REF.format(model="HTTPValidationError")})}
+        if openai:
+            responses["400"] = {"description": "Invalid request (invalid_request_error)", "content": error}
+        else:
+            responses["422"] = {"description": "Validation Error",
+                                "content": _json({"$ref": _REF.format(model="HTTPValidationError")})}
     if is_public(handler):
         op["security"] = []
     else:
-        responses["401"] = {"description": "Not authenticated", "content": _json({"$ref": _REF.format(model="Error")})}
+        responses["401"] = {"description": "Not authenticated", "content": error}
+    if openai:
+        responses.update({code: {"description": what, "content": error} for code, what in _OPENAI_STATUSES.items()})
     op["responses"] = responses
     return op
 
