@@ -225,6 +225,9 @@ async def test_unrouted_requests_answer_404_405_and_the_trailing_slash_redirect(
     async with client.request("PATCH", "/health") as r:
         assert r.status == 405 and (await r.json()) == {"detail": "Method Not Allowed"}
         assert GENERATED.fullmatch(r.headers["X-Request-Id"])
+        assert r.headers["Allow"] == "GET, HEAD"  # RFC 9110: what the path does take
+    async with client.request("TRACE", "/agents") as r:
+        assert r.status == 405 and set(r.headers["Allow"].split(", ")) == {"GET", "HEAD", "POST"}
     async with client.get("/health/", allow_redirects=False) as r:
         assert r.status == 307 and r.headers["Location"] == "/health"
     async with client.get("/v1/no-such") as r:  # under /v1, in OpenAI's error shape

@@ -161,3 +161,9 @@ async def test_a_saved_demo_app_opens_as_its_own_page_while_demo_pages_reload_th
     assert (status, body) == (200, INDEX)
     status, body, _ = await get(ui_client, f"/demos/{demo_id}/app", {**BROWSER, "Sec-Fetch-Mode": "navigate"})
     assert status == 200 and "demo-marker" in body and body != INDEX
+
+
+async def test_a_wrong_method_is_a_405_naming_the_allowed_ones_with_the_ui_served(ui_client: Any) -> None:
+    async with ui_client.request("PATCH", "/health") as r:
+        assert r.status == 405 and (await r.json()) == {"detail": "Method Not Allowed"}
+        assert r.headers["Allow"] == "GET, HEAD"

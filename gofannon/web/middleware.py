@@ -78,6 +78,11 @@ def _error(status: int, detail: Any, headers: dict[str, str] | None = None, path
     )
 
 
+def _allow_header(methods: Any) -> dict[str, str]:
+    """``Allow`` of a 405: the methods the path's routes take."""
+    return {"Allow": ", ".join(sorted({str(m).upper() for m in methods if m != "*"}))}
+
+
 async def fallback(request: web.Request) -> web.StreamResponse:  # pragma: no cover - never called: a marker
     """The catch-all route's handler; the pipeline answers for it (``unrouted``)."""
     raise web.HTTPNotFound()
@@ -154,8 +159,8 @@ def build_pipeline(app: web.Application) -> Pipeline:
         """What aiohttp's router would have refused: 405 when the path has routes for other methods, the
         trailing-slash redirect, else 404."""
         _found, allowed = await resolves_elsewhere(request)
-        if allowed:
-            return _error(405, _HTTP_DETAILS[405], path=request.path)
+        if allowed:  # RFC 9110: a 405 says which methods the resource takes
+            return _error(405, _HTTP_DETAILS[405], _allow_header(allowed), path=request.path)
         path = request.path
         if path != "/" and path.endswith("/"):
             trimmed = request.rel_url.with_path(path.rstrip("/"))
@@ -178,7 +183,9 @@ def build_pipeline(app: web.Application) -> Pipeline:
                 if not isinstance(resolved.route, SystemRoute):
                     location = str(request.rel_url.with_path(trimmed))
                     raise web.HTTPTemporaryRedirect(location)
-            return _error(status, _HTTP_DETAILS.get(status, exc.reason if exc else "Not Found"), path=request.path)
+            allowed = getattr(exc, "allowed_methods", None) if status == 405 else None
+            return _error(status, _HTTP_DETAILS.get(status, exc.reason if exc else "Not Found"),
+                          _allow_header(allowed) if allowed else None, path=request.path)
         if public_route is None:
             public_route = is_public(match.handler)
         resource = route.resource
