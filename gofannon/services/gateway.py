@@ -105,7 +105,7 @@ def _created_of(agent: dict[str, Any]) -> int:
 
         stamp = datetime.fromisoformat(str(agent.get("createdAt")))
         return int(stamp.replace(tzinfo=stamp.tzinfo or timezone.utc).timestamp())
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return 0
 
 

@@ -70,7 +70,7 @@ def expired(expires_at: Any, now: datetime | None = None) -> bool:
         return False
     try:
         moment = _utc_naive(datetime.fromisoformat(str(expires_at)))
-    except ValueError:
+    except (ValueError, OverflowError):
         return True
     return moment <= (now or datetime.now(timezone.utc).replace(tzinfo=None))
 
@@ -87,7 +87,10 @@ def scope_fields(*, models: list[str] | None = None, max_spend: float | None = N
     if max_spend is not None:
         scope["maxSpend"] = float(max_spend)
     if expires_at is not None:
-        moment = _utc_naive(expires_at)
+        try:
+            moment = _utc_naive(expires_at)
+        except OverflowError:  # 0001-01-01T00:00+14:00, say: before the first representable UTC moment
+            raise Unprocessable("expiresAt is out of range") from None
         if moment <= datetime.now(timezone.utc).replace(tzinfo=None):
             raise Unprocessable("expiresAt must be in the future")
         scope["expiresAt"] = moment.isoformat(timespec="microseconds")
