@@ -431,6 +431,13 @@ async def test_authorize_errors_redirect_only_to_a_checked_redirect_uri(client: 
         assert got["error"] == error and got["state"] == "st-123" and "code" not in got, (name, got)
         assert got.get("error_description"), name
 
+    # What no OAuth parameter may carry (found by fuzzing: authlib echoed such a response_type into its error,
+    # then refused to build it, and the answer was a 500): a page, no redirect.
+    for params in ({"response_type": "code\f"}, {"response_type": "🙂"}, {"response_type": 'co"de'},
+                   {"response_type": "co\\de"}, {"state": "st\x01"}, {"scope": "mcp\u202e"}):
+        status, location, page = await get(authorize_url(client, cid, challenge, **params))
+        assert status == 400 and location == "" and "characters no OAuth parameter may contain" in page, params
+
 
 async def test_a_loopback_redirect_may_use_another_port_but_must_match_at_the_token_endpoint(client: Client) -> None:
     await client.login("alice")

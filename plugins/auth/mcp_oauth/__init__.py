@@ -180,6 +180,26 @@ def _redirect(location: str) -> web.Response:
     return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
 
 
+def _unreadable(pairs: list[tuple[str, str]]) -> bool:
+    """Whether an authorization request carries what no OAuth parameter may (RFC 6749 Appendix A: every one
+    is printable ASCII; a ``response_type`` is words of letters, digits and ``_``). authlib would echo such a
+    ``response_type`` into its error and then refuse to build that error (a ValueError, not an OAuth error)."""
+    for key, value in pairs:
+        if key in AUTHORIZE_FIELDS and any(not " " <= ch <= "~" for ch in value):
+            return True
+        if key == "response_type" and not all(ch == " " or ch == "_" or ch.isascii() and ch.isalnum() for ch in value):
+            return True
+    return False
+
+
+def _unreadable_page() -> web.Response:
+    from gofannon_plugins.auth.mcp_oauth import pages
+
+    return pages.error("This sign-in request cannot be completed",
+                       "The request carries characters no OAuth parameter may contain.", 400,
+                       {"error": "invalid_request"})
+
+
 def _authorize_failure(error: Any) -> web.Response:
     """An error the client may see (redirect) when its redirect URI was checked, else a page for the user."""
     from gofannon_plugins.auth.mcp_oauth import pages, server as srv
@@ -223,11 +243,15 @@ async def authorize(request: web.Request) -> web.Response:
     from gofannon_plugins.auth.mcp_oauth import pages, server as srv
 
     pairs = [(k, v) for k, v in request.query.items()]
+    if _unreadable(pairs):
+        return _unreadable_page()
     ctx, server, oreq = await _authorize_request(request, pairs)
     try:
         server.get_consent_grant(oreq, end_user=None)
     except srv.OAuth2Error as error:
         return _authorize_failure(error)
+    except ValueError:  # authlib refusing to build an error out of what the request said
+        return _unreadable_page()
     ident = optional_identity(request)
     if ident is None or ident.session_id is None:
         return _login_redirect(request, base_url(request) + request.path_qs)
@@ -266,10 +290,14 @@ async def authorize_decision(request: web.Request) -> web.Response:
     decision = form.get("decision")
     if decision not in ("allow", "deny"):
         return pages.error("This sign-in request cannot be completed", "Choose Allow or Deny.")
+    if _unreadable(pairs):
+        return _unreadable_page()
     try:
         grant = server.get_consent_grant(oreq, end_user=ident)
     except srv.OAuth2Error as error:
         return _authorize_failure(error)
+    except ValueError:  # authlib refusing to build an error out of what the request said
+        return _unreadable_page()
     status, _body, headers = server.create_authorization_response(
         oreq, grant_user=ident if decision == "allow" else None, grant=grant)
     if "new_code" in ctx.effects:
