@@ -8,6 +8,7 @@ encoder anew for every call, which is a third of the cost of encoding a small ob
 from __future__ import annotations
 
 import json
+import re
 from json import encoder as _stdlib
 from typing import Any, Callable
 
@@ -36,3 +37,60 @@ def _refuse(obj: Any) -> Any:
 
 #: The API's answers: UTF-8 as is, no NaN, ``str()`` of anything else.
 dumps = encoder(ensure_ascii=False, allow_nan=False, default=str)
+
+
+def escape_surrogates(text: str) -> str:
+    """JSON text that UTF-8 can hold: a character it cannot (an unpaired surrogate, which JSON's ``\\u`` escapes
+    can produce: an agent's output, say) can only stand inside a string literal, so it becomes its own ``\\u``
+    escape, which reads back as the same string. (Nothing to do, and nearly free, for ordinary text.)"""
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(lambda m: "\\u%04x" % ord(m.group()), text)
+    return text
+
+
+def json_bytes(text: str) -> bytes:
+    """JSON text as UTF-8 bytes for an answer. Half a surrogate pair becomes U+FFFD, the replacement character,
+    instead of failing the answer: its ``\\u`` escape would be faithful, but strict parsers (pydantic's, so the
+    MCP SDK's; Rust's, Go's) refuse it, and the text was never Unicode."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text).encode()
+
+
+def dumps_bytes(obj: Any) -> bytes:
+    """``dumps(obj)`` as UTF-8 bytes (``json_bytes``)."""
+    return json_bytes(dumps(obj))
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def loads(raw: bytes) -> Any:
+    """A request body's JSON. ValueError when it is not JSON, or when a ``\\u`` escape left half of a
+    surrogate pair in a string: such text is not Unicode (UTF-8 cannot hold it, PostgreSQL refuses it) and
+    would fail wherever it went next, so it is refused here (the check runs only when such an escape occurs)."""
+    data = json.loads(raw)
+    if _SURROGATE_ESCAPE.search(raw) is not None and _holds_surrogate(data):
+        raise ValueError("the JSON holds text that is not valid Unicode (an unpaired surrogate escape)")
+    return data
+
+
+def _holds_surrogate(data: Any) -> bool:
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item) is not None:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False

@@ -66,6 +66,15 @@ class DocumentStoreContract:
         doc = await store.get("things", "a")
         assert doc == {"_id": "a", "_rev": rev, "name": "α", "nested": {"n": [1, 2.5, None, True]}}
 
+    async def test_half_a_surrogate_pair_is_kept_as_it_was_written(self, store: DocumentStore) -> None:
+        """JSON's ``\\u`` escapes can make text UTF-8 cannot hold (an agent's output, say): it must not fail
+        the write, and it reads back as written (a whole pair, the character it is)."""
+        odd = {"text": "a\ud800b", "pair": "\U0001F600", "list": ["\udfff"], "k\udc00": 1}
+        rev = await store.put("things", "odd", odd)
+        assert await store.get("things", "odd") == {"_id": "odd", "_rev": rev, **odd}
+        await store.update("things", "odd", lambda d: {**(d or {}), "more": "\ud83d"})
+        assert (await store.get("things", "odd"))["more"] == "\ud83d"  # type: ignore[index]
+
     async def test_get_of_a_missing_document_is_none(self, store: DocumentStore) -> None:
         assert await store.get("things", "nope") is None
         assert await store.get("never-used-collection", "nope") is None

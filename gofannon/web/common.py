@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from gofannon.errors import Forbidden, PayloadTooLarge, Unauthorized, Unprocessable
-from gofannon.jsontext import dumps  # noqa: F401 - the handlers' encoder, re-exported
+from gofannon.jsontext import dumps, dumps_bytes, loads  # noqa: F401 - the handlers' encoder, re-exported
 from gofannon.web.keys import KERNEL
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -123,7 +123,7 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
             return None
         raise Unprocessable([{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}])
     try:
-        return json.loads(raw)
+        return loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         pos = getattr(exc, "pos", 0)
         raise Unprocessable([{
@@ -148,7 +148,8 @@ def query_model(request: web.Request, model: type[M]) -> M:
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(text=dumps(data), status=status, content_type="application/json", headers=headers)
+    return web.Response(body=dumps_bytes(data), status=status, content_type="application/json", charset="utf-8",
+                        headers=headers)
 
 
 def no_content() -> web.Response:

@@ -8,7 +8,6 @@ No login needed (the UI logs before sign-in), so the endpoint is bounded: a body
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -16,6 +15,7 @@ from aiohttp import web
 from gofannon.errors import PayloadTooLarge, TooManyRequests, Unprocessable
 from gofannon.models import WireModel
 from gofannon.services import ratelimit
+from gofannon.jsontext import loads
 from gofannon.web.common import api_doc, json_response, kernel_of, optional_identity, public, validate
 
 routes = web.RouteTableDef()
@@ -58,7 +58,7 @@ async def log_client(request: web.Request) -> web.Response:
     if not raw.strip():
         raise Unprocessable([{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}])
     try:
-        data = json.loads(raw)
+        data = loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Unprocessable([{"type": "json_invalid", "loc": ["body", getattr(exc, "pos", 0)],
                               "msg": "JSON decode error", "input": {},

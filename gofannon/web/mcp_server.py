@@ -18,6 +18,7 @@ from aiohttp import web
 
 from gofannon.services import mcp_server as svc
 from gofannon.services.mcp_server import INVALID_REQUEST, McpError
+from gofannon.jsontext import json_bytes, loads
 from gofannon.web.common import api_doc, kernel_of, optional_identity, public, public_origin
 from gofannon.web.cors import mcp_origin_allowed
 from gofannon.web.keys import KERNEL
@@ -31,7 +32,8 @@ KEEPALIVE_S = 15.0
 
 
 def _answer(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(text=svc.dumps(payload), status=status, content_type="application/json", headers=headers)
+    return web.Response(body=json_bytes(svc.dumps(payload)), status=status, content_type="application/json",
+                        charset="utf-8", headers=headers)
 
 
 def _error(exc: McpError, req_id: Any = None, headers: dict[str, str] | None = None) -> web.Response:
@@ -117,7 +119,7 @@ async def _parse(request: web.Request) -> dict[str, Any]:
         raise McpError(INVALID_REQUEST, "Content-Type must be application/json", http_status=415)
     raw = await request.read()
     try:
-        message = json.loads(raw)
+        message = loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise McpError(svc.PARSE_ERROR, f"Parse error: {exc}", http_status=400) from None
     if isinstance(message, list):
@@ -199,8 +201,8 @@ async def _shared_workspace(request: web.Request) -> str | None:
 
 
 def _raw_result(req_id: Any, result_json: str) -> web.Response:
-    return web.Response(text=f'{{"jsonrpc":"2.0","id":{json.dumps(req_id)},"result":{result_json}}}',
-                        content_type="application/json")
+    return web.Response(body=json_bytes(f'{{"jsonrpc":"2.0","id":{json.dumps(req_id)},"result":{result_json}}}'),
+                        content_type="application/json", charset="utf-8")
 
 
 async def _stateless(request: web.Request, ident: Any, message: dict[str, Any]) -> web.StreamResponse:

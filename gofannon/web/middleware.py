@@ -23,7 +23,7 @@ from aiohttp.web_urldispatcher import SystemRoute
 
 from gofannon.errors import GofannonError
 from gofannon.observability import CURRENT, RequestContext, request_id_from
-from gofannon.web.common import IDENTITY_KEY, dumps, is_public
+from gofannon.web.common import IDENTITY_KEY, dumps_bytes, is_public
 from gofannon.web.cors import cross_origin_headers
 from gofannon.web.keys import KERNEL
 
@@ -74,7 +74,8 @@ def _error(status: int, detail: Any, headers: dict[str, str] | None = None, path
 
         return openai_error(status, detail, headers, exc)
     return web.Response(
-        status=status, text=dumps({"detail": detail}), content_type="application/json", headers=headers
+        status=status, body=dumps_bytes({"detail": detail}), content_type="application/json", charset="utf-8",
+        headers=headers
     )
 
 

@@ -19,7 +19,7 @@ from gofannon.models.openai import ChatCompletionBody
 from gofannon.services import gateway
 from gofannon.services.workspaces import charges_workspace
 from gofannon.web.workspace import active_workspace
-from gofannon.web.common import api_doc, dumps, identity, json_response, kernel_of, read_json
+from gofannon.web.common import api_doc, dumps, dumps_bytes, identity, json_response, kernel_of, read_json
 
 log = logging.getLogger("gofannon.web.v1")
 routes = web.RouteTableDef()
@@ -54,6 +54,8 @@ def _message(detail: Any) -> tuple[str, str | None]:
     """A message (and the offending field) out of a ``detail``: a string, or pydantic's error list."""
     if isinstance(detail, list) and detail and isinstance(detail[0], dict):
         first = detail[0]
+        if first.get("type") == "json_invalid":  # the body is not JSON (its position is no parameter)
+            return f"The request body is not valid JSON: {(first.get('ctx') or {}).get('error', 'decode error')}", None
         loc = [str(p) for p in first.get("loc") or [] if p != "body"]
         param = ".".join(loc) or None
         return (f"{first.get('msg', 'Invalid request')}" + (f" ('{param}')" if param else "")), param
@@ -80,7 +82,8 @@ def error_body(status: int, detail: Any, exc: BaseException | None = None) -> tu
 def openai_error(status: int, detail: Any, headers: dict[str, str] | None = None,
                  exc: BaseException | None = None) -> web.Response:
     status, body = error_body(status, detail, exc)
-    return web.Response(status=status, text=dumps(body), content_type="application/json", headers=headers)
+    return web.Response(status=status, body=dumps_bytes(body), content_type="application/json", charset="utf-8",
+                        headers=headers)
 
 
 def is_v1(path: str) -> bool:
@@ -116,7 +119,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     workspace_id, _role = await active_workspace(request)
     req.workspace_id = workspace_id if charges_workspace(workspace_id) else None
     if not req.stream:  # bytes as they are: `application/json` without a charset parameter, as OpenAI answers
-        return web.Response(body=dumps(await gateway.complete(kernel, ident, req)).encode(),
+        return web.Response(body=dumps_bytes(await gateway.complete(kernel, ident, req)),
                             content_type="application/json")
     return await _stream(request, gateway.stream(kernel, ident, req))
 
@@ -197,4 +200,4 @@ class _EventStream(web.StreamResponse):
 
 
 def _event(obj: Any) -> bytes:
-    return b"data: " + dumps(obj).encode() + b"\n\n"
+    return b"data: " + dumps_bytes(obj) + b"\n\n"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlencode
@@ -30,9 +29,10 @@ from aiohttp import web
 from gofannon import hookimpl
 from gofannon.auth import Identity
 from gofannon.errors import Unauthorized
+from gofannon.jsontext import loads
 from gofannon.services import oauth_server
 from gofannon.settings import DEV_ENVS
-from gofannon.web.common import api_doc, dumps, kernel_of, optional_identity, public_origin
+from gofannon.web.common import api_doc, dumps_bytes, kernel_of, optional_identity, public_origin
 
 if TYPE_CHECKING:  # pragma: no cover
     from gofannon.kernel import Kernel
@@ -94,7 +94,8 @@ class OAuthTokenAuthenticator:
 
 # -- helpers for the handlers -----------------------------------------------------------------------
 def _oauth_json(status: int, body: Any, headers: list[tuple[str, str]] | None = None) -> web.Response:
-    response = web.Response(status=status, text=dumps(body if body != "" else {}), content_type="application/json")
+    response = web.Response(status=status, body=dumps_bytes(body if body != "" else {}),
+                            content_type="application/json", charset="utf-8")
     for key, value in headers or []:
         if key.lower() != "content-type":
             response.headers[key] = value
@@ -158,7 +159,7 @@ async def register_client(request: web.Request) -> web.Response:
     if len(raw) > MAX_REGISTRATION_BYTES:
         return _oauth_error(413, "invalid_client_metadata", f"Client metadata over {MAX_REGISTRATION_BYTES} bytes")
     try:
-        data = json.loads(raw or b"null")
+        data = loads(raw or b"null")
     except (ValueError, UnicodeDecodeError):
         data = None
     if not isinstance(data, dict) or not data:

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gofannon.errors import BadRequest, RevisionConflict, ServiceUnavailable
+from gofannon.jsontext import escape_surrogates
 from gofannon.store import ANY, Doc, StoreHelpers, Updater, matches, next_rev
 
 if TYPE_CHECKING:  # asyncpg is imported only when this backend is opened
@@ -55,14 +56,18 @@ def _dump(doc: Mapping[str, Any]) -> str:
 
 
 def _strip_nul(value: Any) -> Any:
-    """JSONB cannot hold U+0000; the query copy gets U+FFFD instead (``raw`` keeps the original)."""
+    """JSONB cannot hold U+0000 nor half a surrogate pair; the query copy gets U+FFFD instead (``raw`` keeps the
+    original, the surrogate as its escape)."""
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
+        return _SURROGATE.sub("\ufffd", value.replace("\x00", "\ufffd"))
     if isinstance(value, list):
         return [_strip_nul(v) for v in value]
     if isinstance(value, dict):
-        return {k.replace("\x00", "\ufffd"): _strip_nul(v) for k, v in value.items()}
+        return {_strip_nul(k): _strip_nul(v) for k, v in value.items()}
     return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _literal(text: str) -> str:
@@ -182,7 +187,10 @@ class PostgresStore(StoreHelpers):
         body = dict(doc)
         body["_id"], body["_rev"] = doc_id, ""
         raw = _dump(body)
-        query = raw if "\\u0000" not in raw else _dump(_strip_nul(body))
+        if raw.isascii() or _SURROGATE.search(raw) is None:
+            query = raw if "\\u0000" not in raw else _dump(_strip_nul(body))
+        else:  # half a surrogate pair: kept as its escape in raw, U+FFFD in the JSONB copy
+            query, raw = _dump(_strip_nul(body)), escape_surrogates(raw)
         return raw, query
 
     # -- primitives -----------------------------------------------------------------------------------
@@ -231,7 +239,6 @@ class PostgresStore(StoreHelpers):
         last: dict[str, tuple[str, str]] = {}
         for d in items:  # one row per id: the last document given for it wins, as sequential puts would
             last[d["_id"]] = self._texts(d["_id"], d)
-        ids = list(last)
         rows = await self._run(lambda c: c.fetch(self._PUT_MANY, *self._put_many_args(collection, last)))
         revs = {r["id"]: r["rev"] for r in rows}
         return [revs[d["_id"]] for d in items]

@@ -24,6 +24,7 @@ import weakref
 from typing import Any, Iterable, Mapping
 
 from gofannon.errors import RevisionConflict
+from gofannon.jsontext import escape_surrogates
 from gofannon.store import ANY, Doc, StoreHelpers, Updater, copy_doc, matches
 
 # KEYS: doc, index, collections. ARGV: mode (any|create|rev), expected rev, id, collection, body, nonce.
@@ -77,7 +78,8 @@ return 1
 
 def _dump(doc: Mapping[str, Any]) -> str:
     body = {k: v for k, v in doc.items() if k not in ("_id", "_rev")}
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    # half a surrogate pair (from a JSON escape) is kept as its escape: redis-py encodes strictly
+    return escape_surrogates(json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
 
 
 def _load(doc_id: str, rev: str, body: str) -> Doc:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from gofannon.errors import RevisionConflict
-from gofannon.jsontext import encoder
+from gofannon.jsontext import encoder, escape_surrogates
 from gofannon.store import ANY, Doc, StoreHelpers, Updater, check_rev, matches, next_rev
 
 T = TypeVar("T")
@@ -48,7 +48,11 @@ _SCHEMA = [
 
 
 #: Documents as stored: compact, UTF-8 as is, no NaN (the C encoder built once, not per write).
-_dump = encoder(ensure_ascii=False, allow_nan=False)
+_encode = encoder(ensure_ascii=False, allow_nan=False)
+
+
+def _dump(doc: Any) -> str:
+    return escape_surrogates(_encode(doc))  # half a surrogate pair (from a JSON escape) kept as its escape
 
 
 def _slot(collection: str, doc_id: str) -> int:
