@@ -8,6 +8,7 @@ encoder anew for every call, which is a third of the cost of encoding a small ob
 from __future__ import annotations
 
 import json
+import math
 import re
 from json import encoder as _stdlib
 from typing import Any, Callable
@@ -63,34 +64,61 @@ def json_bytes(text: str) -> bytes:
 
 
 def dumps_bytes(obj: Any) -> bytes:
-    """``dumps(obj)`` as UTF-8 bytes (``json_bytes``)."""
-    return json_bytes(dumps(obj))
+    """``dumps(obj)`` as UTF-8 bytes (``json_bytes``). A float JSON cannot hold (NaN, an infinity) is written as
+    ``null``, as JavaScript's ``JSON.stringify`` writes it, instead of failing the answer."""
+    try:
+        text = dumps(obj)
+    except ValueError:
+        text = dumps(_finite(obj))
+    return json_bytes(text)
 
 
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+#: What in a body's raw text may decode to something ``loads`` refuses: half a surrogate pair's escape, or
+#: a number too large for a float (an exponent of three digits, or hundreds of digits).
+_SUSPECT = re.compile(rb"\\u[dD][89a-fA-F]|[eE][+-]?[0-9]{3}|[0-9]{300}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def loads(raw: bytes) -> Any:
-    """A request body's JSON. ValueError when it is not JSON, or when a ``\\u`` escape left half of a
-    surrogate pair in a string: such text is not Unicode (UTF-8 cannot hold it, PostgreSQL refuses it) and
-    would fail wherever it went next, so it is refused here (the check runs only when such an escape occurs)."""
-    data = json.loads(raw)
-    if _SURROGATE_ESCAPE.search(raw) is not None and _holds_surrogate(data):
-        raise ValueError("the JSON holds text that is not valid Unicode (an unpaired surrogate escape)")
+    """A request body's JSON. ValueError when it is not JSON, and when it holds what JSON's grammar allows but
+    nothing after it can carry: text that is not Unicode (half of a surrogate pair, from a ``\\u`` escape: UTF-8
+    cannot hold it, PostgreSQL refuses it), a number too large for a float (``1e400``: it would be infinity), or
+    Python's ``NaN``/``Infinity`` extensions. The checks run only when the raw text suggests them."""
+    data = json.loads(raw, parse_constant=_no_constants)
+    if _SUSPECT.search(raw) is not None:
+        problem = _unfit(data)
+        if problem:
+            raise ValueError(f"the JSON holds {problem}")
     return data
 
 
-def _holds_surrogate(data: Any) -> bool:
+def _unfit(data: Any) -> str | None:
     stack = [data]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
             if _SURROGATE.search(item) is not None:
-                return True
+                return "text that is not valid Unicode (an unpaired surrogate escape)"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "a number too large to represent"
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-    return False
+    return None

@@ -27,3 +27,28 @@ def test_what_json_cannot_hold_is_refused_as_json_dumps_refuses_it() -> None:
     assert encoder(ensure_ascii=True)({"x": float("inf")}) == '{"x":Infinity}'  # allowed where asked for
     with pytest.raises(TypeError):
         encoder(ensure_ascii=True)({"x": object()})
+
+
+def test_answers_never_fail_on_what_utf8_or_json_cannot_hold() -> None:
+    from gofannon.jsontext import dumps_bytes, escape_surrogates
+
+    assert json.loads(dumps_bytes({"x": float("inf"), "y": [float("nan"), 1.5]})) == {"x": None, "y": [None, 1.5]}
+    assert json.loads(dumps_bytes({"t": "a\ud800b é"})) == {"t": "a\ufffdb é"}  # U+FFFD: strict parsers accept it
+    assert json.loads(escape_surrogates(dumps({"t": "a\ud800b é"}))) == {"t": "a\ud800b é"}  # a store keeps it
+    assert dumps_bytes({"t": "é 😀"}) == dumps({"t": "é 😀"}).encode()
+
+
+@pytest.mark.parametrize("raw, ok", [
+    (b'{"a": "\\ud83d\\ude00", "b": 1e300, "c": "1e999"}', True),
+    (b'{"a": "\\\\ud800"}', True),  # an escaped backslash, then text: no surrogate
+    (b'{"a": "x\\ud800"}', False), (b'{"\\udc00": 1}', False), (b'[1e400]', False), (b'[-1E+999]', False),
+    (b'[NaN]', False), (b'{"a": -Infinity}', False), (b'[' + b'9' * 400 + b'.5]', False),
+])
+def test_loads_refuses_what_nothing_after_it_can_carry(raw: bytes, ok: bool) -> None:
+    from gofannon.jsontext import loads
+
+    if ok:
+        assert loads(raw) == json.loads(raw)
+    else:
+        with pytest.raises(ValueError):
+            loads(raw)

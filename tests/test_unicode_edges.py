@@ -1,8 +1,10 @@
-"""Text that is not Unicode: JSON lets a ``\\u`` escape name half of a surrogate pair, which decodes to a string
+"""What JSON's grammar allows but nothing after it can carry. Text that is not Unicode: JSON lets a ``\\u`` escape name half of a surrogate pair, which decodes to a string
 UTF-8 cannot encode. Found by fuzzing: such a request body made every route that echoed or stored it answer a
 bare 500. Now a request body holding one is a 4xx in each API's own error shape, a whole pair still reads as the
 character it encodes, an answer that holds one (an agent's output) is written with U+FFFD in its place (strict
-JSON parsers, the MCP SDK's among them, refuse the escape), and a store keeps it as its escape."""
+JSON parsers, the MCP SDK's among them, refuse the escape), and a store keeps it as its escape. Numbers too large
+for a float (``1e400``) and Python's ``NaN``/``Infinity`` extensions: a 422 too (they were echoed in the 422 and
+made it a bare 500)."""
 
 from __future__ import annotations
 
@@ -60,3 +62,16 @@ async def test_an_agent_answer_holding_half_a_surrogate_pair_answers_with_the_re
         await session.initialize()
         result = await session.call_tool("odd", {"inputText": "x"})
     assert not result.is_error and result.structured_content == {"outputText": "a\ufffdb"}
+
+
+async def test_numbers_json_cannot_answer_with_are_a_422_not_a_500(client: Client) -> None:
+    await client.login("alice")
+    for body in ('{"monthlyAllowance": 1e400}', '{"monthlyAllowance": -1E+999}', '{"monthlyAllowance": NaN}',
+                 '{"monthlyAllowance": Infinity}', '{"x": [1e999]}'):
+        async with client.put("/users/me/monthly-allowance", data=body,
+                              headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 422, body
+            error = (await r.json())["detail"][0]
+            assert error["type"] == "json_invalid" and error["ctx"]["error"], body
+    async with client.put("/users/me/monthly-allowance", json={"monthlyAllowance": 1e300}) as r:
+        assert r.status == 200  # large, but a float
