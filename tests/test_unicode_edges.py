@@ -1,10 +1,11 @@
-"""What JSON's grammar allows but nothing after it can carry. Text that is not Unicode: JSON lets a ``\\u`` escape name half of a surrogate pair, which decodes to a string
-UTF-8 cannot encode. Found by fuzzing: such a request body made every route that echoed or stored it answer a
-bare 500. Now a request body holding one is a 4xx in each API's own error shape, a whole pair still reads as the
+"""What JSON's grammar allows but nothing after it can carry, all found by fuzzing (each made a bare 500).
+
+Text that is not Unicode: a ``\\u`` escape may name half of a surrogate pair, which decodes to a string UTF-8
+cannot encode. A request body holding one is a 4xx in each API's own error shape, a whole pair still reads as the
 character it encodes, an answer that holds one (an agent's output) is written with U+FFFD in its place (strict
 JSON parsers, the MCP SDK's among them, refuse the escape), and a store keeps it as its escape. Numbers too large
-for a float (``1e400``) and Python's ``NaN``/``Infinity`` extensions: a 422 too (they were echoed in the 422 and
-made it a bare 500)."""
+for a float (``1e400``) and Python's ``NaN``/``Infinity`` extensions are a 422 too (their echo in the 422 failed).
+"""
 
 from __future__ import annotations
 
