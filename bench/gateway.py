@@ -16,6 +16,9 @@ Starts, in one run:
 and measures for each: p50/p99 latency of sequential non-streamed calls from one client, p50 time to the
 first content chunk of a streamed call, requests/s at 32 connections (wrk, non-streamed), and the server
 process's CPU time per request during that wrk run (a figure other load on the machine does not distort).
+Then wrk at one connection (``--wrk1-rounds``): calls back to back with no client think time, where a server's
+work after each answer (log line, metrics) is on the next call's path; the aiohttp client's own ~0.2 ms between
+calls otherwise hides it.
 The sequential calls run in interleaved rounds (``--rounds``, a block of calls per target in turn, shuffled), and
 "added" is the median over rounds of the paired difference: this 2-core machine's slow spells last seconds and
 would otherwise land on one target and not another. LiteLLM (much slower, and CPU-hungry) runs its rounds with
@@ -198,6 +201,23 @@ def wrk(url: str, headers: dict[str, str], seconds: int, connections: int, workd
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
 
+def wrk_one(url: str, headers: dict[str, str], seconds: int, workdir: Path, model: str) -> float:
+    """p50 latency (ms) of wrk at one connection: calls back to back, with no client think time, so whatever a
+    server does after an answer (its log line, its metrics) delays the next call, as it would for any client
+    that calls without pause."""
+    script = workdir / f"post1-{abs(hash(url))}.lua"
+    lines = ['wrk.method = "POST"', f"wrk.body = '{json.dumps({**BODY, 'model': model})}'",
+             'wrk.headers["Content-Type"] = "application/json"']
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    script.write_text("\n".join(lines) + "\n")
+    out = subprocess.run(["wrk", "-t1", "-c1", f"-d{seconds}s", "--latency", "-s", str(script), url],
+                         capture_output=True, text=True, check=True).stdout
+    found = re.search(r"50%\s+([\d.]+)(us|ms|s)\b", out)
+    if found is None:
+        raise SystemExit(f"wrk gave no latency distribution:\n{out}")
+    return float(found.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[found.group(2)]
+
+
 def cpu_seconds(pid: int | None) -> float:
     """User + system CPU time of a process and its descendants so far (Linux /proc)."""
     if pid is None:
@@ -274,6 +294,8 @@ async def main() -> None:
     ap.add_argument("--log-level", default="INFO",
                     help="the kernel's GOFANNON_LOG_LEVEL (default INFO, the kernel's own default: a line per call)")
     ap.add_argument("--litellm-python", default=None, help="python of a virtualenv with litellm[proxy]")
+    ap.add_argument("--wrk1-rounds", type=int, default=4,
+                    help="rounds of wrk at one connection (no client think time); 0 skips them")
     ap.add_argument("--client", default="aiohttp", choices=["aiohttp", "openai"],
                     help="what makes the sequential calls: aiohttp, or the official openai SDK")
     args = ap.parse_args()
@@ -344,6 +366,11 @@ async def main() -> None:
             lit_direct = Target(direct.name, direct.url, {}, MODEL, None)
             await interleaved([lit_direct, lit], args)
             targets.append(lit)
+        # wrk at one connection, in rounds (the targets in turn, shuffled): the measure with no client think time.
+        ones: dict[str, list[float]] = {t.name: [] for t in (direct, floor, gof)}
+        for _ in range(args.wrk1_rounds):
+            for t in random.sample([direct, floor, gof], 3):
+                ones[t.name].append(wrk_one(t.url, t.headers, 2, tmp, t.model))
         rates = {t.name: throughput(t, args, tmp) for t in targets}
         for t in targets:
             rps, cpu_ms = rates[t.name]
@@ -357,6 +384,12 @@ async def main() -> None:
         print(f"  added by a bare aiohttp proxy (the floor): p50 {added(floor, direct, 'p50'):+.3f} ms   "
               f"TTFC {added(floor, direct, 'ttfc'):+.3f} ms;  gofannon over that floor: "
               f"p50 {added(gof, floor, 'p50'):+.3f} ms   TTFC {added(gof, floor, 'ttfc'):+.3f} ms")
+        if args.wrk1_rounds:
+            def one_added(name: str) -> float:
+                return statistics.median(a - b for a, b in zip(ones[name], ones[direct.name]))
+            print(f"  wrk, one connection, no think time ({args.wrk1_rounds} rounds of 2 s): p50 upstream "
+                  f"{statistics.median(ones[direct.name]):.3f} ms; added by gofannon {one_added(gof.name):+.3f} ms, "
+                  f"by the bare aiohttp proxy {one_added(floor.name):+.3f} ms")
         if litellm is not None:
             print(f"  added by LiteLLM : p50 {added(lit, lit_direct, 'p50'):+.3f} ms   "
                   f"TTFC {added(lit, lit_direct, 'ttfc'):+.3f} ms   (against direct calls in its own rounds)")
