@@ -83,42 +83,50 @@ def _finite(value: Any) -> Any:
     return value
 
 
-#: What in a body's raw text may decode to something ``loads`` refuses: half a surrogate pair's escape, or
-#: a number too large for a float (an exponent of three digits, or hundreds of digits).
-_SUSPECT = re.compile(rb"\\u[dD][89a-fA-F]|[eE][+-]?[0-9]{3}|[0-9]{300}")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+    raise ValueError(f"the JSON holds {name}, which is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the JSON holds a number too large to represent ({text[:40]})")
+    return value
+
+
+#: Built once (``json.loads`` with an option builds a decoder per call); it refuses Python's NaN/Infinity and
+#: numbers that would be infinity.
+_DECODER = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite_float)
 
 
 def loads(raw: bytes) -> Any:
     """A request body's JSON. ValueError when it is not JSON, and when it holds what JSON's grammar allows but
-    nothing after it can carry: text that is not Unicode (half of a surrogate pair, from a ``\\u`` escape: UTF-8
-    cannot hold it, PostgreSQL refuses it), a number too large for a float (``1e400``: it would be infinity), or
-    Python's ``NaN``/``Infinity`` extensions. The checks run only when the raw text suggests them."""
-    data = json.loads(raw, parse_constant=_no_constants)
-    if _SUSPECT.search(raw) is not None:
-        problem = _unfit(data)
-        if problem:
-            raise ValueError(f"the JSON holds {problem}")
+    nothing after it can carry: text that is not Unicode (half of a surrogate pair from a ``\\u`` escape, or
+    UTF-8-encoded; UTF-8 cannot hold it, PostgreSQL refuses it), a number too large for a float (``1e400``: it
+    would be infinity), or Python's ``NaN``/``Infinity`` extensions."""
+    # Decoded strictly (json.loads would let UTF-8-encoded surrogates through, with 'surrogatepass'); UTF-16 and 32
+    # bodies are still read, as json.loads reads them.
+    text = raw.decode("utf-8" if raw[:1] in b"{[" else json.detect_encoding(raw))
+    data = _DECODER.decode(text)
+    if b"\\u" in raw and _SURROGATE_ESCAPE.search(raw) is not None and _holds_surrogate(data):
+        raise ValueError("the JSON holds text that is not valid Unicode (an unpaired surrogate escape)")
     return data
 
 
-def _unfit(data: Any) -> str | None:
+def _holds_surrogate(data: Any) -> bool:
     stack = [data]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
             if _SURROGATE.search(item) is not None:
-                return "text that is not valid Unicode (an unpaired surrogate escape)"
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                return "a number too large to represent"
+                return True
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-    return None
+    return False

@@ -43,6 +43,8 @@ def test_answers_never_fail_on_what_utf8_or_json_cannot_hold() -> None:
     (b'{"a": "\\\\ud800"}', True),  # an escaped backslash, then text: no surrogate
     (b'{"a": "x\\ud800"}', False), (b'{"\\udc00": 1}', False), (b'[1e400]', False), (b'[-1E+999]', False),
     (b'[NaN]', False), (b'{"a": -Infinity}', False), (b'[' + b'9' * 400 + b'.5]', False),
+    (b'{"a": "x\xed\xa0\x80y"}', False),  # a surrogate UTF-8-encoded, no escape (json.loads lets it through)
+    (b'{"a": "\xff"}', False), ('{"a": "é"}'.encode("utf-16"), True), (b'\xef\xbb\xbf{"a": 1}', True),
 ])
 def test_loads_refuses_what_nothing_after_it_can_carry(raw: bytes, ok: bool) -> None:
     from gofannon.jsontext import loads
