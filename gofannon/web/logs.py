@@ -13,9 +13,9 @@ from typing import Any
 from aiohttp import web
 
 from gofannon.errors import PayloadTooLarge, TooManyRequests, Unprocessable
+from gofannon.jsontext import loads
 from gofannon.models import WireModel
 from gofannon.services import ratelimit
-from gofannon.jsontext import loads
 from gofannon.web.common import api_doc, json_response, kernel_of, optional_identity, public, validate
 
 routes = web.RouteTableDef()

@@ -16,9 +16,9 @@ from typing import Any
 
 from aiohttp import web
 
+from gofannon.jsontext import json_bytes, loads
 from gofannon.services import mcp_server as svc
 from gofannon.services.mcp_server import INVALID_REQUEST, McpError
-from gofannon.jsontext import json_bytes, loads
 from gofannon.web.common import api_doc, kernel_of, optional_identity, public, public_origin
 from gofannon.web.cors import mcp_origin_allowed
 from gofannon.web.keys import KERNEL
