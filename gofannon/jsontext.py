@@ -14,17 +14,18 @@ from json import encoder as _stdlib
 from typing import Any, Callable
 
 
-def encoder(*, ensure_ascii: bool, allow_nan: bool = True, default: Callable[[Any], Any] | None = None
-            ) -> Callable[[Any], str]:
-    """A function encoding like ``json.dumps(obj, separators=(",", ":"), ensure_ascii=..., allow_nan=...,
+def encoder(*, ensure_ascii: bool, allow_nan: bool = True, default: Callable[[Any], Any] | None = None,
+            separators: tuple[str, str] = (",", ":")) -> Callable[[Any], str]:
+    """A function encoding like ``json.dumps(obj, separators=separators, ensure_ascii=..., allow_nan=...,
     default=...)``, without its per-call set-up. (It does not look for reference cycles: a cyclic object is a
     ``RecursionError`` instead of a ``ValueError``; nothing the kernel encodes is cyclic.)"""
     make = getattr(_stdlib, "c_make_encoder", None)
     if make is None:  # pragma: no cover - a Python without the C accelerator
-        return json.JSONEncoder(ensure_ascii=ensure_ascii, allow_nan=allow_nan, separators=(",", ":"),
+        return json.JSONEncoder(ensure_ascii=ensure_ascii, allow_nan=allow_nan, separators=separators,
                                 default=default).encode
     strings = _stdlib.encode_basestring_ascii if ensure_ascii else _stdlib.encode_basestring
-    chunks = make(None, default or _refuse, strings, None, ":", ",", False, False, allow_nan)
+    item, key = separators
+    chunks = make(None, default or _refuse, strings, None, key, item, False, False, allow_nan)
 
     def encode(obj: Any) -> str:
         return "".join(chunks(obj, 0))

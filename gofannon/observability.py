@@ -14,6 +14,7 @@ from contextlib import nullcontext
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ContextManager, Mapping, Protocol, TextIO
 
+from gofannon.jsontext import encoder
 from gofannon.timeutil import now_iso
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -189,6 +190,10 @@ def _clean(value: Any) -> Any:
     return redact(str(value))
 
 
+#: An event as its log line shows it: ``json.dumps(event, default=str)``, with the encoder built once.
+_event_line = encoder(ensure_ascii=True, default=str, separators=(", ", ": "))
+
+
 def record(kernel: "Kernel", event_type: str, message: str = "", *, level: str = "INFO",
            user_id: str | None = None, service: str = "user-service", metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     event = {
@@ -207,7 +212,7 @@ def record(kernel: "Kernel", event_type: str, message: str = "", *, level: str =
             event["userId"] = ctx.user_id
     py_level = _LEVELS.get(event["level"], 20)
     if log.isEnabledFor(py_level):
-        log.log(py_level, "%s %s", event_type, json.dumps(event, default=str))
+        log.log(py_level, "%s %s", event_type, _event_line(event))
     try:
         kernel.pm.hook.record_event(event=event)
     except Exception:  # noqa: BLE001 - a broken sink must not break the request

@@ -19,6 +19,8 @@ def test_the_answers_encoding_is_json_dumps_with_its_options(value: object) -> N
     assert dumps(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
     ascii_ = encoder(ensure_ascii=True, default=str)
     assert ascii_(value) == json.dumps(value, separators=(",", ":"), default=str)
+    spaced = encoder(ensure_ascii=True, default=str, separators=(", ", ": "))  # json.dumps' own separators
+    assert spaced(value) == json.dumps(value, default=str)
 
 
 def test_what_json_cannot_hold_is_refused_as_json_dumps_refuses_it() -> None:
