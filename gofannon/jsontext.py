@@ -50,7 +50,7 @@ def escape_surrogates(text: str) -> str:
     try:
         text.encode()
     except UnicodeEncodeError:
-        return _SURROGATE.sub(lambda m: "\\u%04x" % ord(m.group()), text)
+        return SURROGATE.sub(lambda m: "\\u%04x" % ord(m.group()), text)
     return text
 
 
@@ -61,7 +61,7 @@ def json_bytes(text: str) -> bytes:
     try:
         return text.encode()
     except UnicodeEncodeError:
-        return _SURROGATE.sub("\ufffd", text).encode()
+        return SURROGATE.sub("\ufffd", text).encode()
 
 
 def dumps_bytes(obj: Any) -> bytes:
@@ -85,7 +85,8 @@ def _finite(value: Any) -> Any:
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+#: Half a surrogate pair: text UTF-8 cannot hold.
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _no_constants(name: str) -> Any:
@@ -123,7 +124,7 @@ def _holds_surrogate(data: Any) -> bool:
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if _SURROGATE.search(item) is not None:
+            if SURROGATE.search(item) is not None:
                 return True
         elif isinstance(item, dict):
             stack.extend(item.keys())

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gofannon.errors import BadRequest, RevisionConflict, ServiceUnavailable
-from gofannon.jsontext import escape_surrogates
+from gofannon.jsontext import SURROGATE, escape_surrogates
 from gofannon.store import ANY, Doc, StoreHelpers, Updater, matches, next_rev
 
 if TYPE_CHECKING:  # asyncpg is imported only when this backend is opened
@@ -59,15 +59,13 @@ def _strip_nul(value: Any) -> Any:
     """JSONB cannot hold U+0000 nor half a surrogate pair; the query copy gets U+FFFD instead (``raw`` keeps the
     original, the surrogate as its escape)."""
     if isinstance(value, str):
-        return _SURROGATE.sub("\ufffd", value.replace("\x00", "\ufffd"))
+        return SURROGATE.sub("\ufffd", value.replace("\x00", "\ufffd"))
     if isinstance(value, list):
         return [_strip_nul(v) for v in value]
     if isinstance(value, dict):
         return {_strip_nul(k): _strip_nul(v) for k, v in value.items()}
     return value
 
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _literal(text: str) -> str:
@@ -186,12 +184,11 @@ class PostgresStore(StoreHelpers):
         """(raw text, JSONB text) of a document as stored; ``_rev`` is filled in on read."""
         body = dict(doc)
         body["_id"], body["_rev"] = doc_id, ""
-        raw = _dump(body)
-        if raw.isascii() or _SURROGATE.search(raw) is None:
-            query = raw if "\\u0000" not in raw else _dump(_strip_nul(body))
-        else:  # half a surrogate pair: kept as its escape in raw, U+FFFD in the JSONB copy
-            query, raw = _dump(_strip_nul(body)), escape_surrogates(raw)
-        return raw, query
+        text = _dump(body)
+        raw = escape_surrogates(text)  # half a surrogate pair kept as its escape (the same text when there is none)
+        if raw is text and "\\u0000" not in raw:
+            return raw, raw
+        return raw, _dump(_strip_nul(body))  # JSONB gets U+FFFD for U+0000 and half surrogate pairs
 
     # -- primitives -----------------------------------------------------------------------------------
     async def get(self, collection: str, doc_id: str) -> Doc | None:
