@@ -10,6 +10,8 @@ import logging
 import os
 import re
 import sys
+import threading
+import time
 from contextlib import nullcontext
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ContextManager, Mapping, Protocol, TextIO
@@ -136,6 +138,7 @@ _SECRET_NAMES = ("password", "passwd", "secret", "token", "apikey", "api_key", "
 _SECRET_START = re.compile(r"(?i)\b(?:password|passwd|secret|token|api[_-]?key)\b\s*[=:]")
 #: The shortest text any pattern can match (``token=abcdef``).
 _SHORTEST_SECRET = 12
+_HEX_DIGITS = "0123456789abcdef"
 
 
 def _word(char: str) -> bool:
@@ -179,15 +182,40 @@ def redact(text: str) -> str:
 
 
 def _clean(value: Any) -> Any:
+    """An event's field as its log line and the ``record_event`` sinks see it: every string (keys too) through
+    the log handler's whole redaction (``scrub``), and a value under a key naming a credential header hidden
+    whole. (The handler would hide that value in the line, ``"Authorization": "..."``; field by field, nothing
+    else in a line of JSON can spread a secret over two fields.) So an event's line is not searched again."""
     if isinstance(value, str):
-        return redact(value)
+        return scrub(value)
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        cleaned: dict[str, Any] = {}
+        for k, v in value.items():
+            key, credential = _KEYS.get(k) or _key(k)
+            cleaned[key] = "[REDACTED]" if credential and v is not None and not isinstance(v, (dict, list, tuple)) \
+                else _clean(v)
+        return cleaned
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     if value is None or isinstance(value, (int, float, bool)):
         return value
-    return redact(str(value))
+    return scrub(str(value))
+
+
+#: A key whose value a log line would show as a credential header's (what the handler's header pattern hides).
+_CREDENTIAL_KEY = re.compile(r"(?i)\b(?:authorization|x-admin-password|cookie|api-key)$")
+#: Keys seen before (events use a small vocabulary): their clean text, and whether they name a credential.
+_KEYS: dict[str, tuple[str, bool]] = {}
+
+
+def _key(key: Any) -> tuple[str, bool]:
+    text = scrub(key if isinstance(key, str) else str(key))
+    found = (text, _CREDENTIAL_KEY.search(text) is not None)
+    if isinstance(key, str):
+        if len(_KEYS) >= _CLEAN_MAX:
+            _KEYS.clear()
+        _KEYS[key] = found
+    return found
 
 
 #: An event as its log line shows it: ``json.dumps(event, default=str)``, with the encoder built once.
@@ -199,20 +227,22 @@ def record(kernel: "Kernel", event_type: str, message: str = "", *, level: str =
     event = {
         "timestamp": now_iso(),
         "level": str(level).upper(),
-        "eventType": event_type,
-        "service": service,
+        "eventType": scrub(str(event_type)),
+        "service": scrub(str(service)),
         "userId": user_id,
-        "message": redact(str(message)),
+        "message": scrub(str(message)),
         "metadata": _clean(metadata or {}),
     }
     ctx = CURRENT.get()
     if ctx is not None:
-        event["requestId"] = ctx.request_id
+        event["requestId"] = scrub(ctx.request_id)
         if user_id is None and ctx.user_id is not None:
             event["userId"] = ctx.user_id
+    if event["userId"] is not None:
+        event["userId"] = scrub(str(event["userId"]))
     py_level = _LEVELS.get(event["level"], 20)
     if log.isEnabledFor(py_level):
-        log.log(py_level, "%s %s", event_type, _event_line(event))
+        _log_line(py_level, f"{event['eventType']} {_event_line(event)}")
     try:
         kernel.pm.hook.record_event(event=event)
     except Exception:  # noqa: BLE001 - a broken sink must not break the request
@@ -280,6 +310,8 @@ class Redactor:
         for value in self.secrets:
             if value in text:
                 text = text.replace(value, "[REDACTED:configured]")
+        if not text.strip(_HEX_DIGITS):  # hex alone (a request id, a digest): no pattern below can match it
+            return text
         # Each pattern runs only when its words are there (ASCII text: ``lower`` is exact there; any other text
         # is searched in full).
         low = text.lower() if text.isascii() else None
@@ -290,6 +322,93 @@ class Redactor:
         if "://" in text:
             text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}[REDACTED]{m.group(3)}", text)
         return redact(text)
+
+
+#: The log handler's redaction (``configure_logging`` sets it, with the configured secrets).
+_REDACTOR = Redactor()
+#: Strings ``scrub`` found clean (an event's keys, types, providers, models and users repeat): not searched again.
+_CLEAN: dict[str, None] = {}
+_CLEAN_MAX = 4096
+#: The shortest text the handler's redaction can change (``a://:p@``, a URL's password; a configured secret has
+#: at least 8 characters).
+_SHORTEST_REDACTABLE = 7
+
+
+def scrub(text: str) -> str:
+    """``text`` as the log handler writes it: configured secrets, credential headers, bearer tokens, URL passwords
+    and known token shapes hidden (``Redactor``)."""
+    if len(text) < _SHORTEST_REDACTABLE or text in _CLEAN:
+        return text
+    cleaned = _REDACTOR(text)
+    if cleaned == text and len(text) <= 200:
+        if len(_CLEAN) >= _CLEAN_MAX:
+            _CLEAN.clear()
+        _CLEAN[text] = None
+    return cleaned
+
+
+class _EventRecord(logging.LogRecord):
+    """An event's log record: its line is made of fields ``scrub`` cleaned, so the handler's filter does not
+    search it again."""
+
+    redacted = True
+
+
+class _Process:
+    """This process's id and name as log records carry them, looked up once (and again after a fork)."""
+
+    pid: int | None = None
+    name = "MainProcess"
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.pid = None
+
+
+os.register_at_fork(after_in_child=_Process.reset)
+
+
+def _log_line(level: int, text: str) -> None:
+    """Log an event's (clean) line on the ``gofannon.events`` logger: a record like ``Logger.log`` makes, without
+    looking up the caller (the line names its event) or the process on every line. With another record factory
+    installed (``logging.setLogRecordFactory``), through ``Logger.log`` as usual."""
+    if logging.getLogRecordFactory() is not logging.LogRecord:
+        log.log(level, "%s", text)
+        return
+    if _Process.pid is None:
+        _Process.pid = os.getpid()
+        mp = sys.modules.get("multiprocessing")
+        if mp is not None:
+            try:
+                _Process.name = mp.current_process().name
+            except Exception:  # noqa: BLE001 - as logging itself does
+                pass
+    now = time.time()
+    record = _EventRecord.__new__(_EventRecord)
+    record.__dict__.update(_EVENT_RECORD)
+    record.msg = text
+    record.levelno = level
+    record.levelname = logging.getLevelName(level)
+    record.created = now
+    record.msecs = int((now - int(now)) * 1000) + 0.0
+    record.relativeCreated = (now - logging._startTime) * 1000  # type: ignore[attr-defined]
+    if logging.logThreads:
+        record.thread = threading.get_ident()
+        record.threadName = threading.current_thread().name
+    if logging.logProcesses:
+        record.process = _Process.pid
+    if logging.logMultiprocessing:
+        record.processName = _Process.name
+    log.handle(record)
+
+
+#: What every event record carries that does not change between lines.
+_EVENT_RECORD: dict[str, Any] = {
+    "name": log.name, "args": (), "pathname": __file__, "filename": os.path.basename(__file__),
+    "module": "observability", "exc_info": None, "exc_text": None, "stack_info": None,
+    "lineno": record.__code__.co_firstlineno,
+    "funcName": "record", "thread": None, "threadName": None, "processName": None, "process": None,
+}
 
 
 class ContextFilter(logging.Filter):
@@ -305,11 +424,12 @@ class ContextFilter(logging.Filter):
         record.request_id = ctx.request_id if ctx is not None else None
         record.user_id = ctx.user_id if ctx is not None else None
         record.route = ctx.route if ctx is not None else None
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a bad format string is logged as written
-            message = str(record.msg)
-        record.msg, record.args = self.redactor(message), None
+        if not getattr(record, "redacted", False):  # an event's line is clean already (``_clean``)
+            try:
+                message = record.getMessage()
+            except Exception:  # noqa: BLE001 - a bad format string is logged as written
+                message = str(record.msg)
+            record.msg, record.args = self.redactor(message), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
@@ -324,6 +444,18 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s%(request_tag)s: %(message)s")
+        self._second: int | None = None
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """``logging.Formatter``'s default time (``2026-11-30 11:36:21,123``), its seconds formatted once a second."""
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = second
+        return self.default_msec_format % (self._stamp, record.msecs)
 
     def format(self, record: logging.LogRecord) -> str:
         rid = getattr(record, "request_id", None)
@@ -383,7 +515,11 @@ def configure_logging(settings: Any, stream: TextIO | None = None) -> logging.Ha
         raise ValueError(f"GOFANNON_LOG_FORMAT={fmt!r}: use text or json")
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    handler.addFilter(ContextFilter(Redactor(configured_secrets(settings))))
+    global _REDACTOR
+    _REDACTOR = Redactor(configured_secrets(settings))
+    _CLEAN.clear()
+    _KEYS.clear()
+    handler.addFilter(ContextFilter(_REDACTOR))
     handler._gofannon = True  # type: ignore[attr-defined]
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_gofannon", False)]:

@@ -196,6 +196,65 @@ async def test_tokens_and_keys_never_reach_the_log(ops_app: Any, captured_logs: 
     assert session_cookie not in text
 
 
+async def test_an_event_is_redacted_field_by_field_and_its_line_needs_no_second_pass(ops_app: Any,
+                                                                                      captured_logs: Any) -> None:
+    """An event's fields go through the log handler's whole redaction one by one (its line is then written as is):
+    what the handler would hide in the line is hidden in the line, and in what ``record_event`` sinks get."""
+    from gofannon.observability import Redactor, configured_secrets
+
+    configured = "configured-secret-value-42"
+    env = {"MY_VENDOR_API_KEY": configured}
+    logs = captured_logs(**env)
+    client, plugin = await ops_app(**env)
+    kernel = client.server.app[KERNEL]
+    secrets = {
+        "configured": configured, "bearer": "abcdefghijklmnopqrst", "basic": "dXNlcjpwYXNzd29yZA",
+        "url": "db-pass-8f2k", "openai": "sk-proj-ABCDEFGHIJKLMNOPQRST", "token": "hunter2hunter2",
+        "cookie": "sid-0123456789", "key": "sk-proj-KEYKEYKEYKEYKEYKEYKEY",
+    }
+    metadata = {
+        "Authorization": f"Basic {secrets['basic']}",  # a credential header's value, whatever its shape
+        "Cookie": secrets["cookie"],
+        "dsn": f"postgresql://app:{secrets['url']}@db.internal/app",
+        "note": f"sent Bearer {secrets['bearer']} with token={secrets['token']}",
+        "nested": {"list": [f"vendor said {secrets['openai']}", 3, None], "x-api-key": 12345678},
+        secrets["key"]: "a key that is itself a secret",
+        "inputTokens": 9, "cost": 1.5e-08, "model": "bench/m",
+    }
+    kernel.record("test_redaction", f"calling with {configured}", metadata=metadata)
+    event = plugin.events[-1]
+    line = next(line for line in logs.getvalue().splitlines() if "test_redaction" in line)
+    for name, secret in secrets.items():
+        assert secret not in line, (name, line)
+        assert secret not in json.dumps(event), (name, event)
+    md = event["metadata"]
+    assert md["Authorization"] == md["Cookie"] == md["nested"]["x-api-key"] == "[REDACTED]"
+    assert md["inputTokens"] == 9 and md["cost"] == 1.5e-08 and md["model"] == "bench/m"
+    assert "[REDACTED:configured]" in event["message"]
+    # Searching the line again (what the handler does to every other line) changes nothing.
+    text = line.split(": ", 1)[1]
+    assert Redactor(configured_secrets(kernel.settings))(text) == text
+
+
+async def test_an_events_log_line_reads_as_any_other_logged_line(ops_app: Any, captured_logs: Any) -> None:
+    """The event's record is built without ``Logger.log`` (no caller lookup): the line still has the handler's
+    format, the request id of the request, and the level the event asked for."""
+    logs = captured_logs()
+    client, plugin = await ops_app()
+    await client.login("alice")
+    async with client.get("/test-ops/chatty", headers={"X-Request-Id": "evt-line-1"}) as r:
+        assert r.status == 200
+    client.server.app[KERNEL].record("test_warning_event", "a warning", level="WARNING")
+    lines = logs.getvalue().splitlines()
+    line = next(line for line in lines if "test_ops_event" in line)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO gofannon.events \[request_id=evt-line-1\]: "
+                        r"test_ops_event \{.*\}", line), line
+    body = json.loads(line.split(": test_ops_event ", 1)[1])
+    assert body["requestId"] == "evt-line-1" and body["userId"] == "dev_stub:alice" and body["metadata"] == {"n": 1}
+    warning = next(line for line in lines if "test_warning_event" in line)
+    assert " WARNING gofannon.events: test_warning_event {" in warning
+
+
 async def test_a_malformed_request_is_a_400_and_one_quiet_log_line_without_its_bytes(ops_app: Any,
                                                                                       captured_logs: Any) -> None:
     """aiohttp would log it at ERROR with a traceback quoting the offending header: any client could flood the
@@ -300,7 +359,8 @@ def test_the_log_redactor_skips_only_patterns_that_cannot_match() -> None:
              "X-Api-Key: abcdefgh", "x-admin-password = hunter2", "sent bearer abcdefghijklmnop to the vendor",
              "postgresql://user:s3cret@db.internal/app", "redis://:pw@127.0.0.1:6379/0",
              "\u212authorization... a Kelvin sign", "Cookie: a=b; \u00e9t\u00e9", "llm_request {\"inputTokens\": 9}",
-             "nothing to hide in this line at all"]
+             "nothing to hide in this line at all", "0123456789abcdef" * 3, "deadbeef", "DEADBEEF0123",
+             "abc123 token=abcdefgh"]
     redactor = Redactor([])
     for text in texts:
         assert redactor(text) == every_pattern(text), text
