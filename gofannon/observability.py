@@ -243,11 +243,33 @@ def record(kernel: "Kernel", event_type: str, message: str = "", *, level: str =
     py_level = _LEVELS.get(event["level"], 20)
     if log.isEnabledFor(py_level):
         _log_line(py_level, f"{event['eventType']} {_event_line(event)}")
-    try:
-        kernel.pm.hook.record_event(event=event)
-    except Exception:  # noqa: BLE001 - a broken sink must not break the request
-        log.exception("record_event plugin failed")
+    _to_sinks(kernel, event)
     return event
+
+
+def _to_sinks(kernel: "Kernel", event: dict[str, Any]) -> None:
+    """Hand the event to the ``record_event`` plugins. Called directly, in pluggy's order (last registered first),
+    when every one is a plain implementation taking ``event`` (pluggy's own dispatch is most of a cheap sink's
+    cost); otherwise through the hook. A sink that fails is logged, and the others still get the event."""
+    hook = kernel.pm.hook.record_event
+    impls = hook.get_hookimpls()
+    known = getattr(kernel, "_event_sinks", None)
+    if known is None or known[0] != impls:
+        plain = all(not impl.hookwrapper and not impl.wrapper and tuple(impl.argnames) == ("event",) for impl in impls)
+        known = (impls, [impl.function for impl in reversed(impls)] if plain else None)
+        kernel._event_sinks = known  # type: ignore[attr-defined]
+    sinks = known[1]
+    if sinks is None:
+        try:
+            hook(event=event)
+        except Exception:  # noqa: BLE001 - a broken sink must not break the request
+            log.exception("record_event plugin failed")
+        return
+    for sink in sinks:
+        try:
+            sink(event)
+        except Exception:  # noqa: BLE001 - a broken sink must not break the request (nor the other sinks)
+            log.exception("record_event plugin failed")
 
 
 def record_soon(kernel: "Kernel", event_type: str, message: str = "", **kw: Any) -> None:

@@ -255,6 +255,41 @@ async def test_an_events_log_line_reads_as_any_other_logged_line(ops_app: Any, c
     assert " WARNING gofannon.events: test_warning_event {" in warning
 
 
+async def test_every_event_sink_gets_the_event_even_when_one_fails(ops_app: Any, captured_logs: Any) -> None:
+    """``record_event`` plugins are called directly (not through pluggy's dispatch) while they are plain ones: a
+    sink that raises is logged and the others still get the event; a plugin added later, or a hook wrapper, is
+    honoured at once."""
+    logs = captured_logs()
+    client, plugin = await ops_app()
+    kernel = client.server.app[KERNEL]
+
+    class Broken:
+        @hookimpl
+        def record_event(self, event: dict[str, Any]) -> None:
+            raise RuntimeError("this sink is broken")
+
+    class Wrapper:
+        seen: list[str] = []
+
+        @hookimpl(wrapper=True)
+        def record_event(self, event: dict[str, Any]) -> Any:
+            self.seen.append(event["eventType"])
+            return (yield)
+
+    kernel.record("before_broken")
+    kernel.pm.pm.register(Broken(), name="test-broken-sink")
+    kernel.record("with_broken")
+    assert [e["eventType"] for e in plugin.events][-2:] == ["before_broken", "with_broken"]
+    assert "record_event plugin failed" in logs.getvalue() and "this sink is broken" in logs.getvalue()
+    kernel.pm.pm.register(Wrapper(), name="test-wrapper-sink")
+    kernel.record("with_wrapper")
+    assert Wrapper.seen == ["with_wrapper"]
+    kernel.pm.pm.unregister(name="test-broken-sink")
+    kernel.pm.pm.unregister(name="test-wrapper-sink")
+    kernel.record("after")
+    assert plugin.events[-1]["eventType"] == "after" and Wrapper.seen == ["with_wrapper"]
+
+
 async def test_a_malformed_request_is_a_400_and_one_quiet_log_line_without_its_bytes(ops_app: Any,
                                                                                       captured_logs: Any) -> None:
     """aiohttp would log it at ERROR with a traceback quoting the offending header: any client could flood the

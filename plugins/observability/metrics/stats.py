@@ -71,6 +71,7 @@ class LocalSink:
         self.series: dict[str, dict[tuple[str, ...], Any]] = {name: {} for name in METRICS}
         self.in_flight = 0
         self._cells: dict[tuple[str, str, int], tuple[list[float], list[Any]]] = {}
+        self._llm_cells: dict[tuple[str, str], tuple[Any, ...]] = {}
 
     def _key(self, name: str, labels: tuple[str, ...]) -> tuple[str, ...]:
         known = self.series[name]
@@ -127,6 +128,44 @@ class LocalSink:
         hist[1] += seconds
         if status >= 400:
             self.count_failure(route, status)
+
+    def llm_call(self, provider: str, model: str, tokens_in: Any, tokens_out: Any, cost: Any, ms: Any) -> None:
+        """One successful LLM call: its count, tokens, cost and duration, under one lock, into cells made once
+        per (provider, model)."""
+        with self.lock:
+            cells = self._llm_cells.get((provider, model))
+            if cells is None:
+                if len(self._llm_cells) >= MAX_SERIES:
+                    self._llm_cells.clear()
+                cells = self._llm_cells[(provider, model)] = self._make_llm_cells(provider, model)
+            calls, t_in, t_out, usd, hist = cells
+            calls[0] += 1
+            if isinstance(tokens_in, (int, float)):
+                t_in[0] += float(tokens_in)
+            if isinstance(tokens_out, (int, float)):
+                t_out[0] += float(tokens_out)
+            if isinstance(cost, (int, float)):
+                usd[0] += float(cost)
+            if isinstance(ms, (int, float)):
+                seconds = ms / 1000
+                hist[0][bisect.bisect_left(METRICS["gofannon_llm_call_duration_seconds"][3], seconds)] += 1
+                hist[1] += seconds
+
+    def _cell(self, name: str, labels: tuple[str, ...]) -> list[float]:
+        """A counter series as a one-float cell (``snapshot`` reads either form; call under the lock)."""
+        series = self.series[name]
+        key = self._key(name, labels)
+        cell = series.get(key)
+        if not isinstance(cell, list):
+            cell = series[key] = [float(cell or 0.0)]
+        return cell  # type: ignore[no-any-return]
+
+    def _make_llm_cells(self, provider: str, model: str) -> tuple[Any, ...]:
+        return (self._cell("gofannon_llm_calls", (provider, model, "success")),
+                self._cell("gofannon_llm_tokens", (provider, model, "input")),
+                self._cell("gofannon_llm_tokens", (provider, model, "output")),
+                self._cell("gofannon_llm_cost_usd", (provider, model)),
+                self._histogram("gofannon_llm_call_duration_seconds", (provider,)))
 
     def count_failure(self, route: str, status: int) -> None:
         if status == 401:
@@ -201,6 +240,16 @@ class MultiprocessSink(LocalSink):
     def timer(self, name: str, labels: tuple[str, ...]) -> Callable[[float], None]:
         return self._child(name, labels).observe  # type: ignore[no-any-return]
 
+    def llm_call(self, provider: str, model: str, tokens_in: Any, tokens_out: Any, cost: Any, ms: Any) -> None:
+        self.inc("gofannon_llm_calls", (provider, model, "success"))
+        for value, label in ((tokens_in, "input"), (tokens_out, "output")):
+            if isinstance(value, (int, float)):
+                self.inc("gofannon_llm_tokens", (provider, model, label), float(value))
+        if isinstance(cost, (int, float)):
+            self.inc("gofannon_llm_cost_usd", (provider, model), float(cost))
+        if isinstance(ms, (int, float)):
+            self.observe("gofannon_llm_call_duration_seconds", (provider,), ms / 1000)
+
     def started(self, request: Any) -> None:
         self.metrics["gofannon_http_requests_in_flight"].inc()
 
@@ -236,15 +285,8 @@ class Stats:
         kind = event.get("eventType")
         md = event.get("metadata") or {}
         if kind == "llm_request":
-            provider, model = _label(md.get("provider")), _label(md.get("model"))
-            sink.inc("gofannon_llm_calls", (provider, model, "success"))
-            for field, label in (("inputTokens", "input"), ("outputTokens", "output")):
-                if isinstance(md.get(field), (int, float)):
-                    sink.inc("gofannon_llm_tokens", (provider, model, label), float(md[field]))
-            if isinstance(md.get("cost"), (int, float)):
-                sink.inc("gofannon_llm_cost_usd", (provider, model), float(md["cost"]))
-            if isinstance(md.get("durationMs"), (int, float)):
-                sink.observe("gofannon_llm_call_duration_seconds", (provider,), md["durationMs"] / 1000)
+            sink.llm_call(_label(md.get("provider")), _label(md.get("model")), md.get("inputTokens"),
+                          md.get("outputTokens"), md.get("cost"), md.get("durationMs"))
         elif kind in _LLM_FAILURES:
             sink.inc("gofannon_llm_calls", (_label(md.get("provider")), _label(md.get("model")), _LLM_FAILURES[kind]))
         elif kind == "job_finished":
