@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
+import time
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from aiohttp import ClientPayloadError
@@ -25,6 +28,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Request bodies: compact, non-ASCII escaped (so a lone surrogate from a caller's JSON cannot fail the encoding).
 _encode_json = encoder(ensure_ascii=True)
+#: When (``time.monotonic()``) the ``call_llm`` this request serves times out: a request whose own timeout would
+#: end no sooner is already bounded by it, and sets no timer of its own (a timer is a fast call's largest cost).
+CALL_DEADLINE: ContextVar[float] = ContextVar("gofannon_llm_call_deadline", default=math.inf)
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 #: What may be left unread of a finished stream and still be read so its connection is reused.
 DRAIN_LIMIT = 64 * 1024
@@ -104,67 +110,98 @@ class LlmHttp:
 
     async def request_json(self, method: str, url: str, *, headers: dict[str, str], body: Any = None,
                            timeout: float, params: dict[str, str] | None = None) -> Any:
-        """Send, retrying 429/5xx and connection failures; the decoded JSON answer or ``VendorError``."""
-        async with self.open(method, url, headers=headers, body=body, timeout=timeout, params=params) as resp:
-            try:
-                raw = await resp.read()
-            except (ClientPayloadError, ConnectError) as exc:
-                raise VendorError(502, f"the provider's answer was cut off: {exc}") from None
+        """Send, retrying 429/5xx and connection failures; the decoded JSON answer or ``VendorError``. ``timeout``
+        bounds the whole call, retries and the reading of the body included (``TimeoutError``); inside
+        ``call_llm``, whose own deadline comes first, no second timer is set."""
+        data, headers = _payload(body, headers)
+        if CALL_DEADLINE.get() <= time.monotonic() + timeout:
+            raw = await self._read(method, url, headers, data, params, timeout)
+        else:
+            async with asyncio.timeout(timeout):
+                raw = await self._read(method, url, headers, data, params, timeout)
         try:
             return json.loads(raw)  # JSON is UTF-8 (json.loads also reads UTF-16/32)
         except ValueError:
             text = raw[:200].decode("utf-8", errors="replace")
             raise VendorError(502, f"the provider answered something that is not JSON: {text!r}") from None
 
+    async def _read(self, method: str, url: str, headers: dict[str, str], data: bytes | None,
+                    params: dict[str, str] | None, timeout: float) -> bytes:
+        resp = await self._respond(method, url, headers, data, params, timeout)
+        try:
+            raw = await resp.read()
+        except (ClientPayloadError, ConnectError) as exc:
+            resp.close()
+            raise VendorError(502, f"the provider's answer was cut off: {exc}") from None
+        except BaseException:
+            resp.close()
+            raise
+        if resp.closed or resp.content.at_eof():
+            resp.release()
+        else:  # pragma: no cover - read() reads to the end
+            self._finish_later(resp)
+        return raw
+
     @asynccontextmanager
     async def open(self, method: str, url: str, *, headers: dict[str, str], body: Any = None, timeout: float,
                    params: dict[str, str] | None = None) -> AsyncIterator[VendorResponse]:
         """A successful (2xx) response, after retries; the caller reads it (JSON or a stream). ``timeout``
         bounds the whole call, retries and the reading of the body included (``TimeoutError``)."""
-        data = None
-        if body is not None:
-            data = _encode_json(body).encode("ascii")
-            if not any(k.lower() == "content-type" for k in headers):
-                headers = {**headers, "Content-Type": "application/json"}
-        attempt = 0
+        data, headers = _payload(body, headers)
         async with asyncio.timeout(timeout):
-            while True:
-                try:
-                    resp = await self.client.request(method, url, headers=headers, data=data, params=params,
-                                                     connect_timeout=min(timeout, 30.0))
-                except (OSError, ClientPayloadError) as exc:  # ConnectError is an OSError
-                    if attempt >= self.retries:
-                        if isinstance(exc, ClientPayloadError):
-                            raise VendorError(502, f"the provider's answer could not be read: {exc}") from None
-                        raise VendorError(503, f"could not reach the provider: {exc}") from None
-                    await asyncio.sleep(self.backoff(attempt, None))
-                    attempt += 1
-                    continue
-                except BadHeader as exc:  # e.g. a line break in a caller's stored key: theirs to fix
-                    raise VendorError(400, f"the request to the provider is malformed: {exc}") from None
-                except BadUrl as exc:  # the operator's configuration: not the caller's to fix
-                    raise VendorError(502, f"the provider is misconfigured: {exc}") from None
-                if resp.status < 400:
-                    try:
-                        yield resp
-                    except BaseException:
-                        resp.close()  # stopped early (the caller went away, an error): drop the vendor's connection
-                        raise
-                    if resp.closed or resp.content.at_eof():
-                        resp.release()
-                    else:  # the reader stopped at the stream's end marker; the body's last bytes are still due
-                        self._finish_later(resp)
-                    return
-                try:
-                    text = await resp.text()
-                except (OSError, ClientPayloadError):
-                    text = ""
-                if resp.status in RETRY_STATUSES and attempt < self.retries and "insufficient_quota" not in text:
-                    await asyncio.sleep(self.backoff(attempt, resp.headers.get("Retry-After")))
-                    attempt += 1
-                    continue
-                message, code = _message_of(resp.status, text)
-                raise VendorError(resp.status, message, code=code)
+            resp = await self._respond(method, url, headers, data, params, timeout)
+            try:
+                yield resp
+            except BaseException:
+                resp.close()  # stopped early (the caller went away, an error): drop the vendor's connection
+                raise
+            if resp.closed or resp.content.at_eof():
+                resp.release()
+            else:  # the reader stopped at the stream's end marker; the body's last bytes are still due
+                self._finish_later(resp)
+
+    async def _respond(self, method: str, url: str, headers: dict[str, str], data: bytes | None,
+                       params: dict[str, str] | None, timeout: float) -> VendorResponse:
+        """The first successful (2xx) response, its body not read yet; retries 429/5xx and connection failures
+        (``retries`` times, with backoff); ``VendorError`` otherwise."""
+        attempt = 0
+        while True:
+            try:
+                resp = await self.client.request(method, url, headers=headers, data=data, params=params,
+                                                 connect_timeout=min(timeout, 30.0))
+            except (OSError, ClientPayloadError) as exc:  # ConnectError is an OSError
+                if attempt >= self.retries:
+                    if isinstance(exc, ClientPayloadError):
+                        raise VendorError(502, f"the provider's answer could not be read: {exc}") from None
+                    raise VendorError(503, f"could not reach the provider: {exc}") from None
+                await asyncio.sleep(self.backoff(attempt, None))
+                attempt += 1
+                continue
+            except BadHeader as exc:  # e.g. a line break in a caller's stored key: theirs to fix
+                raise VendorError(400, f"the request to the provider is malformed: {exc}") from None
+            except BadUrl as exc:  # the operator's configuration: not the caller's to fix
+                raise VendorError(502, f"the provider is misconfigured: {exc}") from None
+            if resp.status < 400:
+                return resp
+            try:
+                text = await resp.text()
+            except (OSError, ClientPayloadError):
+                text = ""
+            if resp.status in RETRY_STATUSES and attempt < self.retries and "insufficient_quota" not in text:
+                await asyncio.sleep(self.backoff(attempt, resp.headers.get("Retry-After")))
+                attempt += 1
+                continue
+            message, code = _message_of(resp.status, text)
+            raise VendorError(resp.status, message, code=code)
+
+
+def _payload(body: Any, headers: dict[str, str]) -> tuple[bytes | None, dict[str, str]]:
+    """A JSON body's bytes, and the headers with its content type (unless the plugin set one)."""
+    if body is None:
+        return None, headers
+    if not any(k.lower() == "content-type" for k in headers):
+        headers = {**headers, "Content-Type": "application/json"}
+    return _encode_json(body).encode("ascii"), headers
 
 
 async def sse_events(resp: VendorResponse) -> AsyncIterator[tuple[str | None, str]]:

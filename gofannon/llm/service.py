@@ -19,7 +19,7 @@ from gofannon.errors import BadRequest, GatewayTimeout, GofannonError, Unprocess
 from gofannon.llm import (Completion, LlmCall, LlmResult, Provider, StreamEvent, UnsupportedFeature, Usage, VendorError,
                           message_text)
 from gofannon.llm import catalog as catalog_mod
-from gofannon.llm.http import llm_http
+from gofannon.llm.http import CALL_DEADLINE, llm_http
 from gofannon.observability import LLM_CONTENT, TRACERS, record_soon
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -290,6 +290,7 @@ async def call_llm(kernel: "Kernel", ident: "Identity | str | None", provider: s
     started = time.perf_counter()
     plugin, call, source = await _prepare(kernel, uid, provider, model, messages, parameters, tools, timeout, kw,
                                           workspace_id)
+    deadline = CALL_DEADLINE.set(time.monotonic() + call.timeout)
     try:
         async with asyncio.timeout(call.timeout):
             completion = await plugin.complete(call)
@@ -310,6 +311,8 @@ async def call_llm(kernel: "Kernel", ident: "Identity | str | None", provider: s
         mapped = UpstreamError(f"{provider}/{model} call failed: {type(exc).__name__}: {exc}")
         _failed(kernel, uid, provider, model, mapped)
         raise mapped from None
+    finally:
+        CALL_DEADLINE.reset(deadline)
     return await _settle(kernel, uid, call, completion, started, workspace_id, defer=defer_charge)
 
 
