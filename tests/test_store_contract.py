@@ -54,3 +54,44 @@ async def test_two_redis_stores_racing_on_one_counter_lose_no_increment(redis_ur
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_sqlite_indexes_hold_only_documents_that_have_the_field(tmp_path: Path) -> None:
+    """A database made by an earlier version (a full index per queried field: every document in all five) opens
+    with partial indexes instead: a document lacking a field costs no index entry when written, and finds by
+    those fields still answer exactly."""
+    import json
+    import sqlite3
+
+    from gofannon_plugins.storage.sqlite.store import INDEXED_FIELDS, SQLiteStore
+
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE docs (coll TEXT NOT NULL, id TEXT NOT NULL, rev TEXT NOT NULL, body TEXT NOT NULL,"
+                " PRIMARY KEY (coll, id)) WITHOUT ROWID")
+    for field in INDEXED_FIELDS:
+        old.execute(f"CREATE INDEX docs_{field} ON docs (coll, json_extract(body, '$.{field}'))")
+    old.execute("INSERT INTO docs VALUES ('agents', 'a1', '1-x', ?)",
+                (json.dumps({"_id": "a1", "_rev": "1-x", "ownerId": "alice"}),))
+    old.commit()
+    old.close()
+
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        await store.put("usage", "e1", {"userId": "alice", "responseCost": 0.5})
+        await store.put("agents", "a2", {"ownerId": "bob"})
+        assert [d["_id"] for d in await store.find("agents", {"ownerId": "alice"})] == ["a1"]
+        assert [d["_id"] for d in await store.find("usage", {"userId": "alice"})] == ["e1"]
+    finally:
+        await store.close()
+    db = sqlite3.connect(path)
+    names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index' AND name LIKE 'docs_%'")}
+    assert names == {f"docs_{field}_set" for field in INDEXED_FIELDS}
+    # Entries per index: the owner index holds the two agents, the user index the one usage entry, the rest none.
+    def entries(field: str) -> int:
+        return db.execute(f"SELECT COUNT(*) FROM docs INDEXED BY docs_{field}_set WHERE coll IN ('agents', 'usage')"
+                          f" AND json_extract(body, '$.{field}') IS NOT NULL").fetchone()[0]
+    assert {field: entries(field) for field in INDEXED_FIELDS} == {
+        "ownerId": 2, "agentId": 0, "userId": 1, "namespace": 0, "status": 0}
+    db.close()
