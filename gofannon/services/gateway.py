@@ -452,7 +452,7 @@ async def stream(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> Async
         batch.append(chunks.delta({}, "stop"))
         if req.include_usage:
             batch.append(chunks.usage(_usage(None)))
-        yield batch
+        yield FinalBatch(batch)
         return
     check_model_options(target, req)
     reservation = await scopes.reserve(kernel, ident, _estimate(target, req, ident))
@@ -482,7 +482,7 @@ async def stream(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> Async
                 batch.append(chunks.delta({}, _finish(final.finish_reason, calls)))
                 if req.include_usage:
                     batch.append(chunks.usage(_usage(final.usage)))
-                yield batch
+                yield FinalBatch(batch)
                 return
             event = pump.ready()
             if event is _NOTHING_YET:  # send what is ready before waiting on the vendor again
@@ -508,6 +508,10 @@ async def stream(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> Async
 
 
 _NOTHING_YET = object()
+
+
+class FinalBatch(list):  # type: ignore[type-arg]
+    """The stream's last batch (its finish and usage chunks): the handler sends it with the stream's end."""
 
 
 class _Pump:

@@ -153,10 +153,18 @@ async def _stream(request: web.Request, chunks: Any) -> web.StreamResponse:
                                          "X-Accel-Buffering": "no"})
         await response.prepare(request)
         if first is not None:
-            await response.write(b"".join(map(_event, first)))  # the headers leave with it, in one packet
+            # The headers leave with the first batch, in one packet; the last batch, [DONE] and the end of the
+            # chunked body leave together.
+            if isinstance(first, gateway.FinalBatch):
+                await response.write_eof(b"".join(map(_event, first)) + _DONE)
+                return response
+            await response.write(b"".join(map(_event, first)))
             async for batch in chunks:
+                if isinstance(batch, gateway.FinalBatch):
+                    await response.write_eof(b"".join(map(_event, batch)) + _DONE)
+                    return response
                 await response.write(b"".join(map(_event, batch)))
-            await response.write(b"data: [DONE]\n\n")
+            await response.write(_DONE)
         await response.write_eof()
         return response
     except asyncio.CancelledError:
@@ -197,6 +205,9 @@ class _EventStream(web.StreamResponse):
     send, not three. (On an aiohttp without this switch the headers simply leave at ``prepare``.)"""
 
     _send_headers_immediately = False
+
+
+_DONE = b"data: [DONE]\n\n"
 
 
 def _event(obj: Any) -> bytes:
