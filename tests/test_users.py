@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
+
+import pytest
 
 
 
@@ -196,3 +198,39 @@ async def test_a_changed_secret_key_makes_stored_keys_unusable_but_breaks_nothin
         assert await r.json() == {"provider": "openai", "has_key": False, "source": None}
     async with second.get("/users/me") as r:
         assert r.status == 200
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "redis", "memory"])
+async def test_usage_history_reads_the_newest_entries_of_both_id_forms(
+        make_settings: Callable[..., Any], storage: str, request: pytest.FixtureRequest) -> None:
+    """``GET /users/me/usage`` reads ranges of ids, not the whole collection: this version's entries and the older
+    form (``<uid>:<time>:...``, earlier versions and the reference import) come back merged by time, newest
+    ``limit``, and another user's entries (even one whose uid extends this one's) never do."""
+    from gofannon.kernel import Kernel
+    from gofannon.services import users
+
+    env = {"GOFANNON_STORAGE": storage, "GOFANNON_SANDBOX_POOL_SIZE": "0"}
+    if storage == "redis":
+        env["REDIS_URL"] = request.getfixturevalue("redis_url")
+        env["GOFANNON_REDIS_PREFIX"] = f"test-usage-{time.time_ns()}:"
+    kernel = Kernel(make_settings(**env), role="cli")
+    await kernel.open()
+    try:
+        uid, other = "oidc:alice", "oidc:alice:bob"  # the other's older-form ids share this user's prefix
+        older = [{"_id": f"{uid}:2026-01-0{d}T00:00:00:x{d}", "userId": uid, "timestamp": f"2026-01-0{d}T00:00:00",
+                  "responseCost": float(d), "metadata": {"n": f"old{d}"}} for d in range(1, 4)]
+        others = [{"_id": f"{other}:2026-02-0{d}T00:00:00:y{d}", "userId": other,
+                   "timestamp": f"2026-02-0{d}T00:00:00", "responseCost": 9.0, "metadata": {"n": "bob"}}
+                  for d in range(1, 6)]
+        await kernel.store.put_many(users.USAGE_COLLECTION, older + others)
+        for n in range(4):  # this version's entries, newer than all of the above
+            await users.charge(kernel, uid, 0.25, {"n": f"new{n}"})
+        names = lambda rows: [row["metadata"]["n"] for row in rows]  # noqa: E731
+        assert names(await users.usage_history(kernel, uid, limit=100)) == [
+            "old1", "old2", "old3", "new0", "new1", "new2", "new3"]
+        assert names(await users.usage_history(kernel, uid, limit=5)) == ["old3", "new0", "new1", "new2", "new3"]
+        assert names(await users.usage_history(kernel, uid, limit=2)) == ["new2", "new3"]
+        assert names(await users.usage_history(kernel, other, limit=3)) == ["bob"] * 3
+        assert await users.usage_history(kernel, uid, limit=0) == []
+    finally:
+        await kernel.close()

@@ -600,12 +600,24 @@ async def list_users(kernel: "Kernel") -> list[dict[str, Any]]:
 
 
 async def usage_history(kernel: "Kernel", uid: str, *, limit: int = 100) -> list[dict[str, Any]]:
-    """The most recent ``limit`` usage entries of the full history, oldest first."""
+    """The most recent ``limit`` usage entries of the full history, oldest first.
+
+    Read as two ranges of ids, newest first, whatever the size of the history: this version's entries
+    (``usage_prefix``) and those an earlier version wrote or the reference import brought (``<uid>:<time>:...``);
+    both sort by time within their range."""
+    if limit <= 0:
+        return []
     await caught_up(kernel, uid)
-    docs = await kernel.store.find(USAGE_COLLECTION, {"userId": uid})
-    docs.sort(key=lambda d: str(d.get("timestamp") or ""))  # ids of imported and older entries sort otherwise
+    where = {"userId": uid}
+    ranges = await asyncio.gather(kernel.store.latest(USAGE_COLLECTION, usage_prefix(uid), limit, where),
+                                  kernel.store.latest(USAGE_COLLECTION, f"{uid}:", limit, where))
+    docs = [d for found in ranges for d in found if d.get("userId") == uid]
+    if len(docs) < limit and any(len(found) >= limit for found in ranges):
+        # Another user's ids share the older prefix (a uid that extends this one past a ':'): read them all.
+        docs = await kernel.store.find(USAGE_COLLECTION, where)
+    docs.sort(key=lambda d: str(d.get("timestamp") or ""))
     return [{"timestamp": d.get("timestamp"), "responseCost": d.get("responseCost"), "metadata": d.get("metadata")}
-            for d in docs[-limit:]] if limit > 0 else []
+            for d in docs[-limit:]]
 
 
 # -- provider keys ----------------------------------------------------------------------------------------
