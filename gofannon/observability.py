@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ContextManager, Mapping, Protocol, TextIO
 
+from gofannon.ids import random_hex
 from gofannon.jsontext import encoder
 from gofannon.timeutil import now_iso
 
@@ -48,7 +49,7 @@ def request_id_from(header: str | None) -> str:
     """The caller's ``X-Request-Id`` when it is well formed (1-128 safe characters), else a new id."""
     if header and _REQUEST_ID.fullmatch(header):
         return header
-    return os.urandom(12).hex()
+    return random_hex(12)
 
 
 def current_request_id() -> str | None:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from gofannon.errors import BadRequest, GofannonError, NotFound, UpstreamError
+from gofannon.ids import random_hex
 from gofannon.llm import FINISH_REASONS, Completion, Usage, message_text
 from gofannon.llm import catalog as catalog_mod
 from gofannon.llm.service import call_llm, stream_llm
@@ -362,7 +362,7 @@ def completion_object(model_id: str, content: str, tool_calls: list[dict[str, An
                                "refusal": None}
     if tool_calls:
         message["tool_calls"] = tool_calls
-    return {"id": f"chatcmpl-{os.urandom(16).hex()}", "object": "chat.completion", "created": int(time.time()),
+    return {"id": f"chatcmpl-{random_hex(16)}", "object": "chat.completion", "created": int(time.time()),
             "model": model_id, "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             "usage": usage}
 
@@ -371,7 +371,7 @@ class Chunks:
     """``chat.completion.chunk`` objects of one stream (same id, created and model)."""
 
     def __init__(self, model_id: str) -> None:
-        self.base = {"id": f"chatcmpl-{os.urandom(16).hex()}", "object": "chat.completion.chunk",
+        self.base = {"id": f"chatcmpl-{random_hex(16)}", "object": "chat.completion.chunk",
                      "created": int(time.time()), "model": model_id}
 
     def delta(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:

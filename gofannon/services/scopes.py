@@ -19,11 +19,11 @@ import asyncio
 import json
 import math
 import time
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gofannon.errors import Forbidden, TooManyRequests, Unauthorized
+from gofannon.ids import random_hex
 from gofannon.services import ratelimit
 from gofannon.services.tokens import COLLECTION, expired
 
@@ -183,7 +183,7 @@ async def reserve(kernel: "Kernel", ident: "Identity", estimate: float, *,
     if token_id is None:
         return None
     estimate = max(0.0, float(estimate))
-    res_id = uuid.uuid4().hex[:16]
+    res_id = random_hex(8)
     hold = float(hold_s if hold_s is not None else kernel.settings.llm_timeout_seconds + RESERVATION_GRACE_S)
     refused: list[str] = []
 

@@ -20,12 +20,12 @@ import functools
 import hashlib
 import logging
 import math
-import os
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
 from gofannon.errors import BadRequest, PaymentRequired, Unprocessable
+from gofannon.ids import random_hex
 from gofannon.services import charge_journal, secrets
 from gofannon.timeutil import now_iso, now_ms
 
@@ -347,7 +347,7 @@ async def record_usage(kernel: "Kernel", uid: str, cost: float, metadata: dict[s
 
 
 def _entry_id(uid: str, entry: dict[str, Any]) -> str:
-    return f"{usage_prefix(uid)}{entry['timestamp']}:{os.urandom(4).hex()}"
+    return f"{usage_prefix(uid)}{entry['timestamp']}:{random_hex(4)}"
 
 
 def _entry(cost: float, metadata: dict[str, Any] | None) -> dict[str, Any]:

@@ -12,10 +12,10 @@ conformance suite in ``gofannon.store.conformance`` pins this behaviour for all 
 from __future__ import annotations
 
 import copy
-import uuid
 from typing import Any, Callable, Iterable, Mapping, Protocol, runtime_checkable
 
 from gofannon.errors import DocumentNotFound, RevisionConflict
+from gofannon.ids import random_hex
 
 
 class _Any:
@@ -32,7 +32,7 @@ Updater = Callable[[Doc | None], Doc | None]
 
 def next_rev(current: str | None) -> str:
     n = int(current.split("-", 1)[0]) + 1 if current else 1
-    return f"{n}-{uuid.uuid4().hex[:16]}"
+    return f"{n}-{random_hex(8)}"
 
 
 def matches(doc: Mapping[str, Any], where: Mapping[str, Any] | None) -> bool:

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gofannon.errors import BadRequest, RevisionConflict, ServiceUnavailable
+from gofannon.ids import random_hex
 from gofannon.jsontext import SURROGATE, escape_surrogates
 from gofannon.store import ANY, Doc, StoreHelpers, Updater, matches, next_rev
 
@@ -213,7 +213,7 @@ class PostgresStore(StoreHelpers):
     async def put(self, collection: str, doc_id: str, doc: Mapping[str, Any], *, rev: Any = ANY) -> str:
         raw, query = self._texts(doc_id, doc)
         if rev is ANY:
-            nonce = uuid.uuid4().hex[:16]
+            nonce = random_hex(8)
             return await self._run(lambda c: c.fetchval(self._UPSERT, collection, doc_id, query, nonce, raw))
         new_rev = next_rev(rev)
         if rev is None:
@@ -253,7 +253,7 @@ class PostgresStore(StoreHelpers):
     def _put_many_args(collection: str, last: dict[str, tuple[str, str]]) -> list[Any]:
         ids = list(last)
         return [collection, ids, [last[i][1] for i in ids], [last[i][0] for i in ids],
-                [uuid.uuid4().hex[:16] for _ in ids]]
+                [random_hex(8) for _ in ids]]
 
     async def restore_many(self, collection: str, docs: Iterable[Mapping[str, Any]]) -> list[str]:
         """Write documents keeping the ``_rev`` they carry (``gofannon store copy``): a copy then answers

@@ -19,11 +19,11 @@ import asyncio
 import builtins
 import json
 import random
-import uuid
 import weakref
 from typing import Any, Iterable, Mapping
 
 from gofannon.errors import RevisionConflict
+from gofannon.ids import random_hex
 from gofannon.jsontext import escape_surrogates
 from gofannon.store import ANY, Doc, StoreHelpers, Updater, copy_doc, matches
 
@@ -157,7 +157,7 @@ class RedisStore(StoreHelpers):
         else:
             mode, expected = "rev", str(rev)
         keys = [self._doc_key(collection, doc_id), self._index_key(collection), self._collections_key]
-        return keys, [mode, expected, doc_id, collection, _dump(doc), uuid.uuid4().hex[:16]]
+        return keys, [mode, expected, doc_id, collection, _dump(doc), random_hex(8)]
 
     # -- primitives -----------------------------------------------------------------------------------
     async def get(self, collection: str, doc_id: str) -> Doc | None:
@@ -297,7 +297,7 @@ class RedisStore(StoreHelpers):
         args.append(put_collection)
         for d in items:
             keys.append(self._doc_key(put_collection, d["_id"]))
-            args += [d["_id"], _dump(d), uuid.uuid4().hex[:16]]
+            args += [d["_id"], _dump(d), random_hex(8)]
         new_rev = await self._put_with_script(keys=keys, args=args)
         if not new_rev:
             raise RevisionConflict(collection, doc_id)
