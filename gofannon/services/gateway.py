@@ -462,7 +462,7 @@ async def stream(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> Async
     streamed: list[str] = []
     settled = False
     try:
-        event = await pump.next()
+        event = await pump.first()
         batch = [chunks.delta({"role": "assistant", "content": ""})]
         saw_tool_events = False
         while event is not None:
@@ -497,7 +497,8 @@ async def stream(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> Async
     except Exception as exc:  # noqa: BLE001 - the vendor's connection failing mid-stream is the provider's failure
         raise UpstreamError(f"{target.provider}/{target.model} stream failed: {type(exc).__name__}: {exc}") from None
     finally:
-        cut_off = not pump.task.done()  # still waiting on the vendor: stream_llm is stopped, and bills the estimate
+        # Still waiting on the vendor: stream_llm is stopped, and bills the estimate.
+        cut_off = pump.task is not None and not pump.task.done()
         await pump.stop()
         if not settled:
             if pump.final is not None:  # the provider finished (and stream_llm charged the caller): the real cost
@@ -515,27 +516,37 @@ class FinalBatch(list):  # type: ignore[type-arg]
 
 
 class _Pump:
-    """Reads a provider stream in its own task, so stopping it is a cancellation that lands where the
-    provider's generators wait on the vendor's connection: the exception unwinds every one of them and their
-    ``async with`` blocks close the connection at once. (Closing a generator chain suspended at a ``yield``
-    instead would leave the inner generators to the garbage collector, and the vendor's stream open.) The
-    events are queued without bound, so the task always waits on the vendor, never on the reader."""
+    """Reads a provider stream: its first event in the caller's own task (no hand-over between tasks before the
+    first token), the rest in a task of its own, so stopping it is a cancellation that lands where the provider's
+    generators wait on the vendor's connection: the exception unwinds every one of them and their ``async with``
+    blocks close the connection at once. (Closing a generator chain suspended at a ``yield`` instead would leave
+    the inner generators to the garbage collector, and the vendor's stream open.) The events are queued without
+    bound, so the task always waits on the vendor, never on the reader."""
 
     def __init__(self, events: AsyncIterator[Any]) -> None:
+        self.events = events
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.final: Completion | None = None
-        self.task = asyncio.create_task(self._run(events))
+        self.task: asyncio.Task[None] | None = None
 
-    async def _run(self, events: AsyncIterator[Any]) -> None:
-        first = True
+    async def first(self) -> Any:
+        """The first event (None for an empty stream), awaited here: a cancellation meanwhile (the client gone)
+        unwinds the provider's generators where they wait, as it would in the task. Then the task reads on."""
         try:
-            async for event in events:
+            event = await self.events.__anext__()
+        except StopAsyncIteration:
+            return None
+        if event.kind == "done":
+            self.final = event.completion or Completion("")
+        self.task = asyncio.create_task(self._run())
+        return event
+
+    async def _run(self) -> None:
+        try:
+            async for event in self.events:
                 if event.kind == "done":
                     self.final = event.completion or Completion("")
                 self.queue.put_nowait(event)
-                if first:  # let the reader send the first token now, before the rest of a burst is parsed
-                    first = False
-                    await asyncio.sleep(0)
             self.queue.put_nowait(None)
         except Exception as exc:  # noqa: BLE001 - handed to the reader, who raises it
             self.queue.put_nowait(exc)
@@ -558,7 +569,7 @@ class _Pump:
         return item
 
     async def stop(self) -> None:
-        if not self.task.done():
+        if self.task is not None and not self.task.done():
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
 
