@@ -3,6 +3,7 @@ no charge. The processes here are real and really killed (SIGKILL); the store is
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -239,3 +240,48 @@ async def test_a_round_the_store_refuses_is_the_awaiting_takers_error_and_stays_
     finally:
         await kernel.close()
     assert journals(tmp_path / "data")  # left for the next start to replay
+
+
+async def test_a_user_calling_continuously_has_charges_written_once_per_burst_window(
+        make_settings: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lone journaled charge is written after ``GATHER_S``; once a user's round was written, the next waits until
+    ``BURST_S`` after it (one write per window for a script calling back to back), unless somebody reads the usage
+    (then at once) or the kernel closes (then at once, and nothing is lost)."""
+    monkeypatch.setattr(users, "GATHER_S", 0.01)
+    monkeypatch.setattr(users, "BURST_S", 60.0)
+    kernel = await open_kernel(make_settings)
+    closed = False
+    try:
+        await users.get_or_create_user(kernel, UID)
+
+        async def rev() -> int:
+            return int((await kernel.store.get("users", UID))["_rev"].split("-")[0])
+
+        start = await rev()
+        assert users.charge_later(kernel, UID, 0.5, {"i": 1})
+        for _ in range(200):  # the first round: written after GATHER_S
+            if await rev() > start:
+                break
+            await asyncio.sleep(0.01)
+        assert await rev() == start + 1
+        for i in range(5):
+            assert users.charge_later(kernel, UID, 0.5, {"i": 2 + i})
+        await asyncio.sleep(0.3)
+        assert await rev() == start + 1  # the next five wait for the window (60 s here)
+        began = time.monotonic()
+        assert len(await users.usage_history(kernel, UID, limit=100)) == 6  # a reader: written now, in one write
+        assert time.monotonic() - began < 5 and await rev() == start + 2
+        assert users.charge_later(kernel, UID, 0.25, {"i": 7})
+        began = time.monotonic()
+        await kernel.close()  # closing: written at once, not after the window
+        closed = True
+        assert time.monotonic() - began < 5
+    finally:
+        if not closed:
+            await kernel.close()
+    again = await open_kernel(make_settings)
+    try:
+        assert len(await users.usage_history(again, UID, limit=100)) == 7
+        assert (await users.get_or_create_user(again, UID))["usageInfo"]["spendRemaining"] == pytest.approx(100 - 3.25)
+    finally:
+        await again.close()

@@ -368,6 +368,9 @@ def _charges(kernel: "Kernel") -> "_Charges":
 #: stored, so that a user's back-to-back calls share one write instead of one each. Anything that awaits a charge,
 #: or reads the user's usage in this process (``caught_up``), or the kernel closing, ends the wait at once.
 GATHER_S = 0.02
+#: A user whose charges keep coming (a script calling back to back) has them stored at most this often: each round
+#: waits until this long after the previous one was written. Another API process sees them within this long.
+BURST_S = 0.1
 
 
 def _release(waker: "asyncio.Future[None]") -> None:
@@ -379,13 +382,15 @@ class _Round:
     """Charges of one user that go to the store in one write, and the future their takers wait on (the stored
     user document)."""
 
-    __slots__ = ("entries", "journals", "done", "awaited")
+    __slots__ = ("entries", "journals", "done", "awaited", "opened", "urgent")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.opened = loop.time()  # when its first charge was taken
         self.entries: list[dict[str, Any]] = []
         self.journals: list[Any] = []  # the journal segment of each entry (None: not journaled)
         self.done: asyncio.Future[dict[str, Any]] = loop.create_future()
         self.awaited = False  # a ``charge()`` waits for it: no gathering, and a failure is its taker's to hear
+        self.urgent = False  # a reader of the user's usage (or the kernel closing) wants it stored now
 
 
 class _Charges:
@@ -397,6 +402,8 @@ class _Charges:
         self.last: dict[str, asyncio.Future[dict[str, Any]]] = {}  # each user's latest round
         self.gathering: dict[str, asyncio.Future[None]] = {}  # flushes waiting for company (GATHER_S)
         self.owed: dict[str, float] = {}  # per user: what charges taken here and not yet stored add up to
+        self.written: dict[str, float] = {}  # per user: when (loop time) their last round was written
+        self.closing = False  # the kernel is closing: nothing waits for company any more
 
     def submit(self, kernel: "Kernel", uid: str, entry: dict[str, Any],
                journal: Any = None) -> "asyncio.Future[dict[str, Any]]":
@@ -421,6 +428,9 @@ class _Charges:
 
     def wake(self, uid: str) -> None:
         """End the gathering wait of ``uid``'s flush, if it is waiting: its charges are written now."""
+        rnd = self.next.get(uid)
+        if rnd is not None:
+            rnd.urgent = True  # also when it is not gathering yet (a round before it is being written)
         waker = self.gathering.pop(uid, None)
         if waker is not None:
             _release(waker)
@@ -433,6 +443,7 @@ class _Charges:
 
     async def drain(self) -> None:
         """Write every queued charge (the kernel calls this before it closes the store)."""
+        self.closing = True
         while self.flushing:
             for uid in list(self.gathering):
                 self.wake(uid)
@@ -446,14 +457,24 @@ class _Charges:
         else:
             self.owed[uid] = max(0.0, left)
 
+    def _written(self, uid: str) -> None:
+        now = asyncio.get_running_loop().time()
+        if len(self.written) >= 10_000:  # only the last BURST_S matters: forget older ones
+            self.written = {u: t for u, t in self.written.items() if t > now - BURST_S}
+        self.written[uid] = now
+
     async def _gather(self, uid: str) -> None:
-        """Wait up to ``GATHER_S`` for more of ``uid``'s charges, unless one of those queued is awaited."""
+        """Wait for more of ``uid``'s charges, unless one of those queued is awaited: until ``GATHER_S`` after the
+        round's first charge, or ``BURST_S`` after the user's previous round was written if that is later."""
         rnd = self.next.get(uid)
-        if GATHER_S <= 0 or rnd is None or rnd.awaited:
+        if GATHER_S <= 0 or rnd is None or rnd.awaited or rnd.urgent or self.closing:
             return
         loop = asyncio.get_running_loop()
+        wait = max(rnd.opened + GATHER_S, self.written.get(uid, -BURST_S) + BURST_S) - loop.time()
+        if wait <= 0:
+            return
         waker = self.gathering[uid] = loop.create_future()
-        timer = loop.call_later(GATHER_S, _release, waker)
+        timer = loop.call_later(wait, _release, waker)
         try:
             await waker
         finally:
@@ -463,16 +484,21 @@ class _Charges:
 
     async def _flush(self, kernel: "Kernel", uid: str) -> None:
         try:
-            await self._gather(uid)
-            while (rnd := self.next.pop(uid, None)) is not None:  # later charges start the next round
+            while True:  # charges taken while a round is written start the next round, which gathers in turn
+                await self._gather(uid)
+                rnd = self.next.pop(uid, None)
+                if rnd is None:
+                    break
                 try:
                     doc = await store_charges(kernel, uid, rnd.entries)
                 except BaseException as exc:  # noqa: BLE001 - every taker hears of the failure
+                    self._written(uid)
                     self._paid(uid, rnd.entries)
                     _failed(rnd, exc if isinstance(exc, Exception) else RuntimeError("charge interrupted"))
                     if not isinstance(exc, Exception):
                         raise
                     continue
+                self._written(uid)
                 self._paid(uid, rnd.entries)
                 _journal_done(rnd)
                 rnd.done.set_result(doc)
