@@ -22,6 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import REPO, free_port
 from fakes import FakeLLMServer
 
+from gofannon.services import users
+
 CHAT = {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -56,7 +58,8 @@ class Workers:
 
     async def spend(self, session: aiohttp.ClientSession) -> float:
         """spendRemaining once it has settled: /v1 answers leave before their (journaled) charges are stored,
-        and a process other than the one that answered may be asked, so it is read until it stops moving."""
+        and a process other than the one that answered may be asked, so it is read until it stops moving for
+        longer than a busy user's charges may wait (``BURST_S``)."""
         last = None
         while True:
             async with session.get(f"{self.base}/users/me", headers={"Authorization": f"Bearer {self.token}"}) as r:
@@ -65,7 +68,7 @@ class Workers:
             if value == last:
                 return value
             last = value
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(users.BURST_S + 0.05)
 
     async def charge(self, session: aiohttp.ClientSession) -> bool:
         """One LLM call through /v1 (billed to the user); False when the request failed."""
