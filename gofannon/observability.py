@@ -431,6 +431,7 @@ _EVENT_RECORD: dict[str, Any] = {
     "module": "observability", "exc_info": None, "exc_text": None, "stack_info": None,
     "lineno": record.__code__.co_firstlineno,
     "funcName": "record", "thread": None, "threadName": None, "processName": None, "process": None,
+    "taskName": None,  # Python 3.12's LogRecord has it (formats may name it)
 }
 
 
