@@ -333,3 +333,22 @@ async def test_inline_queue_depth_and_oldest_waiting_age(serve: Any, fake_openai
     after = await scrape(client)
     assert value(after, "gofannon_job_queue_depth", queue="inline") == 0
     assert value(after, "gofannon_job_queue_oldest_age_seconds", queue="inline") == 0
+
+
+def test_counters_past_the_series_cap_share_one_cell_whichever_path_counts_them() -> None:
+    """Past ``MAX_SERIES`` label sets a counter's new series all count into its ``other`` one. An LLM call's fast
+    path (cells it keeps) and a plain ``inc`` (a failed call) may both land there: both are counted, and a scrape
+    shows their sum."""
+    from gofannon_plugins.observability.metrics.stats import MAX_SERIES, OTHER, LocalSink
+
+    sink = LocalSink()
+    for i in range(MAX_SERIES):
+        sink.inc("gofannon_llm_calls", ("p", f"m{i}", "success"))
+    sink.llm_call("p", "past-the-cap", 10, 5, 0.5, 20.0)  # a new series: counted as other
+    sink.inc("gofannon_llm_calls", ("p", "also-past", "error"))  # another new one: the same other cell
+    sink.llm_call("p", "past-the-cap", 1, 1, 0.25, 10.0)
+    series, _ = sink.snapshot()
+    calls = series["gofannon_llm_calls"]
+    assert calls[(OTHER, OTHER, OTHER)] == 3.0
+    assert sum(calls.values()) == MAX_SERIES + 3
+    assert series["gofannon_llm_cost_usd"][("p", "past-the-cap")] == 0.75

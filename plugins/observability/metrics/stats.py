@@ -81,9 +81,18 @@ class LocalSink:
 
     def inc(self, name: str, labels: tuple[str, ...] = (), amount: float = 1.0) -> None:
         with self.lock:
-            series = self.series[name]
-            key = self._key(name, labels)
-            series[key] = series.get(key, 0.0) + amount
+            self._cell(name, labels)[0] += amount
+
+    def _cell(self, name: str, labels: tuple[str, ...]) -> list[float]:
+        """A counter series' one-float cell, made on first use (call under the lock). Every counter is kept as
+        one, so the cells the fast paths hold (``_request_cells``, ``llm_call``) and ``inc`` count into the same
+        float, whichever comes first (also past ``MAX_SERIES``, where series share the ``other`` one)."""
+        series = self.series[name]
+        key = self._key(name, labels)
+        cell = series.get(key)
+        if cell is None:
+            cell = series[key] = [0.0]
+        return cell  # type: ignore[no-any-return]
 
     def _histogram(self, name: str, labels: tuple[str, ...]) -> list[Any]:
         """The ``[bucket counts, sum]`` entry of one histogram series, made on first use (call under the lock)."""
@@ -151,15 +160,6 @@ class LocalSink:
                 hist[0][bisect.bisect_left(METRICS["gofannon_llm_call_duration_seconds"][3], seconds)] += 1
                 hist[1] += seconds
 
-    def _cell(self, name: str, labels: tuple[str, ...]) -> list[float]:
-        """A counter series as a one-float cell (``snapshot`` reads either form; call under the lock)."""
-        series = self.series[name]
-        key = self._key(name, labels)
-        cell = series.get(key)
-        if not isinstance(cell, list):
-            cell = series[key] = [float(cell or 0.0)]
-        return cell  # type: ignore[no-any-return]
-
     def _make_llm_cells(self, provider: str, model: str) -> tuple[Any, ...]:
         return (self._cell("gofannon_llm_calls", (provider, model, "success")),
                 self._cell("gofannon_llm_tokens", (provider, model, "input")),
@@ -176,17 +176,9 @@ class LocalSink:
     def _request_cells(self, route: str, method: str, status: int) -> tuple[list[float], list[Any]]:
         """The counter cell and histogram entry of a new (route, method, status), shared with ``series``."""
         with self.lock:
-            counters = self.series["gofannon_http_requests"]
-            key = self._key("gofannon_http_requests", (route, method, str(status)))
-            cell = counters.get(key)
-            if not isinstance(cell, list):
-                cell = counters[key] = [float(cell or 0.0)]
-            hists = self.series["gofannon_http_request_duration_seconds"]
-            hkey = self._key("gofannon_http_request_duration_seconds", (route, method))
-            hist = hists.get(hkey)
-            if hist is None:
-                hist = hists[hkey] = [[0] * (len(LATENCY_BUCKETS) + 1), 0.0]
-            cells = self._cells[(route, method, status)] = (cell, hist)
+            cells = self._cells[(route, method, status)] = (
+                self._cell("gofannon_http_requests", (route, method, str(status))),
+                self._histogram("gofannon_http_request_duration_seconds", (route, method)))
             return cells
 
     def snapshot(self) -> tuple[dict[str, dict[tuple[str, ...], Any]], int]:
