@@ -93,5 +93,38 @@ async def test_sqlite_indexes_hold_only_documents_that_have_the_field(tmp_path: 
         return db.execute(f"SELECT COUNT(*) FROM docs INDEXED BY docs_{field}_set WHERE coll IN ('agents', 'usage')"
                           f" AND json_extract(body, '$.{field}') IS NOT NULL").fetchone()[0]
     assert {field: entries(field) for field in INDEXED_FIELDS} == {
-        "ownerId": 2, "agentId": 0, "userId": 1, "namespace": 0, "status": 0}
+        "ownerId": 2, "agentId": 0, "userId": 1, "uid": 0, "workspaceId": 0, "namespace": 0, "status": 0}
     db.close()
+
+
+async def test_sqlite_finds_by_a_queried_field_read_its_index_not_the_collection(tmp_path: Path) -> None:
+    """A find on a field services query by (an owner's agents, an agent's deployments, running runs) reads the
+    field's index, so its cost follows what it returns, not how big the collection is; the answer stays exact
+    (1 and "1" distinct) and ordered by id."""
+    from gofannon_plugins.storage.sqlite.store import INDEXED_FIELDS, SQLiteStore
+
+    store = SQLiteStore(tmp_path / "plans.sqlite3")
+    await store.open()
+    try:
+        docs = [{"_id": f"d{i:04d}", **{f: f"v{i % 7}" for f in INDEXED_FIELDS}, "n": i} for i in range(300)]
+        docs += [{"_id": "t1", "ownerId": 1}, {"_id": "t3", "ownerId": "1"}]
+        await store.put_many("things", docs)
+        statements: list[str] = []
+        assert store._conn is not None
+        store._conn.set_trace_callback(statements.append)
+        for field in INDEXED_FIELDS:
+            found = await store.find("things", {field: "v3", "n": 10})
+            assert [d["_id"] for d in found] == ["d0010"]
+            found = await store.find("things", {field: "v3"})
+            assert [d["_id"] for d in found] == [f"d{i:04d}" for i in range(300) if i % 7 == 3]
+        assert [d["_id"] for d in await store.find("things", {"ownerId": 1})] == ["t1"]
+        assert [d["_id"] for d in await store.find("things", {"ownerId": "1"})] == ["t3"]
+        # Two indexed fields: the more selective one's index (an agent's runs that are done: the agent's).
+        await store.find("things", {"status": "v1", "agentId": "v1"})
+        store._conn.set_trace_callback(None)
+        finds = [s for s in statements if s.startswith("SELECT body FROM docs")]
+        plans = [" ".join(str(row[3]) for row in store._conn.execute(f"EXPLAIN QUERY PLAN {s}")) for s in finds]
+        assert all("USING INDEX docs_" in plan for plan in plans), plans
+        assert "docs_agentId_set" in plans[-1]
+    finally:
+        await store.close()

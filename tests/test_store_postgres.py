@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from fakes.postgres import PostgresServer
-from gofannon_plugins.storage.postgres.store import PostgresStore
+from gofannon_plugins.storage.postgres.store import TABLE, PostgresStore
 
 from gofannon.settings import Settings
 from gofannon.store.conformance import DocumentStoreContract
@@ -85,7 +85,9 @@ async def test_the_schema_is_created_once_and_reopening_migrates_nothing(postgre
     second = PostgresStore(postgres_url)
     await second.open()
     try:
-        assert await second.migrate() == 1
+        assert await second.migrate() == 2  # the schema's version: both migrations applied once
+        indexes = await second._run(lambda c: c.fetch("SELECT indexname FROM pg_indexes WHERE tablename=$1", TABLE))
+        assert {f"{TABLE}_uid", f"{TABLE}_workspaceid", f"{TABLE}_ownerid"} <= {r["indexname"] for r in indexes}
         assert (await second.get("t", "a"))["v"] == 1  # type: ignore[index]
     finally:
         await first.close()

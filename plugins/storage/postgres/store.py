@@ -33,6 +33,8 @@ T = TypeVar("T")
 
 TABLE = "gofannon_docs"
 INDEXED_FIELDS = ("ownerId", "agentId", "userId", "namespace", "status", "userUid")
+#: Fields indexed since the second migration: workspace members by uid, a workspace's resources and members.
+INDEXED_FIELDS_2 = ("uid", "workspaceId")
 _LOCK_KEY = 0x60FA_0001  # advisory lock held while migrating
 
 #: Schema migrations, applied in order; the number of applied ones is kept in ``gofannon_schema``.
@@ -48,6 +50,7 @@ MIGRATIONS: list[list[str]] = [
             for f in INDEXED_FIELDS
         ),
     ],
+    [f'CREATE INDEX IF NOT EXISTS {TABLE}_{f.lower()} ON {TABLE} (coll, (body->>\'{f}\'))' for f in INDEXED_FIELDS_2],
 ]
 
 
