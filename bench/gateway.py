@@ -383,7 +383,8 @@ async def main() -> None:
               f"(rounds' p50 added: {' '.join(f'{a - b:+.2f}' for a, b in zip(gof.p50s, direct.p50s))})")
         print(f"  added by a bare aiohttp proxy (the floor): p50 {added(floor, direct, 'p50'):+.3f} ms   "
               f"TTFC {added(floor, direct, 'ttfc'):+.3f} ms;  gofannon over that floor: "
-              f"p50 {added(gof, floor, 'p50'):+.3f} ms   TTFC {added(gof, floor, 'ttfc'):+.3f} ms")
+              f"p50 {added(gof, floor, 'p50'):+.3f} ms   TTFC {added(gof, floor, 'ttfc'):+.3f} ms   "
+              f"(rounds' p50 added by the floor: {' '.join(f'{a - b:+.2f}' for a, b in zip(floor.p50s, direct.p50s))})")
         if args.wrk1_rounds:
             def one_added(name: str) -> float:
                 return statistics.median(a - b for a, b in zip(ones[name], ones[direct.name]))
