@@ -76,7 +76,12 @@ async def test_a_token_bound_to_a_workspace_defaults_to_it_and_cannot_act_elsewh
     await call(bob, "PUT", f"/workspaces/{made}/members/dev_stub:alice", {"role": "member"})
     assert (await active(anonymous, token=token))[1]["role"] == "member"
     await call(bob, "DELETE", f"/workspaces/{made}/members/dev_stub:alice")
-    assert (await active(anonymous, token=token))[0] == 404
+    auth = {"Authorization": f"Bearer {token}"}
+    # Nowhere at all: not in the workspace, and not on the routes of its owner's own account either.
+    assert (await active(anonymous, token=token))[0] == 401
+    for method, path in (("GET", "/users/me"), ("GET", "/agents"), ("POST", "/users/me/tokens")):
+        status, answer = await call(anonymous, method, path, {"name": "escape"}, headers=auth)
+        assert status == 401 and "no longer a member" in answer["detail"], (path, status, answer)
     # An unbound token acts like a session.
     status, plain = await token_for(alice)
     assert (await active(anonymous, token=plain["token"]))[1]["workspaceId"] == "personal:dev_stub:alice"
@@ -110,3 +115,28 @@ async def test_the_header_wins_over_the_query_and_a_blank_one_means_personal(peo
         assert (status, answer) == (404, {"detail": "Workspace not found"}), path
     _, agents = await call(alice, "GET", "/agents")
     assert agents == []  # the refused create made nothing
+
+
+async def test_a_scoped_token_cannot_make_or_revoke_tokens(people: Any) -> None:
+    """A token's limits would not pass to a token it made, so it may make none (nor revoke its owner's others);
+    a session and an unscoped token can."""
+    alice, anonymous = await people("alice", "nobody?")
+    made = await make_workspace(alice)
+    scoped = [(await token_for(alice, **scope))[1] for scope in (
+        {"workspaceId": made}, {"models": ["openai/*"]}, {"maxSpend": 1.0}, {"rpm": 5},
+        {"expiresAt": "2999-01-01T00:00:00Z"})]
+    status, plain = await token_for(alice)
+    assert status == 201
+    for created in scoped:
+        auth = {"Authorization": f"Bearer {created['token']}"}
+        status, answer = await call(anonymous, "POST", "/users/me/tokens", {"name": "escape"}, headers=auth)
+        assert status == 403 and "scoped API token" in answer["detail"]
+        status, _ = await call(anonymous, "DELETE", f"/users/me/tokens/{plain['id']}", headers=auth)
+        assert status == 403
+        assert (await call(anonymous, "GET", "/users/me/tokens", headers=auth))[0] == 200  # reading is fine
+    status, listed = await call(alice, "GET", "/users/me/tokens")
+    assert len(listed["tokens"]) == len(scoped) + 1  # nothing made, nothing revoked
+    unscoped = {"Authorization": f"Bearer {plain['token']}"}
+    status, more = await call(anonymous, "POST", "/users/me/tokens", {"name": "more"}, headers=unscoped)
+    assert status == 201
+    assert (await call(anonymous, "DELETE", f"/users/me/tokens/{more['id']}", headers=unscoped))[0] == 204

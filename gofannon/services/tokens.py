@@ -160,7 +160,18 @@ async def resolve(kernel: "Kernel", token: str) -> Identity | None:
     if expired(doc.get("expiresAt")):
         raise Unauthorized("API token expired", reason="token_expired")
     await _touch(kernel, token_id, doc)
-    return identity_of(kernel, doc, token_scope(token_id, doc))
+    ident = identity_of(kernel, doc, token_scope(token_id, doc))
+    bound = doc.get("workspaceId")
+    if bound:
+        from gofannon.services.memberships import effective_role, personal_id
+
+        if bound != personal_id(ident):
+            try:
+                await effective_role(kernel, ident, str(bound))
+            except NotFound:  # its owner left the workspace (or it was deleted): the token acts nowhere
+                raise Unauthorized("This API token is bound to a workspace its owner is no longer a member of",
+                                   reason="token_workspace_gone") from None
+    return ident
 
 
 async def _read(kernel: "Kernel", token_id: str) -> dict[str, Any] | None:

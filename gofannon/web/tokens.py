@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gofannon.auth import Identity
+from gofannon.errors import Forbidden
 from gofannon.models.user import TokenCreateBody
 from gofannon.services import tokens
 from gofannon.web.common import api_doc, identity, json_response, kernel_of, no_content, parse_body
@@ -11,11 +13,21 @@ from gofannon.web.common import api_doc, identity, json_response, kernel_of, no_
 routes = web.RouteTableDef()
 
 
+def _may_manage_tokens(ident: Identity) -> None:
+    """A token with limits (models, spend, expiry, rate, a workspace) cannot make or revoke tokens: a new one
+    would not carry its limits, and revoking would let it remove its owner's other tokens. A session or an
+    unscoped token can."""
+    if ident.token is not None:
+        raise Forbidden("A scoped API token cannot create or revoke API tokens; sign in, or use a token without "
+                        "limits.")
+
+
 @routes.post("/users/me/tokens")
 @api_doc(summary="Create a personal API token, optionally scoped (models, maxSpend, expiresAt, rpm, "
                  "workspaceId); `token` is shown in this answer only", body=TokenCreateBody, status=201, tags=["tokens"])
 async def create_token(request: web.Request) -> web.Response:
     ident = identity(request)
+    _may_manage_tokens(ident)
     body = await parse_body(request, TokenCreateBody)
     kernel = kernel_of(request)
     scope = tokens.scope_fields(models=body.models, max_spend=body.max_spend, expires_at=body.expires_at,
@@ -37,6 +49,7 @@ async def list_tokens(request: web.Request) -> web.Response:
 @api_doc(summary="Revoke an API token; it answers 401 everywhere afterwards", status=204, tags=["tokens"])
 async def revoke_token(request: web.Request) -> web.Response:
     ident = identity(request)
+    _may_manage_tokens(ident)
     kernel = kernel_of(request)
     token_id = request.match_info["token_id"]
     await tokens.revoke(kernel, ident.uid, token_id)
