@@ -113,10 +113,39 @@ def loads(raw: bytes) -> Any:
     # Decoded strictly (json.loads would let UTF-8-encoded surrogates through, with 'surrogatepass'); UTF-16 and 32
     # bodies are still read, as json.loads reads them.
     text = raw.decode("utf-8" if raw[:1] in b"{[" else json.detect_encoding(raw))
-    data = _DECODER.decode(text)
+    try:
+        data = _DECODER.decode(text)
+    except RecursionError:  # the C decoder gives up near a thousand levels
+        raise ValueError(f"the JSON is nested deeper than {MAX_DEPTH} levels") from None
+    # No deeper than it could be: fewer brackets than the limit cannot nest past it (a count is C-speed).
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth_over(data, MAX_DEPTH):
+        raise ValueError(f"the JSON is nested deeper than {MAX_DEPTH} levels")
     if b"\\u" in raw and _SURROGATE_ESCAPE.search(raw) is not None and _holds_surrogate(data):
         raise ValueError("the JSON holds text that is not valid Unicode (an unpaired surrogate escape)")
     return data
+
+
+#: How deep a request body's JSON may nest (arrays and objects). Everything after the parse (validation, copies,
+#: the store, redaction) may then walk it recursively without coming near Python's recursion limit; real
+#: payloads (OpenAI's tool schemas included) nest a few levels.
+MAX_DEPTH = 128
+
+
+def _depth_over(data: Any, limit: int) -> bool:
+    """Whether ``data`` nests arrays/objects more than ``limit`` deep (iterative: no recursion of its own)."""
+    stack = [(data, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def _holds_surrogate(data: Any) -> bool:

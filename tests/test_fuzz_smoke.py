@@ -104,3 +104,37 @@ async def one(client: Client, anonymous: aiohttp.ClientSession, gen: Generator, 
         await r.read()
         if r.status >= 500 and r.status not in (502, 503, 504):
             failures.append(f"{method.upper()} {url} {body!r:.200} -> {r.status} {(await r.text())[:200]}")
+
+
+async def test_json_nested_deeper_than_the_limit_is_a_4xx_that_says_so(serve: Any) -> None:
+    """A body nested a thousand levels (2 KB) broke the parser's recursion on every JSON route, even those that
+    need no login; it is refused as invalid JSON (MAX_DEPTH levels are accepted)."""
+    from gofannon.jsontext import MAX_DEPTH
+
+    client: Client = await serve()
+    await client.login("alice")
+    deep = "[" * 1000 + "]" * 1000
+    bodies = {
+        ("POST", "/log/client"): '{"eventType": "x", "message": "m", "metadata": {"a": %s}}',
+        ("POST", "/agents"): '{"name": "n", "description": "d", "code": "c", "inputSchema": %s}',
+        ("POST", "/v1/chat/completions"): '{"model": "openai/gpt-4o", "messages": %s}',
+        ("PUT", "/data-store/namespaces/default/records/k"): '{"value": %s}',
+    }
+    for (method, path), template in bodies.items():
+        async with client.request(method, path, data=template % deep,
+                                  headers={"Content-Type": "application/json"}) as r:
+            assert 400 <= r.status < 500, (path, r.status, await r.text())
+            assert f"nested deeper than {MAX_DEPTH} levels" in await r.text(), path
+    async with client.post("/oauth/register", data='{"redirect_uris": %s}' % deep,
+                           headers={"Content-Type": "application/json"}) as r:
+        assert r.status == 400
+    async with client.post("/mcp", data=deep, headers={"Content-Type": "application/json",
+                                                      "Accept": "application/json, text/event-stream"}) as r:
+        assert r.status in (400, 401)
+    # At the limit it is an ordinary body (stored and read back).
+    value = "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1)
+    async with client.put("/data-store/namespaces/default/records/k", data='{"value": %s}' % value,
+                          headers={"Content-Type": "application/json"}) as r:
+        assert r.status == 200, await r.text()
+    async with client.get("/data-store/namespaces/default/records/k") as r:
+        assert r.status == 200 and json.dumps((await r.json())["value"], separators=(",", ":")) == value
