@@ -246,6 +246,26 @@ async def test_a_vendor_that_hangs_up_on_a_new_connection_is_a_503(http: LlmHttp
     assert vendor.connections == 1  # a fresh connection's failure is not retried without a retry budget
 
 
+async def test_a_provider_nothing_listens_for_fails_at_once_not_after_the_retry_budget() -> None:
+    """Retries with backoff are for a provider that answers "busy" (429/5xx); when no connection can be made at
+    all (a local model server that is not running), one quick second try, then a 503 that says so. (With the
+    retry budget spent on it, a caller waited ~40 s for this answer.)"""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = LlmHttp(retries=5, backoff_cap=60)  # the old schedule would sleep past the 5 s deadline
+    try:
+        with pytest.raises(VendorError) as info:
+            await client.request_json("POST", f"http://127.0.0.1:{port}/v1/chat/completions", headers={},
+                                      body=BODY, timeout=5)
+    finally:
+        await client.close()
+    assert info.value.status == 503 and info.value.code == "unreachable"
+    assert f"cannot connect to 127.0.0.1:{port}" in info.value.message
+
+
 async def test_an_informational_answer_before_the_real_one_is_skipped(http: LlmHttp) -> None:
     vendor = RawVendor(answering(b"HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n" + _ok(), keep=True))
     async with vendor as url:

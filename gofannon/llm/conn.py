@@ -40,6 +40,10 @@ class ConnectError(ConnectionError):
     """The vendor could not be reached, or closed the connection before answering."""
 
 
+class Unreachable(ConnectError):
+    """No connection could be made at all (refused, no route, a name that does not resolve, connect timeout)."""
+
+
 class BadUrl(ValueError):
     """A provider URL the client cannot send to (the operator's configuration)."""
 
@@ -329,7 +333,7 @@ class VendorClient:
             try:
                 conn, reused = await origin.checkout(connect_timeout)
             except OSError as exc:
-                raise ConnectError(f"cannot connect to {target.host_header}: {str(exc) or type(exc).__name__}") \
+                raise Unreachable(f"cannot connect to {target.host_header}: {str(exc) or type(exc).__name__}") \
                     from exc
             waiter = conn.waiter = conn._loop.create_future()
             try:

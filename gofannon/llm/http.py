@@ -21,7 +21,7 @@ from aiohttp import ClientPayloadError
 from gofannon import __version__
 from gofannon.jsontext import encoder
 from gofannon.llm import VendorError
-from gofannon.llm.conn import BadHeader, BadUrl, ConnectError, VendorClient, VendorResponse
+from gofannon.llm.conn import BadHeader, BadUrl, ConnectError, Unreachable, VendorClient, VendorResponse
 
 if TYPE_CHECKING:  # pragma: no cover
     from gofannon.kernel import Kernel
@@ -35,6 +35,9 @@ RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 #: What may be left unread of a finished stream and still be read so its connection is reused.
 DRAIN_LIMIT = 64 * 1024
 DRAIN_TIMEOUT_S = 2.0
+#: A provider no connection can be made to (nothing listens there, the name does not resolve) is tried once more
+#: after this pause, not ``retries`` times with backoff: that is for a provider that answers "busy" (429/5xx).
+UNREACHABLE_RETRY_S = 0.25
 
 
 def _message_of(status: int, text: str) -> tuple[str, str | None]:
@@ -169,6 +172,12 @@ class LlmHttp:
             try:
                 resp = await self.client.request(method, url, headers=headers, data=data, params=params,
                                                  connect_timeout=min(timeout, 30.0))
+            except Unreachable as exc:
+                if attempt >= min(1, self.retries):
+                    raise VendorError(503, f"could not reach the provider: {exc}", code="unreachable") from None
+                await asyncio.sleep(UNREACHABLE_RETRY_S)
+                attempt += 1
+                continue
             except (OSError, ClientPayloadError) as exc:  # ConnectError is an OSError
                 if attempt >= self.retries:
                     if isinstance(exc, ClientPayloadError):

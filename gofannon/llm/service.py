@@ -141,6 +141,9 @@ def map_vendor_error(exc: VendorError, provider: str, model: str, key_source: st
                      model_config: dict[str, Any]) -> GofannonError:
     """The reference's clear messages for a bad key and an overlong prompt; the rest a 502 that says
     which provider failed and why."""
+    if exc.code == "unreachable":  # nothing answered: not an error the provider returned
+        reason = exc.message.removeprefix("could not reach the provider: ")
+        return UpstreamError(f"{provider} could not be reached ({reason})")
     text = f"{exc.code or ''} {exc.message}".lower()
     if exc.status in (401, 403) or any(s in text for s in ("invalid_api_key", "authentication", "api key",
                                                            "api_key_invalid", "unauthenticated")):
