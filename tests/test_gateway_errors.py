@@ -117,6 +117,24 @@ async def test_a_provider_refusing_the_request_is_the_callers_400_with_its_messa
     assert "sk-fake" not in str(err.value.body)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_provider_error_quoting_the_operators_key_does_not_hand_it_to_the_caller(
+        serve: Any, fake_llm: FakeLLMServer, tmp_path: Path, stream: bool) -> None:
+    """Vendors echo what they were sent ("Incorrect API key provided: sk-..."); the kernel's own key is the
+    operator's secret, so the message reaches the caller with it hidden, the rest of it intact."""
+    from fakes.llm_servers import KEY
+
+    gw = await start_gateway(serve, fake_llm, tmp_path, LLM_RATE_LIMIT_RETRIES="0")
+    for status in (400, 500):
+        gw.fake.script(Reply(status=status, error=f"vendor says no to {KEY} today"))
+        with pytest.raises(openai.APIStatusError) as err:
+            answer = await gw.sdk().chat.completions.create(model=MODEL, messages=USER, stream=stream)
+            async for _ in answer:  # type: ignore[union-attr]
+                pass
+        assert "vendor says no to" in err.value.message and "today" in err.value.message
+        assert KEY not in str(err.value.body) and KEY not in err.value.message
+
+
 async def test_a_provider_timeout_is_504(serve: Any, fake_llm: FakeLLMServer, tmp_path: Path) -> None:
     gw = await start_gateway(serve, fake_llm, tmp_path, LLM_TIMEOUT_SECONDS="0.3", LLM_RATE_LIMIT_RETRIES="0")
     fake_llm.script(Reply("late", delay=3))

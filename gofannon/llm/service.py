@@ -20,7 +20,7 @@ from gofannon.llm import (Completion, LlmCall, LlmResult, Provider, StreamEvent,
                           message_text)
 from gofannon.llm import catalog as catalog_mod
 from gofannon.llm.http import CALL_DEADLINE, llm_http
-from gofannon.observability import LLM_CONTENT, TRACERS, record_soon
+from gofannon.observability import LLM_CONTENT, TRACERS, Redactor, configured_secrets, record_soon
 
 if TYPE_CHECKING:  # pragma: no cover
     from gofannon.auth import Identity
@@ -137,10 +137,20 @@ def _thoughts_jsonable(thoughts: Any) -> Any:
         return str(thoughts)
 
 
+def vendor_text(kernel: "Kernel", text: str) -> str:
+    """A vendor's (or a plugin's) error text as a caller may see it: the kernel's configured secrets (the
+    operator's provider keys among them) and known credential shapes hidden. Vendors quote what they were sent
+    ("Incorrect API key provided: sk-...")."""
+    redactor = kernel.component("llm.redactor", lambda: Redactor(configured_secrets(kernel.settings)))
+    return redactor(text)
+
+
 def map_vendor_error(exc: VendorError, provider: str, model: str, key_source: str | None,
-                     model_config: dict[str, Any]) -> GofannonError:
+                     model_config: dict[str, Any], kernel: "Kernel | None" = None) -> GofannonError:
     """The reference's clear messages for a bad key and an overlong prompt; the rest a 502 that says
-    which provider failed and why."""
+    which provider failed and why (its text through ``vendor_text`` when the kernel is given)."""
+    if kernel is not None:
+        exc = VendorError(exc.status, vendor_text(kernel, exc.message), code=exc.code)
     if exc.code == "unreachable":  # nothing answered: not an error the provider returned
         reason = exc.message.removeprefix("could not reach the provider: ")
         return UpstreamError(f"{provider} could not be reached ({reason})")
@@ -298,7 +308,7 @@ async def call_llm(kernel: "Kernel", ident: "Identity | str | None", provider: s
         async with asyncio.timeout(call.timeout):
             completion = await plugin.complete(call)
     except VendorError as exc:
-        mapped = map_vendor_error(exc, provider, model, source, call.model_config)
+        mapped = map_vendor_error(exc, provider, model, source, call.model_config, kernel)
         _failed(kernel, uid, provider, model, mapped)
         raise mapped from None
     except UnsupportedFeature as exc:
@@ -311,7 +321,7 @@ async def call_llm(kernel: "Kernel", ident: "Identity | str | None", provider: s
         raise
     except Exception as exc:  # noqa: BLE001 - a plugin's surprise is the provider's failure, not a 500
         log.warning("provider plugin for %s failed", provider, exc_info=True)
-        mapped = UpstreamError(f"{provider}/{model} call failed: {type(exc).__name__}: {exc}")
+        mapped = UpstreamError(vendor_text(kernel, f"{provider}/{model} call failed: {type(exc).__name__}: {exc}"))
         _failed(kernel, uid, provider, model, mapped)
         raise mapped from None
     finally:
@@ -349,7 +359,7 @@ async def stream_llm(kernel: "Kernel", ident: "Identity | str | None", provider:
                 received += len(event.text)
                 yield event
     except VendorError as exc:
-        mapped = map_vendor_error(exc, provider, model, source, call.model_config)
+        mapped = map_vendor_error(exc, provider, model, source, call.model_config, kernel)
         _failed(kernel, uid, provider, model, mapped)
         raise mapped from None
     except UnsupportedFeature as exc:

@@ -22,7 +22,7 @@ from gofannon.errors import BadRequest, GofannonError, NotFound, UpstreamError
 from gofannon.ids import random_hex
 from gofannon.llm import FINISH_REASONS, Completion, Usage, message_text
 from gofannon.llm import catalog as catalog_mod
-from gofannon.llm.service import call_llm, stream_llm
+from gofannon.llm.service import call_llm, stream_llm, vendor_text
 from gofannon.services import scopes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -495,7 +495,8 @@ async def stream(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> Async
     except GofannonError:
         raise
     except Exception as exc:  # noqa: BLE001 - the vendor's connection failing mid-stream is the provider's failure
-        raise UpstreamError(f"{target.provider}/{target.model} stream failed: {type(exc).__name__}: {exc}") from None
+        raise UpstreamError(vendor_text(kernel, f"{target.provider}/{target.model} stream failed: "
+                                             f"{type(exc).__name__}: {exc}")) from None
     finally:
         # Still waiting on the vendor: stream_llm is stopped, and bills the estimate.
         cut_off = pump.task is not None and not pump.task.done()
