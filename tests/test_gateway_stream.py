@@ -32,6 +32,9 @@ class StreamingVendor:
         self.more = asyncio.Event()
         self.fail_midway = False
         self.trickle = False
+        self.burst_then_fail: list[str] = []  # pieces sent at once after the first, then the vendor dies
+        self.silent = False  # sends nothing until ``more`` (a client may hang up before any text)
+        self.started = asyncio.Event()
         self.dropped = asyncio.Event()
         self.finished = asyncio.Event()
         self.port = 0
@@ -49,6 +52,22 @@ class StreamingVendor:
                 chunk["choices"], chunk["usage"] = [], usage
             await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
+        self.started.set()
+        if self.silent:
+            try:
+                await self.more.wait()
+            except (asyncio.CancelledError, ConnectionError):
+                self.dropped.set()
+                raise
+        if self.burst_then_fail:  # everything in one write, the connection closed right after it
+            self.burst_then_fail.insert(0, "first ")
+            chunks = [{"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": body["model"],
+                       "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]}
+                      for p in self.burst_then_fail]
+            events = [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [b'data: {"error": {"message": "the vendor is overloaded", "type": "server_error"}}\n\n']
+            request.transport.write(b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events))  # type: ignore
+            request.transport.close()  # type: ignore[union-attr]
+            return resp
         await send({"role": "assistant", "content": ""})
         await send({"content": "first "})
         # Wait for the test's signal, noticing a client that went away meanwhile.
@@ -189,3 +208,34 @@ async def test_a_vendor_failing_mid_stream_ends_it_with_an_error_event(live: Gat
     assert texts == ["first "]
     assert "live" in err.value.message
     assert err.value.body["type"] == "server_error"  # type: ignore[index]
+
+
+async def test_pieces_that_arrived_before_the_vendor_failed_reach_the_client_before_the_error(
+        live: Gateway, vendor: StreamingVendor) -> None:
+    """The vendor sent several pieces and then an error event, all at once: every piece it sent is the caller's
+    (it is billed for them), then the error event with the vendor's message."""
+    vendor.burst_then_fail = ["alpha ", "beta ", "gamma"]
+    stream = await live.sdk().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "go"}],
+                                                       stream=True)
+    texts = []
+    with pytest.raises(openai.APIError) as err:
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                texts.append(chunk.choices[0].delta.content)
+    assert "".join(texts) == "first alpha beta gamma"
+    assert "the vendor is overloaded" in err.value.message
+
+
+async def test_a_client_that_hangs_up_before_any_text_is_not_charged(either: Gateway,
+                                                                      vendor: StreamingVendor) -> None:
+    vendor.silent = True
+    async with aiohttp.ClientSession() as http:
+        request = asyncio.ensure_future(http.post(either.client.url("/v1/chat/completions"), headers={
+            "Authorization": f"Bearer {either.token}"}, json={
+            "model": MODEL, "messages": [{"role": "user", "content": "go"}], "stream": True}))
+        await asyncio.wait_for(vendor.started.wait(), 10)
+        request.cancel()  # the client goes away while the vendor has not said a word
+        await asyncio.gather(request, return_exceptions=True)
+    await asyncio.wait_for(vendor.dropped.wait(), 10)
+    await asyncio.sleep(0.3)  # a charge would have landed by now
+    assert await either.usage() == []

@@ -179,6 +179,11 @@ def map_vendor_error(exc: VendorError, provider: str, model: str, key_source: st
     return mapped
 
 
+def _tool_call_chars(tool_call: Any) -> int:
+    """How much output a streamed tool-call piece is (its JSON), for the estimate of an abandoned stream."""
+    return len(json.dumps(tool_call, ensure_ascii=False, default=str)) if tool_call else 0
+
+
 def _estimate_tokens(messages: list[dict[str, Any]]) -> int:
     """A rough prompt size (4 characters a token) for calls whose vendor never reported usage."""
     return max(1, sum(len(message_text(m.get("content"))) for m in messages if isinstance(m, dict)) // 4)
@@ -356,7 +361,7 @@ async def stream_llm(kernel: "Kernel", ident: "Identity | str | None", provider:
                 if event.kind == "done":
                     final = event.completion
                     break
-                received += len(event.text)
+                received += len(event.text) if event.text else _tool_call_chars(event.tool_call)
                 yield event
     except VendorError as exc:
         mapped = map_vendor_error(exc, provider, model, source, call.model_config, kernel)
@@ -366,7 +371,10 @@ async def stream_llm(kernel: "Kernel", ident: "Identity | str | None", provider:
         raise BadRequest(str(exc)) from None
     except (GeneratorExit, asyncio.CancelledError):
         # The caller went away mid-stream: the vendor has already produced (and will bill) what was streamed,
-        # so the caller is charged an estimate (4 characters a token) rather than nothing.
+        # so the caller is charged an estimate (4 characters a token) rather than nothing; before any output,
+        # nothing (docs/gateway.md).
+        if not received:
+            raise
         estimate = Usage(input_tokens=_estimate_tokens(messages), output_tokens=max(1, received // 4))
         kernel.spawn(_settle(kernel, uid, call, Completion("", None, estimate), started, workspace_id,
                              estimated=True),

@@ -471,6 +471,7 @@ async def stream(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> Async
                 batch.append(chunks.delta({"content": event.text}))
             elif event.kind == "tool_call" and event.tool_call:
                 saw_tool_events = True
+                streamed.append(json.dumps(event.tool_call, ensure_ascii=False, default=str))  # output too
                 batch.append(chunks.delta({"tool_calls": [event.tool_call]}))
             elif event.kind == "done":
                 final = event.completion or Completion("")
@@ -484,7 +485,13 @@ async def stream(kernel: "Kernel", ident: "Identity", req: ChatRequest) -> Async
                     batch.append(chunks.usage(_usage(final.usage)))
                 yield FinalBatch(batch)
                 return
-            event = pump.ready()
+            try:
+                event = pump.ready()
+            except Exception:  # the provider failed after these pieces: the caller gets them, then the error
+                if batch:
+                    yield batch
+                    batch = []
+                raise
             if event is _NOTHING_YET:  # send what is ready before waiting on the vendor again
                 if batch:
                     yield batch

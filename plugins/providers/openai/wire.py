@@ -125,6 +125,14 @@ async def stream_chat(call: LlmCall, url: str, *, passthrough: bool = False) -> 
                 chunk = json.loads(data)
             except ValueError:
                 continue
+            if not isinstance(chunk, dict):
+                continue
+            err = chunk.get("error")
+            if err and not chunk.get("choices"):  # the vendor failed mid-stream and said so in the stream
+                message = err.get("message") if isinstance(err, dict) else err
+                code = err.get("code") or err.get("type") if isinstance(err, dict) else None
+                raise VendorError(502, str(message or "the provider's stream ended in an error"),
+                                  code=str(code) if code else None)
             if chunk.get("usage"):
                 usage = _usage_from_chat(chunk["usage"])
             for choice in chunk.get("choices") or []:
