@@ -63,6 +63,11 @@ class PayloadTooLarge(GofannonError):
     default_detail = "Request body too large"
 
 
+class UnsupportedMediaType(GofannonError):
+    status = 415
+    default_detail = "Unsupported Media Type"
+
+
 class Unprocessable(GofannonError):
     """422 with a plain message, or with a pydantic-style error list as ``detail``."""
 

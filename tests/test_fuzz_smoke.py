@@ -138,3 +138,22 @@ async def test_json_nested_deeper_than_the_limit_is_a_4xx_that_says_so(serve: An
         assert r.status == 200, await r.text()
     async with client.get("/data-store/namespaces/default/records/k") as r:
         assert r.status == 200 and json.dumps((await r.json())["value"], separators=(",", ":")) == value
+
+
+async def test_a_body_sent_as_text_or_a_form_is_not_taken_for_json(serve: Any) -> None:
+    """What a page on another origin can send with the user's cookie and no CORS preflight is a text/plain or
+    form body: it is refused (415) and changes nothing, on the routes that write; JSON with a charset or a
+    ``+json`` type is fine."""
+    client: Client = await serve()
+    await client.login("alice")
+    agent = json.dumps({"name": "csrf", "description": "d", "code": "c"})
+    for declared in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        async with client.post("/agents", data=agent, headers={"Content-Type": declared,
+                                                               "Origin": "http://127.0.0.1:9999"}) as r:
+            assert r.status == 415, (declared, r.status, await r.text())
+            assert "application/json" in (await r.json())["detail"]
+    async with client.get("/agents") as r:
+        assert await r.json() == []
+    for declared in ("application/json; charset=utf-8", "application/merge-patch+json"):
+        async with client.post("/agents", data=agent, headers={"Content-Type": declared}) as r:
+            assert r.status == 201, (declared, await r.text())

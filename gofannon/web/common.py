@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from gofannon.errors import Forbidden, PayloadTooLarge, Unauthorized, Unprocessable
+from gofannon.errors import Forbidden, PayloadTooLarge, Unauthorized, Unprocessable, UnsupportedMediaType
 from gofannon.jsontext import dumps, dumps_bytes, loads  # noqa: F401 - the handlers' encoder, re-exported
 from gofannon.web.keys import KERNEL
 
@@ -112,8 +112,21 @@ def validation_errors(exc: ValidationError, prefix: tuple[Any, ...] = ("body",))
     return out
 
 
+def _json_media_type(value: str) -> bool:
+    """``application/json`` or ``application/<anything>+json``, parameters (a charset) aside."""
+    media = value.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
 async def read_json(request: web.Request, *, required: bool = True) -> Any:
-    """The request body as JSON; 422 in the wire's shape when it is missing or malformed."""
+    """The request body as JSON; 422 in the wire's shape when it is missing or malformed, 415 when it is declared
+    as something else (``text/plain`` and form bodies are what a cross-site page can send without a CORS preflight,
+    so a body a browser would send from anywhere is never taken for JSON; as FastAPI, the reference's framework,
+    decides). A body without a ``Content-Type`` is read as JSON."""
+    declared = request.headers.get("Content-Type")
+    if declared is not None and not _json_media_type(declared):
+        raise UnsupportedMediaType(f"The body must be JSON, sent as Content-Type: application/json (not "
+                                   f"{declared.split(';', 1)[0].strip()[:100]!r})")
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
