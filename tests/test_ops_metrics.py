@@ -97,6 +97,25 @@ async def test_llm_calls_tokens_cost_tickets_and_budget_refusals(serve: Any, fak
     assert delta("gofannon_chat_ticket_duration_seconds_count", outcome="completed") == 1
 
 
+async def test_a_refusal_for_an_exhausted_workspace_allowance_is_a_budget_refusal_too(
+        serve: Any, fake_openai: FakeLLMServer) -> None:
+    client = await serve(GOFANNON_METRICS_TOKEN=METRICS_TOKEN, **fake_openai.env)
+    await client.login("alice")
+    async with client.post("/workspaces", json={"displayName": "Team"}) as r:
+        ws = (await r.json())["workspaceId"]
+    async with client.put(f"/workspaces/{ws}/budget", json={"monthlyAllowance": 0}) as r:
+        assert r.status == 200, await r.text()
+    before = await scrape(client)
+    body = {"messages": [{"role": "user", "content": "hi"}], "provider": "openai", "model": "gpt-4o"}
+    async with client.post("/chat", json=body, headers={"X-Gofannon-Workspace": ws}) as r:
+        assert r.status == 200, await r.text()
+        ticket = (await r.json())["ticket_id"]
+    refused = await wait_ticket(client, ticket)
+    assert refused["status"] == "failed" and "workspace allowance" in refused["error"]
+    after = await scrape(client)
+    assert value(after, "gofannon_budget_refusals_total") - value(before, "gofannon_budget_refusals_total") == 1
+
+
 async def test_v1_calls_are_counted_though_their_event_follows_the_answer(serve: Any,
                                                                           fake_openai: FakeLLMServer) -> None:
     client = await serve(GOFANNON_METRICS_TOKEN=METRICS_TOKEN, **fake_openai.env)

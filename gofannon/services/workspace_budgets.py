@@ -112,6 +112,7 @@ async def require_allowance(kernel: "Kernel", workspace_id: str) -> None:
         return
     remaining = doc.get("spendRemaining")
     if not isinstance(remaining, (int, float)) or remaining <= MIN_SPEND:
+        kernel.record("budget_refused", "workspace allowance exhausted", metadata={"workspaceId": workspace_id})
         raise PaymentRequired("Insufficient workspace allowance to complete request")
 
 
