@@ -97,6 +97,34 @@ async def test_llm_calls_tokens_cost_tickets_and_budget_refusals(serve: Any, fak
     assert delta("gofannon_chat_ticket_duration_seconds_count", outcome="completed") == 1
 
 
+async def test_model_names_agent_code_makes_up_do_not_become_series_of_their_own(
+        serve: Any, fake_openai: FakeLLMServer) -> None:
+    """Agent code may name any model; a model the catalog does not list is counted as ``unlisted`` (its provider
+    and outcome kept), so no user can fill the series cap with names (or put text of theirs in a label)."""
+    from test_agents_run_code import code, run
+
+    client = await serve(GOFANNON_METRICS_TOKEN=METRICS_TOKEN, **fake_openai.env)
+    await client.login("alice")
+    before = await scrape(client)
+    out = await run(client, code("""
+        from services.llm_service import call_llm
+
+        async def run(input_dict, tools):
+            for i in range(30):
+                await call_llm(provider='openai', model=f'secret-of-alice-{i}', messages=[{'role': 'user', 'content': 'x'}])
+            await call_llm(provider='openai', model='gpt-4o', messages=[{'role': 'user', 'content': 'x'}])
+            return {'outputText': 'done'}
+    """))
+    assert out["error"] is None, out
+    after = await scrape(client)
+    assert not any("secret-of-alice" in str(labels) for labels in series(after, "gofannon_llm_calls_total"))
+    calls = "gofannon_llm_calls_total"
+    assert value(after, calls, provider="openai", model="unlisted", outcome="success") - \
+        value(before, calls, provider="openai", model="unlisted", outcome="success") == 30
+    assert value(after, calls, provider="openai", model="gpt-4o", outcome="success") - \
+        value(before, calls, provider="openai", model="gpt-4o", outcome="success") == 1
+
+
 async def test_a_refusal_for_an_exhausted_workspace_allowance_is_a_budget_refusal_too(
         serve: Any, fake_openai: FakeLLMServer) -> None:
     client = await serve(GOFANNON_METRICS_TOKEN=METRICS_TOKEN, **fake_openai.env)

@@ -59,6 +59,34 @@ def _label(value: Any, limit: int = 100) -> str:
     return str(value if value not in (None, "") else "unknown")[:limit]
 
 
+#: The ``model`` label of a model the catalog does not list. Agent code names any model it likes (a provider
+#: such as Ollama takes any name): each name its own series would let one user fill the series cap and fold
+#: every later series, provider and outcome included, into ``other``.
+UNLISTED = "unlisted"
+_LISTED: dict[tuple[str, str], str] = {}
+_LISTED_MAX = 4096
+
+
+def _llm_labels(md: dict[str, Any]) -> tuple[str, str]:
+    """(provider, model) labels of an LLM event: the model as named when the catalog lists it, else
+    ``unlisted``; a provider the catalog does not know is ``unlisted`` too."""
+    provider, model = _label(md.get("provider")), _label(md.get("model"))
+    known = _LISTED.get((provider, model))
+    if known is not None:
+        return provider, known
+    from gofannon.llm import catalog
+
+    cat = catalog.active()
+    if cat.provider(provider) is None:
+        return UNLISTED, UNLISTED
+    if cat.model(provider, model) is None:
+        return provider, UNLISTED
+    if len(_LISTED) >= _LISTED_MAX:
+        _LISTED.clear()
+    _LISTED[(provider, model)] = model
+    return provider, model
+
+
 class LocalSink:
     """Counts in dicts. Events may come from threads, so they take the lock; requests are counted only on
     the event loop's thread, into cells made once per (route, method, status), without it (the cheapest
@@ -277,10 +305,11 @@ class Stats:
         kind = event.get("eventType")
         md = event.get("metadata") or {}
         if kind == "llm_request":
-            sink.llm_call(_label(md.get("provider")), _label(md.get("model")), md.get("inputTokens"),
-                          md.get("outputTokens"), md.get("cost"), md.get("durationMs"))
+            provider, model = _llm_labels(md)
+            sink.llm_call(provider, model, md.get("inputTokens"), md.get("outputTokens"), md.get("cost"),
+                          md.get("durationMs"))
         elif kind in _LLM_FAILURES:
-            sink.inc("gofannon_llm_calls", (_label(md.get("provider")), _label(md.get("model")), _LLM_FAILURES[kind]))
+            sink.inc("gofannon_llm_calls", (*_llm_labels(md), _LLM_FAILURES[kind]))
         elif kind == "job_finished":
             job, outcome = _label(md.get("job"), 40), _label(md.get("outcome"), 40)
             seconds = float(md.get("durationMs") or 0) / 1000
