@@ -42,6 +42,7 @@ async def test_unknown_model_and_unknown_route_are_not_found(gw: Gateway) -> Non
 
 @pytest.mark.parametrize(("body", "param"), [
     ({"messages": USER, "n": 2}, "n"),
+    ({"messages": USER, "n": True}, "n"),
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
     ({"messages": [{"role": "user"}]}, "messages[0].content"),

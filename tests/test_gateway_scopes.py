@@ -55,7 +55,7 @@ async def test_a_scoped_token_shows_its_scope_and_spend(gw: Gateway) -> None:
 
 @pytest.mark.parametrize("scope", [{"models": "fake/*"}, {"maxSpend": -1}, {"rpm": 0},
                                    {"expiresAt": "yesterday"}, {"expiresAt": "2001-01-01T00:00:00Z"},
-                                   {"workspaceId": 5}, {"models": [" "]}, {"maxSpend": True},
+                                   {"workspaceId": 5}, {"models": [" "]}, {"maxSpend": True}, {"rpm": True},
                                    # times that exist but not in UTC (found by fuzzing: were 500s)
                                    {"expiresAt": "0001-01-01T00:00:00+14:00"},
                                    {"expiresAt": "9999-12-31T23:59:59-14:00"}])

@@ -31,3 +31,5 @@ def _not_a_boolean(value: Any) -> Any:
 #: A finite amount of money (USD): NaN or infinity in a budget would poison every later comparison, and
 #: a boolean is refused rather than read as 0 or 1.
 Money = Annotated[float, BeforeValidator(_not_a_boolean), Field(allow_inf_nan=False)]
+#: A whole number given as a number (pydantic's lax mode would read true as 1).
+Count = Annotated[int, BeforeValidator(_not_a_boolean)]

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gofannon.models import Money, WireModel
+from gofannon.models import Count, Money, WireModel
 
 
 class MonthlyAllowanceBody(WireModel):
@@ -56,6 +56,6 @@ class TokenCreateBody(WireModel):
     #: ISO 8601; naive times are UTC. After it the token answers 401.
     expires_at: datetime | None = None
     #: Requests per minute, counted in the shared store (so across API processes).
-    rpm: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    rpm: Annotated[Count, Field(ge=1, le=1_000_000)] | None = None
     #: The workspace the token is bound to (enforced by the workspaces service).
     workspace_id: Annotated[str, Field(min_length=1, max_length=300)] | None = None

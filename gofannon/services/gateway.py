@@ -256,7 +256,7 @@ def parse_request(body: Any) -> ChatRequest:
         raise InvalidRequest("You must provide a model parameter.", "model")
     messages = check_messages(body.get("messages"))
     n = body.get("n")
-    if n is not None and n != 1:
+    if n is not None and (not _is_int(n) or n != 1):  # true is not 1 here
         raise InvalidRequest("Only n=1 is supported.", "n")
     params: dict[str, Any] = {}
     for name in _NUMBER_OPTIONS:
