@@ -40,6 +40,19 @@ async def test_unknown_model_and_unknown_route_are_not_found(gw: Gateway) -> Non
         assert shape(await r.json())["type"] == "invalid_request_error"
 
 
+async def test_v1_itself_and_a_path_with_a_line_break_answer_in_openai_shape_with_a_request_id(gw: Gateway) -> None:
+    """A decoded line break stopped every route's pattern, the catch-all's too: aiohttp's own text 404 answered,
+    without a request id; ``/v1`` alone answered the kernel's ``detail`` shape."""
+    auth = {"Authorization": f"Bearer {gw.token}"}
+    for path in ("/v1", "/v1/models/a%0ab", "/v1/no%0Awhere"):
+        async with gw.client.get(path, headers=auth) as r:
+            assert r.status == 404, path
+            assert shape(await r.json())["type"] == "invalid_request_error"
+            assert r.headers.get("X-Request-Id")
+    async with gw.client.get("/agents/a%0ab", headers=auth) as r:
+        assert r.status == 404 and r.headers.get("X-Request-Id") and "detail" in await r.json()
+
+
 @pytest.mark.parametrize(("body", "param"), [
     ({"messages": USER, "n": 2}, "n"),
     ({"messages": USER, "n": True}, "n"),

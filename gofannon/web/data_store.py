@@ -87,7 +87,7 @@ async def list_records(request: web.Request) -> web.Response:
     return json_response(await ds.list_records(kernel_of(request), owner, _ns(request)))
 
 
-@routes.get(_BASE + "/{ns}/records/{key:.+}")
+@routes.get(_BASE + "/{ns}/records/{key:[\\s\\S]+}")
 @api_doc(summary="One record", tags=["data-store"])
 async def get_record(request: web.Request) -> web.Response:
     owner = await _owner(request)
@@ -98,7 +98,7 @@ async def get_record(request: web.Request) -> web.Response:
     return json_response(ds.public_record(doc))
 
 
-@routes.put(_BASE + "/{ns}/records/{key:.+}")
+@routes.put(_BASE + "/{ns}/records/{key:[\\s\\S]+}")
 @api_doc(summary="Create or replace a record's value (metadata merges)", body=PutRecordRequest, tags=["data-store"])
 async def put_record(request: web.Request) -> web.Response:
     owner = await _owner(request)
@@ -108,7 +108,7 @@ async def put_record(request: web.Request) -> web.Response:
     return json_response(ds.public_record(doc))
 
 
-@routes.delete(_BASE + "/{ns}/records/{key:.+}")
+@routes.delete(_BASE + "/{ns}/records/{key:[\\s\\S]+}")
 @api_doc(summary="Delete one record", status=204, tags=["data-store"])
 async def delete_record(request: web.Request) -> web.Response:
     owner = await _owner(request)

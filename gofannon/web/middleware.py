@@ -69,7 +69,7 @@ async def _stamp_request_id(request: web.Request, response: web.StreamResponse) 
 
 def _error(status: int, detail: Any, headers: dict[str, str] | None = None, path: str = "",
            exc: BaseException | None = None) -> web.Response:
-    if path.startswith("/v1/"):  # the OpenAI-compatible API answers errors in OpenAI's shape
+    if path.startswith("/v1/") or path == "/v1":  # the OpenAI-compatible API answers errors in OpenAI's shape
         from gofannon.web.v1 import openai_error
 
         return openai_error(status, detail, headers, exc)
@@ -100,7 +100,7 @@ class Pipeline:
 
 
 #: The catch-all route's path (registered last, so every real route is tried first).
-CATCH_ALL = "/{gofannon_unrouted:.*}"
+CATCH_ALL = "/{gofannon_unrouted:[\\s\\S]*}"  # any path, a decoded line break in it included (``.`` stops there)
 
 
 def is_catch_all(resource: Any) -> bool:

@@ -89,7 +89,7 @@ async def list_models(request: web.Request) -> web.Response:
     return json_response(list((provider.get("models") or {}).keys()))
 
 
-@routes.get("/providers/{provider}/models/{model:.+}")
+@routes.get("/providers/{provider}/models/{model:[\\s\\S]+}")
 @api_doc(summary="One model's configuration (parameters, context window, built-in tools)", tags=["providers"])
 async def get_model(request: web.Request) -> web.Response:
     provider = await _provider(request)

@@ -102,7 +102,7 @@ async def list_models(request: web.Request) -> web.Response:
     return json_response({"object": "list", "data": data})
 
 
-@routes.get("/v1/models/{model_id:.+}")
+@routes.get("/v1/models/{model_id:[\\s\\S]+}")
 @api_doc(summary="OpenAI-compatible: one model (ids contain '/'), or 404 model_not_found", tags=["openai"])
 async def get_model(request: web.Request) -> web.Response:
     ident = identity(request)
