@@ -89,7 +89,7 @@ class Settings:
     outbound_timeout_s: float = _setting("GOFANNON_OUTBOUND_TIMEOUT_S", 30.0, "Timeout of one outbound fetch (specs, MCP, agents' http_client).", "float")
     outbound_max_bytes: int = _setting("GOFANNON_OUTBOUND_MAX_BYTES", 10 * 1024 * 1024, "Largest response body an outbound fetch reads.", "int")
     llm_timeout_seconds: float = _setting("LLM_TIMEOUT_SECONDS", 600.0, "Default timeout of one LLM call.", "float")
-    llm_retries: int = _setting("LLM_RATE_LIMIT_RETRIES", 5, "Retries of an LLM call on 429/5xx, with exponential backoff.", "int")
+    llm_retries: int = _setting("LLM_RATE_LIMIT_RETRIES", 5, "Retries of an LLM call on 429/5xx, with exponential backoff. A provider no connection can be made to (nothing listens, the name does not resolve) is tried once more after 0.25 s, then answers 502 `<provider> could not be reached (...)`.", "int")
     llm_backoff_cap: float = _setting("LLM_RATE_LIMIT_BACKOFF_CAP", 60.0, "Longest wait between LLM retries, seconds.", "float")
     # -- sandbox ------------------------------------------------------------------------------------
     sandbox_tier: str = _setting("GOFANNON_SANDBOX_TIER", "auto", "Confinement of agent code: `bwrap` (namespaces), `landlock`, `rlimit` (limits only), or `auto` (the strongest available). A configured tier that is unavailable stops start-up.")
