@@ -74,5 +74,8 @@ async def test_numbers_json_cannot_answer_with_are_a_422_not_a_500(client: Clien
             assert r.status == 422, body
             error = (await r.json())["detail"][0]
             assert error["type"] == "json_invalid" and error["ctx"]["error"], body
-    async with client.put("/users/me/monthly-allowance", json={"monthlyAllowance": 1e300}) as r:
-        assert r.status == 200  # large, but a float
+    async with client.put("/users/me/monthly-allowance", json={"monthlyAllowance": 1e9}) as r:
+        assert r.status == 200  # large, but an allowance
+    for allowance in (1e300, -1):  # not an allowance: more than a billion, or less than nothing
+        async with client.put("/users/me/monthly-allowance", json={"monthlyAllowance": allowance}) as r:
+            assert r.status == 422 and (await r.json())["detail"][0]["loc"] == ["body", "monthlyAllowance"]

@@ -10,8 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from gofannon.models import Count, Money, WireModel
 
 
+#: A monthly allowance: USD, not negative, at most a billion (the same bound as a workspace's).
+Allowance = Annotated[Money, Field(ge=0, le=1e9)]
+
+
 class MonthlyAllowanceBody(WireModel):
-    monthly_allowance: Money
+    monthly_allowance: Allowance
 
 
 class AllowanceResetDateBody(WireModel):
@@ -31,7 +35,7 @@ class UsageBody(WireModel):
 class AdminUserUpdate(WireModel):
     """Any subset; null or absent leaves the field unchanged."""
 
-    monthly_allowance: Money | None = None
+    monthly_allowance: Allowance | None = None
     allowance_reset_date: Money | None = None
     spend_remaining: Money | None = None
 
