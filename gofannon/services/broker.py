@@ -95,8 +95,13 @@ class RunBroker:
 
     def __init__(self, ctx: RunContext, *, agent_name: str, depth: int = 0,
                  agents: list[dict[str, Any]] | None = None, collect_ops: bool = True,
-                 workspace_id: str | None = None) -> None:
+                 workspace_id: str | None = None, checks_models: bool = False) -> None:
         self.ctx = ctx
+        #: Whether this code is the caller's own (run-code), so the models it calls and the agents it calls
+        #: (``agent/<friendlyName>``) must be allowed by the caller's token ``models``. False for an agent the
+        #: token was admitted to run (``/rest``, ``/v1``, ``/mcp``, a gofannon chat) and for the agents called
+        #: from any code: an agent's own choices are not the token's (docs/gateway.md, "Scoped tokens").
+        self.checks_models = checks_models
         #: The shared workspace this agent's model calls are charged to (and gated by) besides the caller, and
         #: whose data store it uses: the top run's (``ctx.workspace_id``), or for a called agent of a shared
         #: workspace, that workspace -- as when the agent is run through ``/rest`` (docs/workspaces.md).
@@ -164,6 +169,8 @@ class RunBroker:
         if timeout is None:
             timeout = default_llm_timeout(parameters, self.ctx.kernel.settings.llm_timeout_seconds)
         kernel, ident = self.ctx.kernel, self.ctx.ident
+        if self.checks_models:
+            scopes.check_model(ident, f"{provider}/{model}")
         result = await scopes.metered(  # the token the run was started with pays for its calls too
             kernel, ident, provider, model, messages, tools, parameters.get("max_tokens"),
             lambda: call_llm(kernel, ident, provider, model, messages, parameters, tools=tools, timeout=timeout,
@@ -193,6 +200,8 @@ class RunBroker:
         agent = self.agents.get(name)
         if agent is None:
             raise ValueError(f"Gofannon agent '{name}' not found or not imported for this run.")
+        if self.checks_models:
+            scopes.check_model(self.ctx.ident, f"agent/{agent.get('friendlyName') or agent.get('name')}")
         limit = self.ctx.kernel.settings.sandbox_max_depth
         if self.depth + 1 > limit:
             raise ValueError(f"Agent call depth limit exceeded (at most {limit} nested agent calls).")
