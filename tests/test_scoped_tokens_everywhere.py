@@ -8,7 +8,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from fakes import FakeLLMServer
+from fakes import FakeLLMServer, Reply
+from test_chat_tickets import wait_ticket
+from test_chat_workers import Workers, rq_env, workers  # noqa: F401 - fixtures
 from workspaces_helpers import call, people  # noqa: F401 - people is a fixture
 
 pytestmark = pytest.mark.timeout(120)
@@ -89,3 +91,42 @@ async def test_run_code_with_a_models_token_calls_only_its_models_and_agents_and
         assert (await script("POST", "/rest/alicepriv", {"inputText": "x"})) == (
             200, {"outputText": "Hello from the fake model"})
         assert await spend_of(alice, with_agent) == pytest.approx(2 * GPT_4O_MINI_CALL)
+
+
+async def chat_with(script: Script, model: str, *, provider: str = "openai") -> tuple[int, Any]:
+    return await script("POST", "/chat", {"messages": [{"role": "user", "content": "hi"}], "provider": provider,
+                                          "model": model})
+
+
+async def test_chat_tickets_keep_a_tokens_models_and_max_spend(people: Any, fake_openai: FakeLLMServer) -> None:
+    alice, = await people("alice", **fake_openai.env)
+    token = await new_token(alice, models=["openai/gpt-4o"], maxSpend=1.0)
+    async with aiohttp.ClientSession() as session:
+        script = Script(alice, session, token)
+        status, refused = await chat_with(script, "gpt-3.5-turbo")
+        assert status == 403 and "'openai/gpt-3.5-turbo'" in refused["detail"], refused
+        status, refused = await chat_with(script, "alicepriv", provider="gofannon")
+        assert status == 403 and "'agent/alicepriv'" in refused["detail"], refused
+        fake_openai.script(Reply("pricey", input_tokens=400_000, output_tokens=0))  # $1.00: all of the budget
+        status, posted = await chat_with(script, "gpt-4o")
+        assert status == 200, posted
+        assert (await wait_ticket(alice, posted["ticket_id"]))["status"] == "completed"
+        assert await spend_of(alice, token) == pytest.approx(1.0)
+        status, posted = await chat_with(script, "gpt-4o")
+        done = await wait_ticket(alice, posted["ticket_id"])
+        assert done["status"] == "failed" and done["error"].startswith("429: This API token's budget is used up")
+    assert len(fake_openai.requests) == 1
+
+
+async def test_a_chat_answered_by_a_worker_process_counts_in_the_tokens_spend(
+        serve: Any, rq_env: dict[str, str], workers: Workers, fake_llm: FakeLLMServer) -> None:  # noqa: F811
+    workers.start()
+    alice = await serve(**rq_env)
+    await alice.login("alice")
+    token = await new_token(alice, maxSpend=1.0)
+    async with aiohttp.ClientSession() as session:
+        status, posted = await chat_with(Script(alice, session, token), "gpt-4o")
+    assert status == 200, posted
+    done = await wait_ticket(alice, posted["ticket_id"], attempts=1500)
+    assert done["status"] == "completed", done
+    assert await spend_of(alice, token) == pytest.approx(GPT_4O_CALL)
