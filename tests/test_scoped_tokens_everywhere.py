@@ -4,6 +4,7 @@ process and in a worker process), code generation and demos (docs/gateway.md, "S
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import aiohttp
@@ -11,6 +12,7 @@ import pytest
 from fakes import FakeLLMServer, Reply
 from test_chat_tickets import wait_ticket
 from test_chat_workers import Workers, rq_env, workers  # noqa: F401 - fixtures
+from test_codegen import BODY, answer, request_body
 from workspaces_helpers import call, people  # noqa: F401 - people is a fixture
 
 pytestmark = pytest.mark.timeout(120)
@@ -130,3 +132,28 @@ async def test_a_chat_answered_by_a_worker_process_counts_in_the_tokens_spend(
     done = await wait_ticket(alice, posted["ticket_id"], attempts=1500)
     assert done["status"] == "completed", done
     assert await spend_of(alice, token) == pytest.approx(GPT_4O_CALL)
+
+
+async def test_code_and_demo_generation_keep_a_tokens_models_and_max_spend(
+        people: Any, fake_openai: FakeLLMServer) -> None:
+    alice, = await people("alice", **fake_openai.env)
+    other = await new_token(alice, models=["openai/gpt-4o"])
+    composer = await new_token(alice, models=["openai/gpt-5-mini"], maxSpend=1.0)
+    demo = {"userPrompt": "A page", "selectedApis": [], "modelConfig": request_body()["modelConfig"]}
+    fake_openai.respond(lambda req: Reply(json.dumps({"html": "<p>", "css": "", "js": ""}))
+                        if "response_format" in json.dumps(req.json) and "html" in json.dumps(req.json)
+                        else answer(BODY)(req))
+    async with aiohttp.ClientSession() as session:
+        script = Script(alice, session, other)
+        for path, body in (("/agents/generate-code", request_body()), ("/demos/generate-code", demo)):
+            status, refused = await script("POST", path, body)
+            assert status == 403 and "'openai/gpt-5-mini'" in refused["detail"], (path, refused)
+        assert fake_openai.requests == []
+        script = Script(alice, session, composer)
+        for path, body in (("/agents/generate-code", request_body()), ("/demos/generate-code", demo)):
+            status, answered = await script("POST", path, body)
+            assert status == 200, (path, answered)
+    status, usage = await call(alice, "GET", "/users/me/usage")
+    costs = [entry["responseCost"] for entry in usage["usage"]]
+    assert len(costs) == 3 and sum(costs) > 0  # two calls generate code, one the demo
+    assert await spend_of(alice, composer) == pytest.approx(sum(costs))
