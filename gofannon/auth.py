@@ -31,7 +31,8 @@ class Identity:
     #: all optional: ``id``, ``kind`` ("personal" | "oauth"), ``models`` (allowed model ids, ``*`` suffix = prefix),
     #: ``maxSpend``, ``rpm``, ``expiresAt``, ``workspaceId``, ``resource`` (OAuth: the resource it is bound to),
     #: ``clientId``/``clientName`` (OAuth). None for sessions and unscoped callers. Checked by
-    #: ``gofannon.services.scopes`` for ``/v1``, ``/mcp`` and ``/rest`` alike.
+    #: ``gofannon.services.scopes`` for ``/v1``, ``/mcp`` and ``/rest`` alike, and (``models``, ``maxSpend``) on every
+    #: other route that calls a model.
     token: dict[str, Any] | None = None
 
     def session_user(self) -> dict[str, Any]:

@@ -181,3 +181,54 @@ async def test_runs_of_a_workspace_agent_charge_the_workspace_and_agent_code_can
     assert untouched["usage"] == 0  # the code named it; the platform did not charge it
     status, me = await call(bob, "GET", "/users/me")
     assert me["usageInfo"]["spendRemaining"] == pytest.approx(95.0)
+
+
+CALLS_TEAM = (
+    "async def run(input_dict, tools):\n"
+    "    r = await gofannon_client.call(agent_name='llmteam', input_dict={'inputText': 'x'})\n"
+    "    return r\n"
+)
+
+
+async def test_a_workspace_agent_called_from_a_personal_run_needs_and_charges_the_workspace(
+        people: Any, fake_openai: FakeLLMServer) -> None:
+    alice, bob = await people("alice", "bob", **fake_openai.env)
+    ws = await make_workspace(alice)
+    await call(alice, "PUT", f"/workspaces/{ws}/members/dev_stub:bob", {"role": "member"})
+    await call(alice, "PUT", f"/workspaces/{ws}/budget", {"monthlyAllowance": 2})
+    agent = {"name": "llmteam", "description": "d", "code": LLM_AGENT, "friendlyName": "llmteam",
+             "inputSchema": {"inputText": "string"}, "outputSchema": {"outputText": "string"}}
+    status, team = await call(alice, "POST", "/agents", agent, headers={H: ws})
+    assert status == 201
+    run_team = {"code": CALLS_TEAM, "inputDict": {}, "tools": {}, "gofannonAgents": [team["_id"]]}
+    fake_openai.script(ONE_MILLION_IN, ONE_MILLION_IN, ONE_MILLION_IN)
+    # With room left, bob's personal run of the workspace's agent is charged to the workspace as well.
+    status, ran = await call(bob, "POST", "/agents/run-code", run_team)
+    assert status == 200 and ran["result"] == {"outputText": "ok"}, ran
+    status, usage = await call(alice, "GET", f"/workspaces/{ws}/usage")
+    assert usage["spendByMember"] == {"dev_stub:bob": pytest.approx(2.5)} and usage["spendRemaining"] == 0
+    status, me = await call(bob, "GET", "/users/me")
+    assert [e["metadata"].get("workspaceId") for e in me["usageInfo"]["usage"]] == [ws]
+    # Exhausted: refused before the vendor, from a personal run exactly as through /rest.
+    status, ran = await call(bob, "POST", "/agents/run-code", run_team)
+    assert status == 200 and ran["result"] is None
+    assert "Insufficient workspace allowance" in ran["error"], ran
+    assert len(fake_openai.requests) == 1
+    status, me = await call(bob, "GET", "/users/me")
+    assert me["usageInfo"]["spendRemaining"] == pytest.approx(97.5)
+    # The reverse: a personal agent called from a run in the workspace is charged to the workspace (and refused
+    # now that it is exhausted), not to the caller alone.
+    status, mine = await call(bob, "POST", "/agents", {**agent, "name": "mine", "friendlyName": "mine"})
+    assert status == 201
+    status, ran = await call(bob, "POST", "/agents/run-code",
+                             {**run_team, "code": CALLS_TEAM.replace("llmteam", "mine"),
+                              "gofannonAgents": [mine["_id"]]}, headers={H: ws})
+    assert status == 200 and "Insufficient workspace allowance" in (ran["error"] or ""), ran
+    await call(alice, "PUT", f"/workspaces/{ws}/budget", {"monthlyAllowance": 5})
+    status, ran = await call(bob, "POST", "/agents/run-code",
+                             {**run_team, "code": CALLS_TEAM.replace("llmteam", "mine"),
+                              "gofannonAgents": [mine["_id"]]}, headers={H: ws})
+    assert status == 200 and ran["result"] == {"outputText": "ok"}, ran
+    status, usage = await call(alice, "GET", f"/workspaces/{ws}/usage")
+    assert usage["spendByMember"] == {"dev_stub:bob": pytest.approx(5.0)}
+    assert len(fake_openai.requests) == 2

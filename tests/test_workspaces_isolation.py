@@ -364,10 +364,21 @@ async def test_a_workspace_has_one_data_store_shared_by_its_members_and_its_runs
                              {"code": code, "inputDict": {}, "tools": {}}, headers={H: world.ws})
     assert status == 200 and ran["result"] == {"plan": {"step": 1}}, ran
     assert (await call(world.bob, "GET", "/data-store/namespaces/notes/records/seen", headers={H: world.ws}))[0] == 200
+    # So does an agent of the workspace called from a member's personal run: it runs in its workspace.
+    noter = {**body("noter"), "code": code.replace("'seen'", "'called'")}
+    status, agent = await call(world.alice, "POST", "/agents", noter, headers={H: world.ws})
+    assert status == 201
+    caller = ("async def run(input_dict, tools):\n"
+              "    return await gofannon_client.call(agent_name='noter', input_dict={})\n")
+    status, ran = await call(world.bob, "POST", "/agents/run-code",
+                             {"code": caller, "inputDict": {}, "tools": {}, "gofannonAgents": [agent["_id"]]})
+    assert status == 200 and ran["result"] == {"plan": {"step": 1}}, ran
+    assert (await call(world.bob, "GET", "/data-store/namespaces/notes/records/called", headers={H: world.ws}))[0] == 200
+    assert (await call(world.bob, "GET", "/data-store/namespaces/notes/records/called"))[0] == 404
     # Clearing a whole namespace is for the workspace's admins.
     assert (await call(world.bob, "DELETE", "/data-store/namespaces/notes", headers={H: world.ws}))[0] == 403
     status, cleared = await call(world.alice, "DELETE", "/data-store/namespaces/notes", headers={H: world.ws})
-    assert status == 200 and cleared["deletedCount"] == 2
+    assert status == 200 and cleared["deletedCount"] == 3
 
 
 async def test_the_chain_of_a_workspace_agent_is_drawn_for_its_members(world: World) -> None:

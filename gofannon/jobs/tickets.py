@@ -42,18 +42,31 @@ def _ago(seconds: float) -> str:
 
 
 def ident_payload(ident: "Identity") -> dict[str, Any]:
-    """The caller, as a JSON payload a worker process can rebuild."""
+    """The caller, as a JSON payload a worker process can rebuild; a scoped token's scope (its id, ``models``,
+    ``maxSpend``) travels with it, so the worker's model call is checked and reserved against that token."""
     return {"uid": ident.uid, "provider_type": ident.provider_type, "email": ident.email,
             "display_name": ident.display_name, "is_site_admin": ident.is_site_admin,
-            "auth_mode": ident.auth_mode}
+            "auth_mode": ident.auth_mode, "token": ident.token}
 
 
 def ident_from(payload: dict[str, Any]) -> "Identity":
     from gofannon.auth import Identity
 
+    token = payload.get("token")
     return Identity(uid=payload["uid"], provider_type=payload.get("provider_type") or "unknown",
                     email=payload.get("email"), display_name=payload.get("display_name"),
-                    is_site_admin=bool(payload.get("is_site_admin")), auth_mode=payload.get("auth_mode") or "session")
+                    is_site_admin=bool(payload.get("is_site_admin")), auth_mode=payload.get("auth_mode") or "session",
+                    token=dict(token) if isinstance(token, dict) else None)
+
+
+def chat_model_id(request: "ChatRequest | dict[str, Any]") -> str:
+    """The model id a chat uses, as a token's ``models`` names it: ``agent/<name>`` for the ``gofannon``
+    provider (a deployed agent), else ``provider/model``."""
+    if isinstance(request, dict):
+        provider, model = request.get("provider") or "openai", request.get("model") or ""
+    else:
+        provider, model = request.provider, request.model
+    return f"agent/{model}" if provider == "gofannon" else f"{provider}/{model}"
 
 
 # -- API side ---------------------------------------------------------------------------------------
@@ -76,7 +89,11 @@ async def new_ticket(kernel: "Kernel", ident: "Identity", request: "ChatRequest"
 async def submit_chat(kernel: "Kernel", ident: "Identity", request: "ChatRequest", *,
                       workspace_id: str | None = None) -> dict[str, Any]:
     """Persist the ``pending`` ticket, then queue it; returns the stored ticket. A chat made in a shared
-    workspace (``workspace_id``) is charged to it too."""
+    workspace (``workspace_id``) is charged to it too. 403 (no ticket) when the caller's token may not use the
+    chat's model."""
+    from gofannon.services import scopes
+
+    scopes.check_model(ident, chat_model_id(request))
     doc = await new_ticket(kernel, ident, request, workspace_id=workspace_id)
     ticket_id = doc["_id"]
     try:
@@ -167,6 +184,7 @@ async def _run_llm(kernel: "Kernel", ident: "Identity", req: dict[str, Any], *,
                    workspace_id: str | None = None) -> dict[str, Any]:
     from gofannon.llm import catalog as catalog_mod
     from gofannon.llm.service import call_llm
+    from gofannon.services import scopes
 
     provider, model = req.get("provider") or "openai", req.get("model") or ""
     tools = None
@@ -176,8 +194,11 @@ async def _run_llm(kernel: "Kernel", ident: "Identity", req: dict[str, Any], *,
         tools = [t["tool_config"] for t in config.get("built_in_tools") or []
                  if isinstance(t, dict) and t.get("id") in wanted and "tool_config" in t] or None
     messages = [{"role": m["role"], "content": m["content"]} for m in req.get("messages") or []]
-    result = await call_llm(kernel, ident, provider, model, messages, req.get("parameters") or {}, tools=tools,
-                            workspace_id=workspace_id)
+    parameters = req.get("parameters") or {}
+    result = await scopes.direct(  # a scoped token: its models (403) and maxSpend (reserved, settled) hold here too
+        kernel, ident, provider, model, messages, tools, parameters.get("max_tokens") if isinstance(parameters, dict)
+        else None, lambda: call_llm(kernel, ident, provider, model, messages, parameters, tools=tools,
+                                    workspace_id=workspace_id))
     return {"content": result.content, "thoughts": result.thoughts, "model": f"{provider}/{model}"}
 
 
@@ -196,6 +217,9 @@ async def _run_agent(kernel: "Kernel", ident: "Identity", req: dict[str, Any]) -
         await deployments.load_deployed(kernel, name, ident)
     except NotFound:
         raise ValueError(f"Could not find a deployed agent with name '{name}'") from None
+    from gofannon.services import scopes
+
+    await scopes.check_budget(kernel, ident)  # as /rest: a token's used-up budget stops the run before it starts
     result = await deployments.run_deployed_agent(kernel, ident, name, input_dict, llm_settings=llm_settings)
     if isinstance(result, dict):
         content = result["outputText"] if "outputText" in result else json.dumps(result, default=str)

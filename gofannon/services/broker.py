@@ -46,8 +46,9 @@ class RunContext:
     capture_trace: bool = True
     publish: Publish | None = None
     deadline: float | None = None  # time.monotonic() by which the top run must end
-    #: The shared workspace the run's model calls are charged to besides the caller (None: the caller alone).
-    #: Set by the platform, never by the agent's code.
+    #: The shared workspace the top run's model calls are charged to besides the caller (None: the caller
+    #: alone). Set by the platform, never by the agent's code. An agent the run calls may be charged to another
+    #: one: see ``RunBroker.workspace_id``.
     workspace_id: str | None = None
     trace: list[dict[str, Any]] = field(default_factory=list)
     truncated: bool = False
@@ -93,8 +94,18 @@ class RunBroker:
     """Answers one agent's ops. Nested agents get their own broker sharing the ``RunContext``."""
 
     def __init__(self, ctx: RunContext, *, agent_name: str, depth: int = 0,
-                 agents: list[dict[str, Any]] | None = None, collect_ops: bool = True) -> None:
+                 agents: list[dict[str, Any]] | None = None, collect_ops: bool = True,
+                 workspace_id: str | None = None, checks_models: bool = False) -> None:
         self.ctx = ctx
+        #: Whether this code is the caller's own (run-code), so the models it calls and the agents it calls
+        #: (``agent/<friendlyName>``) must be allowed by the caller's token ``models``. False for an agent the
+        #: token was admitted to run (``/rest``, ``/v1``, ``/mcp``, a gofannon chat) and for the agents called
+        #: from any code: an agent's own choices are not the token's (docs/gateway.md, "Scoped tokens").
+        self.checks_models = checks_models
+        #: The shared workspace this agent's model calls are charged to (and gated by) besides the caller, and
+        #: whose data store it uses: the top run's (``ctx.workspace_id``), or for a called agent of a shared
+        #: workspace, that workspace -- as when the agent is run through ``/rest`` (docs/workspaces.md).
+        self.workspace_id = workspace_id if workspace_id is not None else ctx.workspace_id
         self.agent_name = agent_name
         self.depth = depth
         self.agents = {a.get("name"): a for a in agents or []}
@@ -158,10 +169,12 @@ class RunBroker:
         if timeout is None:
             timeout = default_llm_timeout(parameters, self.ctx.kernel.settings.llm_timeout_seconds)
         kernel, ident = self.ctx.kernel, self.ctx.ident
+        if self.checks_models:
+            scopes.check_model(ident, f"{provider}/{model}")
         result = await scopes.metered(  # the token the run was started with pays for its calls too
             kernel, ident, provider, model, messages, tools, parameters.get("max_tokens"),
             lambda: call_llm(kernel, ident, provider, model, messages, parameters, tools=tools, timeout=timeout,
-                             workspace_id=self.ctx.workspace_id, **args))
+                             workspace_id=self.workspace_id, **args))
         usage = getattr(result, "usage", None)
         # The child turns these into the run's ``llm_call`` trace event (tokens and cost, §12.23).
         return {
@@ -181,11 +194,14 @@ class RunBroker:
     async def _agents_call(self, args: dict[str, Any]) -> Any:
         from gofannon import sandbox
         from gofannon.services.agents import load_usable
+        from gofannon.services.ownership import shared_workspace
 
         name = args.get("agent_name")
         agent = self.agents.get(name)
         if agent is None:
             raise ValueError(f"Gofannon agent '{name}' not found or not imported for this run.")
+        if self.checks_models:
+            scopes.check_model(self.ctx.ident, f"agent/{agent.get('friendlyName') or agent.get('name')}")
         limit = self.ctx.kernel.settings.sandbox_max_depth
         if self.depth + 1 > limit:
             raise ValueError(f"Agent call depth limit exceeded (at most {limit} nested agent calls).")
@@ -193,7 +209,10 @@ class RunBroker:
                                    on_behalf_of=agent.get("ownerId"))
         if nested is None:
             raise ValueError("Could not load one or more dependent Gofannon agents.")
-        child = RunBroker(self.ctx, agent_name=str(name), depth=self.depth + 1, agents=nested, collect_ops=False)
+        # An agent of a shared workspace runs in that workspace wherever it is called from (its calls need the
+        # workspace's allowance too, as through /rest); any other agent runs in its caller's workspace.
+        child = RunBroker(self.ctx, agent_name=str(name), depth=self.depth + 1, agents=nested, collect_ops=False,
+                          workspace_id=shared_workspace(agent) or self.workspace_id)
         timeout = self.ctx.kernel.settings.sandbox_timeout_s
         if self.ctx.deadline is not None:
             timeout = max(0.1, min(timeout, self.ctx.deadline - time.monotonic()))
@@ -257,7 +276,7 @@ class RunBroker:
             raise ValueError(f"Unknown data_store operation '{op}'.")
         namespace = str(args.pop("namespace", None) or "default")
         # A run in a shared workspace reads and writes the workspace's data store, shared by its members.
-        owner = self.ctx.workspace_id or self.ctx.ident.uid
+        owner = self.workspace_id or self.ctx.ident.uid
         return await data_store.perform(self.ctx.kernel, owner, op, args, namespace=namespace,
                                         agent_name=self.agent_name,
                                         ops_log=self.ops_log if self.collect_ops else None)

@@ -357,9 +357,12 @@ def _with_json_format(provider: str, parameters: dict[str, Any]) -> dict[str, An
 async def _llm(kernel: "Kernel", ident: "Identity", cfg: ProviderConfig, messages: list[dict[str, Any]],
                parameters: dict[str, Any], **kw: Any) -> Any:
     from gofannon.llm.service import call_llm
+    from gofannon.services import scopes
 
     try:
-        return await call_llm(kernel, ident, cfg.provider, cfg.model, messages, parameters, **kw)
+        return await scopes.direct(  # a scoped token: its models (403) and maxSpend hold here too
+            kernel, ident, cfg.provider, cfg.model, messages, kw.get("tools"), parameters.get("max_tokens"),
+            lambda: call_llm(kernel, ident, cfg.provider, cfg.model, messages, parameters, **kw))
     except GofannonError:
         raise
     except Exception as exc:  # noqa: BLE001 - a provider plugin's surprise is still the provider's failure

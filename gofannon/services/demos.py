@@ -145,6 +145,7 @@ def parse_demo_code(raw: str) -> dict[str, str]:
 async def generate_demo_code(kernel: "Kernel", ident: "Identity", req: GenerateDemoCodeRequest, *,
                              workspace_id: str | None = None) -> dict[str, Any]:
     from gofannon.llm.service import call_llm
+    from gofannon.services import scopes
     from gofannon.services.codegen import builtin_tool_configs
 
     cfg = req.composer
@@ -152,10 +153,12 @@ async def generate_demo_code(kernel: "Kernel", ident: "Identity", req: GenerateD
     if cfg.provider == "openai":
         params["response_format"] = {"type": "json_object"}
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user_prompt(req)}]
+    tools = builtin_tool_configs(cfg.provider, cfg.model, req.built_in_tools)
     try:
-        result = await call_llm(kernel, ident, cfg.provider, cfg.model, messages, params,
-                                tools=builtin_tool_configs(cfg.provider, cfg.model, req.built_in_tools),
-                                workspace_id=workspace_id)
+        result = await scopes.direct(  # a scoped token: its models (403) and maxSpend hold here too
+            kernel, ident, cfg.provider, cfg.model, messages, tools, params.get("max_tokens"),
+            lambda: call_llm(kernel, ident, cfg.provider, cfg.model, messages, params, tools=tools,
+                             workspace_id=workspace_id))
     except GofannonError:
         raise
     except Exception as exc:  # noqa: BLE001 - a provider plugin's surprise is the provider's failure

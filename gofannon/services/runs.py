@@ -213,6 +213,9 @@ def spec_from_agent(agent: dict[str, Any], input_dict: Any) -> dict[str, Any]:
         "outputSchema": None, "llmSettings": None, "agentOwnerId": agent.get(OWNER_FIELD),
         # An agent of a shared workspace charges its model calls to that workspace too (docs/workspaces.md).
         "workspaceId": shared_workspace(agent),
+        # The route admitted the caller's token for ``agent/<name>``: the agent's own calls are its choice, not
+        # held to the token's ``models`` (run-code's code is: see ``RunBroker.checks_models``).
+        "admittedAgent": True,
     }
 
 
@@ -240,7 +243,8 @@ async def execute(kernel: "Kernel", ident: "Identity", spec: dict[str, Any], *, 
                                on_behalf_of=spec.get("agentOwnerId"))
     if agents is None:
         return _outcome("error", None, "ValueError: Could not load one or more dependent Gofannon agents.")
-    broker = RunBroker(ctx, agent_name=agent_name, depth=0, agents=agents)
+    broker = RunBroker(ctx, agent_name=agent_name, depth=0, agents=agents,
+                       checks_models=not spec.get("admittedAgent"))
     req = sandbox.SandboxRequest(
         code=spec.get("code") or "", input_dict=spec.get("inputDict"), tools=spec.get("tools") or {},
         env_vars={e["key"]: e["value"] for e in spec.get("envVars") or []}, agent_name=agent_name,

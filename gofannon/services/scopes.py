@@ -1,4 +1,5 @@
-"""The scope of a bearer token, checked in one place for ``/v1``, ``/rest`` (and ``/mcp``).
+"""The scope of a bearer token, checked in one place for ``/v1``, ``/rest``, ``/mcp`` and every other route that
+calls a model (chat tickets, code generation, demos, run-code: ``check_model`` and ``direct``).
 
 ``Identity.token`` (filled by ``gofannon.services.tokens.resolve``) may carry ``expiresAt``, ``models``,
 ``rpm`` and ``maxSpend``. ``admit`` answers whether this call may start at all: expired → 401, a model the
@@ -77,6 +78,14 @@ def may_use(ident: "Identity", model_id: str) -> bool:
     return token is None or allows(token.get("models"), model_id)
 
 
+def check_model(ident: "Identity", model_id: str) -> None:
+    """403 ``model_not_allowed`` when the caller's token may not use ``model_id`` (``provider/model`` or
+    ``agent/<name>``). For the calls the token's holder chooses outside ``/v1``, ``/rest`` and ``/mcp``: chat
+    tickets, code generation, demos, and the code run by run-code (its ``call_llm`` and the agents it calls)."""
+    if not may_use(ident, model_id):
+        raise ModelNotAllowed(f"This API token may not use the model '{model_id}'.")
+
+
 async def admit(kernel: "Kernel", ident: "Identity", model_id: str) -> None:
     """Refuse a call the caller's token does not allow: expiry (401), model (403), rpm (429 + Retry-After)."""
     token = ident.token
@@ -84,8 +93,7 @@ async def admit(kernel: "Kernel", ident: "Identity", model_id: str) -> None:
         return
     if expired(token.get("expiresAt")):
         raise TokenExpired()
-    if not allows(token.get("models"), model_id):
-        raise ModelNotAllowed(f"This API token may not use the model '{model_id}'.")
+    check_model(ident, model_id)
     rpm = token.get("rpm")
     if rpm and token.get("id"):
         if not await ratelimit.admit(kernel, f"token-rpm:{token['id']}", int(rpm), 60.0):
@@ -150,6 +158,14 @@ async def metered(kernel: "Kernel", ident: "Identity", provider: str, model: str
         raise
     await settle(kernel, reservation, float(getattr(result, "cost", 0.0) or 0.0))
     return result
+
+
+async def direct(kernel: "Kernel", ident: "Identity", provider: str, model: str, messages: Any, tools: Any,
+                 max_tokens: Any, call: Any) -> Any:
+    """An LLM call whose model the caller chose (chat tickets, code generation, demos, run-code's own code):
+    the token's ``models`` must allow ``provider/model`` (403), and it is ``metered`` against its ``maxSpend``."""
+    check_model(ident, f"{provider}/{model}")
+    return await metered(kernel, ident, provider, model, messages, tools, max_tokens, call)
 
 
 @dataclass
