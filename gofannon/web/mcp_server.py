@@ -136,7 +136,15 @@ async def _parse(request: web.Request) -> dict[str, Any]:
                          http_status=400)
         error.req_id = message.get("id") if isinstance(message.get("id"), (str, int)) else None
         raise error from None
+    if "method" in message and "id" in message and not _valid_id(message["id"]):
+        # JSON-RPC allows null and fractional ids; MCP does not ("a string or integer, MUST NOT be null")
+        raise McpError(INVALID_REQUEST, "Invalid Request: a request id must be a string or an integer (not null)",
+                       http_status=400)
     return message
+
+
+def _valid_id(req_id: Any) -> bool:
+    return isinstance(req_id, str) or (isinstance(req_id, int) and not isinstance(req_id, bool))
 
 
 @routes.post("/mcp")
