@@ -243,3 +243,22 @@ async def test_a_request_id_that_is_not_a_string_or_an_integer_is_an_invalid_req
     for good in ("abc", 0, 7):  # strings and integers are ids
         status, body, _ = await raw.post({"jsonrpc": "2.0", "id": good, "method": "ping"}, Mcp_Session_Id=sid)
         assert status == 200 and body == {"jsonrpc": "2.0", "id": good, "result": {}}
+
+
+async def test_a_huge_client_info_is_not_kept_in_the_session(setup: Any) -> None:
+    from gofannon.services.mcp_server import SESSIONS
+    from gofannon.web.keys import KERNEL
+
+    client, raw = setup
+    huge = {"name": "n" * 1_000_000, "version": "1.0", "websiteUrl": "https://client.example",
+            "icons": [{"src": "data:image/png;base64," + "A" * 100_000}] * 5}
+    init = {**INIT, "params": {**INIT["params"], "clientInfo": huge, "capabilities": {"experimental": {
+        "x": {"blob": "b" * 500_000}}}}}
+    status, body, headers = await raw.post(init)
+    assert status == 200 and body["result"]["serverInfo"]["name"] == "gofannon"
+    sid = headers["Mcp-Session-Id"]
+    doc = await client.server.app[KERNEL].store.get(SESSIONS, sid)
+    assert doc["clientInfo"] == {"name": "n" * 256, "version": "1.0", "websiteUrl": "https://client.example"}
+    assert len(json.dumps(doc)) < 2000  # what every later request of the session reads
+    status, body, _ = await raw.post({"jsonrpc": "2.0", "id": 2, "method": "ping"}, Mcp_Session_Id=sid)
+    assert status == 200 and body["result"] == {}

@@ -285,7 +285,7 @@ async def create_session(kernel: "Kernel", ident: "Identity",
         await kernel.store.delete_many(SESSIONS, [d["_id"] for d in held[:len(held) - MAX_SESSIONS_PER_USER + 1]])
     await kernel.store.put(SESSIONS, session_id, {
         OWNER_FIELD: ident.uid, "protocolVersion": version,
-        "clientInfo": init.client_info.model_dump(by_alias=True, mode="json", exclude_none=True),
+        "clientInfo": stored_client_info(init.client_info.model_dump(by_alias=True, mode="json", exclude_none=True)),
         "createdAt": now.isoformat(timespec="microseconds"),
         "expiresAt": (now + SESSION_TTL).isoformat(timespec="microseconds"),
     }, rev=None)
@@ -296,6 +296,16 @@ async def create_session(kernel: "Kernel", ident: "Identity",
         instructions=INSTRUCTIONS,
     )
     return session_id, _result(result)
+
+
+#: What a session keeps of ``initialize``'s ``clientInfo``: these fields, each cut to ``CLIENT_INFO_CHARS``
+#: characters (icons and the rest are dropped), so the document read on every request stays small.
+CLIENT_INFO_FIELDS = ("name", "title", "version", "websiteUrl")
+CLIENT_INFO_CHARS = 256
+
+
+def stored_client_info(info: dict[str, Any]) -> dict[str, str]:
+    return {k: info[k][:CLIENT_INFO_CHARS] for k in CLIENT_INFO_FIELDS if isinstance(info.get(k), str)}
 
 
 async def load_session(kernel: "Kernel", ident: "Identity", session_id: str) -> dict[str, Any]:
