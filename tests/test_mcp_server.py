@@ -361,10 +361,65 @@ async def test_a_stateless_call_whose_stream_is_closed_stops_its_run(alice: Clie
             while len(hits) < 3:
                 await asyncio.sleep(0.05)
             tg.cancel_scope.cancel()  # at 2026-07-28 the client cancels by closing the response stream
-    await asyncio.sleep(1.5)  # the server notices the closed stream within a second
+    run = await stopped_run(alice)  # the server notices the closed stream within a second and records it
+    assert run["agentName"] == "looper" and run["inputDict"] == {"url": url}
+    assert "closed the connection" in run["error"]
+    await asyncio.sleep(0.3)
     count = len(hits)
     await asyncio.sleep(0.5)
     assert len(hits) == count
+
+
+async def stopped_run(client: Client, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The caller's new run record (not in ``seen``) once it has ended: an MCP call leaves one only when it was
+    stopped."""
+    for _ in range(100):
+        async with client.get("/runs") as r:
+            found = [run for run in (await r.json())["runs"] if run["runId"] not in seen]
+        if found and found[0]["status"] != "running":
+            assert len(found) == 1 and found[0]["status"] == "stopped", found
+            return found[0]  # type: ignore[no-any-return]
+        await asyncio.sleep(0.1)
+    raise AssertionError("no run record was written")
+
+
+async def test_a_session_call_whose_connection_drops_stops_its_run_and_records_it(
+        alice: Client, site: tuple[str, list[float]]) -> None:
+    url, hits = site
+    await deploy(alice, name="Looper", friendlyName="looper", code=LOOPER, inputSchema={"url": "string"})
+    token = await new_token(alice)
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(alice.url("/mcp"), headers=headers, json={
+                "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+                ) as r:
+            headers["Mcp-Session-Id"] = r.headers["Mcp-Session-Id"]
+        seen: tuple[str, ...] = ()
+        for progress in (False, True):  # a JSON answer, and an event stream of progress
+            hits.clear()
+            meta = {"_meta": {"progressToken": "p"}} if progress else {}
+            body = {"jsonrpc": "2.0", "id": 2 + progress, "method": "tools/call",
+                    "params": {"name": "looper", "arguments": {"url": url}, **meta}}
+
+            async def call(body: dict[str, Any] = body) -> None:
+                async with http.post(alice.url("/mcp"), headers=headers, json=body) as r:
+                    await r.read()
+
+            task = asyncio.ensure_future(call())
+            while len(hits) < 3:  # the agent is running
+                await asyncio.sleep(0.05)
+            task.cancel()  # the client goes away without notifications/cancelled: the connection closes
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            run = await stopped_run(alice, seen)
+            seen += (run["runId"],)
+            assert run["agentName"] == "looper" and run["inputDict"] == {"url": url}
+            assert "closed the connection" in run["error"]
+            await asyncio.sleep(0.3)
+            count = len(hits)
+            await asyncio.sleep(0.5)
+            assert len(hits) == count  # the run and its sandbox child are gone
 
 
 async def test_a_stateless_listen_stream_hears_a_new_deployment(alice: Client) -> None:

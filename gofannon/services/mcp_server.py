@@ -479,6 +479,7 @@ class ToolCall:
 
 INFLIGHT_KEY = "mcp.inflight"
 CANCELLED_ERROR = "Cancelled by the MCP client."
+DROPPED_ERROR = "Stopped: the MCP client closed the connection."
 
 
 def inflight(kernel: "Kernel") -> dict[str, ToolCall]:
@@ -566,7 +567,7 @@ async def _wait(kernel: "Kernel", call: ToolCall, *, progress: Progress | None,
         if done is not None:
             break
         if gone():
-            await runs.stop_local(kernel, call.run_id)
+            await abandon(kernel, call)
             return None
         now = time.monotonic()
         if progress is not None:
@@ -590,10 +591,10 @@ async def _wait(kernel: "Kernel", call: ToolCall, *, progress: Progress | None,
     return call_result(call, done)
 
 
-def _cancelled_record(call: ToolCall | None, run_id: str, owner: str) -> dict[str, Any]:
+def _cancelled_record(call: ToolCall | None, run_id: str, owner: str, error: str) -> dict[str, Any]:
     record: dict[str, Any] = {
         "runId": run_id, "agentId": None, "agentName": None, "status": "stopped", "startedAt": now_iso(),
-        "completedAt": now_iso(), "inputDict": None, "error": CANCELLED_ERROR, OWNER_FIELD: owner, "result": None,
+        "completedAt": now_iso(), "inputDict": None, "error": error, OWNER_FIELD: owner, "result": None,
         "schemaWarnings": None, "opsLog": None, "events": [], "stopRequested": True, "mcpCancelled": True,
     }
     if call is not None:
@@ -606,15 +607,30 @@ def _cancelled_record(call: ToolCall | None, run_id: str, owner: str) -> dict[st
 
 async def _complete_cancelled(kernel: "Kernel", call: ToolCall) -> None:
     """The record of a cancelled call, with what the process that ran it knows (agent, input, start)."""
-    details = _cancelled_record(call, call.run_id, call.owner)
+    details = _cancelled_record(call, call.run_id, call.owner, CANCELLED_ERROR)
     keep = ("agentId", "agentName", "startedAt", "inputDict", "workspaceId")
     await kernel.store.update(RUNS, call.run_id, lambda d: None if d is None else {
         **d, **{k: details[k] for k in keep if k in details}, "status": "stopped",
         "completedAt": d.get("completedAt") or now_iso(), "error": d.get("error") or CANCELLED_ERROR})
 
 
+async def record_stop(kernel: "Kernel", run_id: str, call: ToolCall | None, owner: str, error: str) -> None:
+    """Leave the run's record ``stopped`` by its MCP client, with the call's details when this process has them.
+
+    A run that has a record already (a worker's, with ``REDIS_URL``, or a cancel's that came first) gets the stop
+    request on it instead; the run's owner only. Shared by ``notifications/cancelled`` and a dropped connection.
+    """
+    try:
+        await kernel.store.put(RUNS, run_id, _cancelled_record(call, run_id, owner, error), rev=None)
+    except RevisionConflict:
+        await kernel.store.update(RUNS, run_id, lambda d: None if d is None or d.get(OWNER_FIELD) != owner
+                                  else {**d, "stopRequested": True, "mcpCancelled": True})
+
+
 async def abandon(kernel: "Kernel", call: ToolCall) -> None:
-    """Stop a call's run because its caller went away (the handler was cancelled)."""
+    """Stop a call's run because its caller went away (connection closed, or the handler was cancelled): its
+    record ends ``stopped`` as a cancelled call's does."""
+    await record_stop(kernel, call.run_id, call, call.owner, DROPPED_ERROR)
     await runs.stop_local(kernel, call.run_id)
 
 
@@ -671,11 +687,7 @@ async def cancel(kernel: "Kernel", ident: "Identity", session_id: str, params: d
         return
     run_id = run_id_for(session_id, req_id)
     call = inflight(kernel).get(run_id)
-    try:
-        await kernel.store.put(RUNS, run_id, _cancelled_record(call, run_id, ident.uid), rev=None)
-    except RevisionConflict:
-        await kernel.store.update(RUNS, run_id, lambda d: None if d is None or d.get(OWNER_FIELD) != ident.uid
-                                  else {**d, "stopRequested": True, "mcpCancelled": True})
+    await record_stop(kernel, run_id, call, ident.uid, CANCELLED_ERROR)
     if call is not None:
         await runs.stop_local(kernel, run_id)
 
