@@ -162,21 +162,75 @@ async def test_an_agent_error_is_a_tool_result_with_is_error(alice: Client) -> N
     assert misshapen.is_error and "does not match its outputSchema" in misshapen.content[0].text
 
 
-async def test_unknown_tools_and_bad_arguments_are_json_rpc_errors_and_nothing_runs(
+async def test_an_unknown_tool_is_a_json_rpc_error_and_bad_arguments_an_error_result_and_nothing_runs(
         alice: Client, site: tuple[str, list[float]]) -> None:
     url, hits = site
+    # validateInput or not: MCP checks every call against the inputSchema it advertised
     await deploy(alice, name="Strict", friendlyName="strict", code=ticker(url), inputSchema={"inputText": "string"},
                  validateInput=True)
+    await deploy(alice, name="Plain", friendlyName="plain", code=ticker(url),
+                 inputSchema={"inputText": "string", "count": "integer"})
     token = await new_token(alice)
     async with mcp_session(alice.url("/mcp"), token) as session:
         await session.initialize()
         with pytest.raises(MCPError) as unknown:
             await session.call_tool("nope", {})
-        with pytest.raises(MCPError) as bad:
-            await session.call_tool("strict", {"inputText": 3})
+        bad = await session.call_tool("strict", {"inputText": 3})
+        wrong_type = await session.call_tool("plain", {"inputText": "x", "count": "three"})
+        missing = await session.call_tool("plain", {"count": 3})
+        assert hits == []  # none of these ran
+        fine = await session.call_tool("plain", {"inputText": "x", "count": 3})
     assert unknown.value.error.code == -32602 and "Unknown tool: nope" in unknown.value.error.message
-    assert bad.value.error.code == -32602 and "inputText" in bad.value.error.message
-    assert hits == []
+    assert bad.is_error and "inputText: 3 is not of type 'string'" in bad.content[0].text
+    assert wrong_type.is_error and "count: 'three' is not of type 'integer'" in wrong_type.content[0].text
+    assert missing.is_error and "'inputText' is a required property" in missing.content[0].text
+    assert not fine.is_error and fine.structured_content == {"outputText": "echo: x"} and len(hits) == 1
+
+
+async def test_a_stateless_call_with_bad_arguments_is_an_error_result_and_nothing_runs(
+        alice: Client, site: tuple[str, list[float]]) -> None:
+    url, hits = site
+    await deploy(alice, name="Plain", friendlyName="plain", code=ticker(url), inputSchema={"inputText": "string"})
+    await deploy(alice, name="Open", friendlyName="open", code=ECHO, inputSchema={})  # any arguments
+    async with stateless_client(alice.url("/mcp"), await new_token(alice)) as client:
+        bad = await client.call_tool("plain", {"inputText": ["a"]})
+        assert hits == []
+        anything = await client.call_tool("open", {"inputText": "x", "extra": {"deep": [1, 2]}})
+    assert bad.is_error and "inputText: ['a'] is not of type 'string'" in bad.content[0].text
+    assert not anything.is_error and anything.structured_content == {"outputText": "echo: x"}
+
+
+SHOW_INPUT = ("async def run(input_dict, tools):\n"
+              "    return {'kind': type(input_dict).__name__, 'input': input_dict}\n")
+
+
+async def test_input_schemas_become_valid_json_schema_objects_and_calls_follow_them(alice: Client) -> None:
+    from jsonschema import Draft202012Validator
+
+    items = {"type": "array", "items": {"type": "string"}, "minItems": 1}
+    await deploy(alice, name="Nested", friendlyName="nested", code=SHOW_INPUT, outputSchema={},
+                 inputSchema={"opts": {"a": "string"}, "q": {"type": "integer"}})
+    await deploy(alice, name="Lister", friendlyName="lister", code=SHOW_INPUT, inputSchema=items, outputSchema={})
+    token = await new_token(alice)
+    async with mcp_session(alice.url("/mcp"), token) as session:
+        await session.initialize()
+        tools = {t.name: t.input_schema for t in (await session.list_tools()).tools}
+        nested_ok = await session.call_tool("nested", {"opts": {"a": "x"}, "q": 1})
+        nested_bad = await session.call_tool("nested", {"opts": {"a": 1}, "q": 1})
+        listed = await session.call_tool("lister", {"input": ["a", "b"]})
+        empty = await session.call_tool("lister", {"input": []})
+    for schema in tools.values():
+        Draft202012Validator.check_schema(schema)
+        assert schema["type"] == "object"  # MCP's rule for a tool's inputSchema
+    assert tools["nested"] == {"type": "object", "properties": {
+        "opts": {"type": "object", "properties": {"a": {"type": "string", "description": "a"}}, "required": ["a"]},
+        "q": {"type": "integer"}}, "required": ["opts", "q"]}
+    # an agent taking an array is one tool argument, "input", which the agent receives as its input
+    assert tools["lister"] == {"type": "object", "properties": {"input": items}, "required": ["input"]}
+    assert nested_ok.structured_content == {"kind": "dict", "input": {"opts": {"a": "x"}, "q": 1}}
+    assert nested_bad.is_error and "opts/a: 1 is not of type 'string'" in nested_bad.content[0].text
+    assert listed.structured_content == {"kind": "list", "input": ["a", "b"]}
+    assert empty.is_error and "input: [] should be non-empty" in empty.content[0].text
 
 
 async def test_a_progress_token_brings_progress_notifications_while_the_run_lasts(alice: Client) -> None:

@@ -259,6 +259,8 @@ async def _call_tool(request: web.Request, ident: Any, session_id: str | None, r
         call = prepared  # type: ignore[assignment]
         version = session.get("protocolVersion")  # type: ignore[union-attr]
         run_key = session_id
+    if call.refused is not None:  # arguments that do not fit the inputSchema: nothing runs
+        return _answer({"jsonrpc": "2.0", "id": req_id, "result": svc.shaped("tools/call", str(version), call.refused)})
     await svc.start_call(kernel, ident, run_key, req_id, call)
     if call.progress_token is None or "text/event-stream" not in request.headers.get("Accept", "text/event-stream"):
         try:
