@@ -453,7 +453,7 @@ def input_schema(declared: Any) -> tuple[dict[str, Any], bool]:
         return as_object, False
     # definitions move to the wrapper, the document root, where "#/$defs/..." references resolve
     inner = {k: v for k, v in schema.items() if k not in ("$defs", "definitions")}
-    outer = {k: schema[k] for k in ("$defs", "definitions") if k in schema}
+    outer: dict[str, Any] = {k: schema[k] for k in ("$defs", "definitions") if k in schema}
     return {"type": "object", "properties": {WRAPPED_INPUT: inner}, "required": [WRAPPED_INPUT], **outer}, True
 
 
@@ -603,7 +603,7 @@ async def prepare_call(kernel: "Kernel", ident: "Identity", params: dict[str, An
 def _validator(schema_text: str) -> Any:
     """The jsonschema validator of a tool's ``inputSchema`` (by its JSON text), or the ``SchemaError`` saying why
     there is none."""
-    import jsonschema
+    import jsonschema  # type: ignore[import-untyped]
 
     schema = json.loads(schema_text)
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
@@ -619,11 +619,12 @@ def argument_problems(schema: dict[str, Any], arguments: Any) -> str:
 
     A schema jsonschema cannot use (the agent declared an invalid one) refuses every call, saying so.
     """
-    from jsonschema.exceptions import relevance
+    from jsonschema.exceptions import relevance  # type: ignore[import-untyped]
 
     validator = _validator(dumps(schema))
     if isinstance(validator, Exception):
-        return f"the tool's inputSchema is not a valid JSON Schema ({str(validator.message)[:200]}); its owner must fix it"
+        reason = str(getattr(validator, "message", validator))[:200]
+        return f"the tool's inputSchema is not a valid JSON Schema ({reason}); its owner must fix it"
     errors = sorted(validator.iter_errors(arguments), key=relevance)
     return "; ".join(f"{'/'.join(str(p) for p in e.absolute_path) or 'arguments'}: {e.message[:300]}"
                      for e in errors[:5])
