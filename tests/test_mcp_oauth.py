@@ -370,6 +370,18 @@ async def test_a_confidential_client_authenticates_with_its_secret(client: Clien
         wrong = aiohttp.BasicAuth(registered["client_id"], "not-the-secret")
         async with plain.post(client.url("/oauth/token"), data=form, auth=wrong) as r:
             assert r.status == 401 and (await r.json())["error"] == "invalid_client"
+            assert r.headers["WWW-Authenticate"].startswith("Basic ")  # the scheme the client used
+        unknown = aiohttp.BasicAuth("no-such-client", "whatever")
+        async with plain.post(client.url("/oauth/token"), data=form, auth=unknown) as r:
+            assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Basic ")
+        # without an Authorization header an unknown client is a 400 without a challenge (RFC 6749 5.2)
+        async with plain.post(client.url("/oauth/token"), data={**form, "client_id": "no-such-client"}) as r:
+            assert r.status == 400 and (await r.json())["error"] == "invalid_client"
+            assert "WWW-Authenticate" not in r.headers
+        async with plain.post(client.url("/oauth/token"), data={**form, "client_id": registered["client_id"],
+                                                                "client_secret": "not-the-secret"}) as r:
+            assert r.status == 401 and (await r.json())["error"] == "invalid_client"  # known client, wrong secret
+            assert r.headers["WWW-Authenticate"].startswith("Basic ")
         right = aiohttp.BasicAuth(registered["client_id"], registered["client_secret"])
         async with plain.post(client.url("/oauth/token"), data=form, auth=right) as r:
             assert r.status == 200, await r.text()

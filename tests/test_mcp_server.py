@@ -162,21 +162,75 @@ async def test_an_agent_error_is_a_tool_result_with_is_error(alice: Client) -> N
     assert misshapen.is_error and "does not match its outputSchema" in misshapen.content[0].text
 
 
-async def test_unknown_tools_and_bad_arguments_are_json_rpc_errors_and_nothing_runs(
+async def test_an_unknown_tool_is_a_json_rpc_error_and_bad_arguments_an_error_result_and_nothing_runs(
         alice: Client, site: tuple[str, list[float]]) -> None:
     url, hits = site
+    # validateInput or not: MCP checks every call against the inputSchema it advertised
     await deploy(alice, name="Strict", friendlyName="strict", code=ticker(url), inputSchema={"inputText": "string"},
                  validateInput=True)
+    await deploy(alice, name="Plain", friendlyName="plain", code=ticker(url),
+                 inputSchema={"inputText": "string", "count": "integer"})
     token = await new_token(alice)
     async with mcp_session(alice.url("/mcp"), token) as session:
         await session.initialize()
         with pytest.raises(MCPError) as unknown:
             await session.call_tool("nope", {})
-        with pytest.raises(MCPError) as bad:
-            await session.call_tool("strict", {"inputText": 3})
+        bad = await session.call_tool("strict", {"inputText": 3})
+        wrong_type = await session.call_tool("plain", {"inputText": "x", "count": "three"})
+        missing = await session.call_tool("plain", {"count": 3})
+        assert hits == []  # none of these ran
+        fine = await session.call_tool("plain", {"inputText": "x", "count": 3})
     assert unknown.value.error.code == -32602 and "Unknown tool: nope" in unknown.value.error.message
-    assert bad.value.error.code == -32602 and "inputText" in bad.value.error.message
-    assert hits == []
+    assert bad.is_error and "inputText: 3 is not of type 'string'" in bad.content[0].text
+    assert wrong_type.is_error and "count: 'three' is not of type 'integer'" in wrong_type.content[0].text
+    assert missing.is_error and "'inputText' is a required property" in missing.content[0].text
+    assert not fine.is_error and fine.structured_content == {"outputText": "echo: x"} and len(hits) == 1
+
+
+async def test_a_stateless_call_with_bad_arguments_is_an_error_result_and_nothing_runs(
+        alice: Client, site: tuple[str, list[float]]) -> None:
+    url, hits = site
+    await deploy(alice, name="Plain", friendlyName="plain", code=ticker(url), inputSchema={"inputText": "string"})
+    await deploy(alice, name="Open", friendlyName="open", code=ECHO, inputSchema={})  # any arguments
+    async with stateless_client(alice.url("/mcp"), await new_token(alice)) as client:
+        bad = await client.call_tool("plain", {"inputText": ["a"]})
+        assert hits == []
+        anything = await client.call_tool("open", {"inputText": "x", "extra": {"deep": [1, 2]}})
+    assert bad.is_error and "inputText: ['a'] is not of type 'string'" in bad.content[0].text
+    assert not anything.is_error and anything.structured_content == {"outputText": "echo: x"}
+
+
+SHOW_INPUT = ("async def run(input_dict, tools):\n"
+              "    return {'kind': type(input_dict).__name__, 'input': input_dict}\n")
+
+
+async def test_input_schemas_become_valid_json_schema_objects_and_calls_follow_them(alice: Client) -> None:
+    from jsonschema import Draft202012Validator
+
+    items = {"type": "array", "items": {"type": "string"}, "minItems": 1}
+    await deploy(alice, name="Nested", friendlyName="nested", code=SHOW_INPUT, outputSchema={},
+                 inputSchema={"opts": {"a": "string"}, "q": {"type": "integer"}})
+    await deploy(alice, name="Lister", friendlyName="lister", code=SHOW_INPUT, inputSchema=items, outputSchema={})
+    token = await new_token(alice)
+    async with mcp_session(alice.url("/mcp"), token) as session:
+        await session.initialize()
+        tools = {t.name: t.input_schema for t in (await session.list_tools()).tools}
+        nested_ok = await session.call_tool("nested", {"opts": {"a": "x"}, "q": 1})
+        nested_bad = await session.call_tool("nested", {"opts": {"a": 1}, "q": 1})
+        listed = await session.call_tool("lister", {"input": ["a", "b"]})
+        empty = await session.call_tool("lister", {"input": []})
+    for schema in tools.values():
+        Draft202012Validator.check_schema(schema)
+        assert schema["type"] == "object"  # MCP's rule for a tool's inputSchema
+    assert tools["nested"] == {"type": "object", "properties": {
+        "opts": {"type": "object", "properties": {"a": {"type": "string", "description": "a"}}, "required": ["a"]},
+        "q": {"type": "integer"}}, "required": ["opts", "q"]}
+    # an agent taking an array is one tool argument, "input", which the agent receives as its input
+    assert tools["lister"] == {"type": "object", "properties": {"input": items}, "required": ["input"]}
+    assert nested_ok.structured_content == {"kind": "dict", "input": {"opts": {"a": "x"}, "q": 1}}
+    assert nested_bad.is_error and "opts/a: 1 is not of type 'string'" in nested_bad.content[0].text
+    assert listed.structured_content == {"kind": "list", "input": ["a", "b"]}
+    assert empty.is_error and "input: [] should be non-empty" in empty.content[0].text
 
 
 async def test_a_progress_token_brings_progress_notifications_while_the_run_lasts(alice: Client) -> None:
@@ -361,10 +415,65 @@ async def test_a_stateless_call_whose_stream_is_closed_stops_its_run(alice: Clie
             while len(hits) < 3:
                 await asyncio.sleep(0.05)
             tg.cancel_scope.cancel()  # at 2026-07-28 the client cancels by closing the response stream
-    await asyncio.sleep(1.5)  # the server notices the closed stream within a second
+    run = await stopped_run(alice)  # the server notices the closed stream within a second and records it
+    assert run["agentName"] == "looper" and run["inputDict"] == {"url": url}
+    assert "closed the connection" in run["error"]
+    await asyncio.sleep(0.3)
     count = len(hits)
     await asyncio.sleep(0.5)
     assert len(hits) == count
+
+
+async def stopped_run(client: Client, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The caller's new run record (not in ``seen``) once it has ended: an MCP call leaves one only when it was
+    stopped."""
+    for _ in range(100):
+        async with client.get("/runs") as r:
+            found = [run for run in (await r.json())["runs"] if run["runId"] not in seen]
+        if found and found[0]["status"] != "running":
+            assert len(found) == 1 and found[0]["status"] == "stopped", found
+            return found[0]  # type: ignore[no-any-return]
+        await asyncio.sleep(0.1)
+    raise AssertionError("no run record was written")
+
+
+async def test_a_session_call_whose_connection_drops_stops_its_run_and_records_it(
+        alice: Client, site: tuple[str, list[float]]) -> None:
+    url, hits = site
+    await deploy(alice, name="Looper", friendlyName="looper", code=LOOPER, inputSchema={"url": "string"})
+    token = await new_token(alice)
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(alice.url("/mcp"), headers=headers, json={
+                "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+                ) as r:
+            headers["Mcp-Session-Id"] = r.headers["Mcp-Session-Id"]
+        seen: tuple[str, ...] = ()
+        for progress in (False, True):  # a JSON answer, and an event stream of progress
+            hits.clear()
+            meta = {"_meta": {"progressToken": "p"}} if progress else {}
+            body = {"jsonrpc": "2.0", "id": 2 + progress, "method": "tools/call",
+                    "params": {"name": "looper", "arguments": {"url": url}, **meta}}
+
+            async def call(body: dict[str, Any] = body) -> None:
+                async with http.post(alice.url("/mcp"), headers=headers, json=body) as r:
+                    await r.read()
+
+            task = asyncio.ensure_future(call())
+            while len(hits) < 3:  # the agent is running
+                await asyncio.sleep(0.05)
+            task.cancel()  # the client goes away without notifications/cancelled: the connection closes
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            run = await stopped_run(alice, seen)
+            seen += (run["runId"],)
+            assert run["agentName"] == "looper" and run["inputDict"] == {"url": url}
+            assert "closed the connection" in run["error"]
+            await asyncio.sleep(0.3)
+            count = len(hits)
+            await asyncio.sleep(0.5)
+            assert len(hits) == count  # the run and its sandbox child are gone
 
 
 async def test_a_stateless_listen_stream_hears_a_new_deployment(alice: Client) -> None:

@@ -223,3 +223,42 @@ async def test_a_user_holds_a_bounded_number_of_sessions_the_oldest_ends_first(
     assert (await raw.post(ping, Mcp_Session_Id=first))[0] == 404
     assert (await raw.post(ping, Mcp_Session_Id=second))[0] == 200
     assert (await raw.post(ping, Mcp_Session_Id=third))[0] == 200
+
+
+async def test_a_request_id_that_is_not_a_string_or_an_integer_is_an_invalid_request(setup: Any) -> None:
+    _client, raw = setup
+    sid = await raw.initialize()
+    for bad in (None, {"a": 1}, True, 1.5, [1]):
+        status, body, _ = await raw.post({"jsonrpc": "2.0", "id": bad, "method": "ping"}, Mcp_Session_Id=sid)
+        assert status == 400 and body["error"]["code"] == -32600 and body["id"] is None, (bad, body)
+        call = {"jsonrpc": "2.0", "id": bad, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"inputText": "x"}}}
+        status, body, _ = await raw.post(call, Mcp_Session_Id=sid)
+        assert status == 400 and body["error"]["code"] == -32600, (bad, body)
+    status, body, _ = await raw.post({"jsonrpc": "2.0", "id": None, "method": "tools/list",
+                                      "params": stateless("tools/list")["params"]},
+                                     Mcp_Method="tools/list", MCP_Protocol_Version="2026-07-28")
+    assert status == 400 and body["error"]["code"] == -32600 and body["id"] is None
+    assert raw.hits == []  # nothing ran
+    for good in ("abc", 0, 7):  # strings and integers are ids
+        status, body, _ = await raw.post({"jsonrpc": "2.0", "id": good, "method": "ping"}, Mcp_Session_Id=sid)
+        assert status == 200 and body == {"jsonrpc": "2.0", "id": good, "result": {}}
+
+
+async def test_a_huge_client_info_is_not_kept_in_the_session(setup: Any) -> None:
+    from gofannon.services.mcp_server import SESSIONS
+    from gofannon.web.keys import KERNEL
+
+    client, raw = setup
+    huge = {"name": "n" * 1_000_000, "version": "1.0", "websiteUrl": "https://client.example",
+            "icons": [{"src": "data:image/png;base64," + "A" * 100_000}] * 5}
+    init = {**INIT, "params": {**INIT["params"], "clientInfo": huge, "capabilities": {"experimental": {
+        "x": {"blob": "b" * 500_000}}}}}
+    status, body, headers = await raw.post(init)
+    assert status == 200 and body["result"]["serverInfo"]["name"] == "gofannon"
+    sid = headers["Mcp-Session-Id"]
+    doc = await client.server.app[KERNEL].store.get(SESSIONS, sid)
+    assert doc["clientInfo"] == {"name": "n" * 256, "version": "1.0", "websiteUrl": "https://client.example"}
+    assert len(json.dumps(doc)) < 2000  # what every later request of the session reads
+    status, body, _ = await raw.post({"jsonrpc": "2.0", "id": 2, "method": "ping"}, Mcp_Session_Id=sid)
+    assert status == 200 and body["result"] == {}

@@ -17,6 +17,7 @@ on that run's record, which the process waiting for the call (or the RQ worker r
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -285,7 +286,7 @@ async def create_session(kernel: "Kernel", ident: "Identity",
         await kernel.store.delete_many(SESSIONS, [d["_id"] for d in held[:len(held) - MAX_SESSIONS_PER_USER + 1]])
     await kernel.store.put(SESSIONS, session_id, {
         OWNER_FIELD: ident.uid, "protocolVersion": version,
-        "clientInfo": init.client_info.model_dump(by_alias=True, mode="json", exclude_none=True),
+        "clientInfo": stored_client_info(init.client_info.model_dump(by_alias=True, mode="json", exclude_none=True)),
         "createdAt": now.isoformat(timespec="microseconds"),
         "expiresAt": (now + SESSION_TTL).isoformat(timespec="microseconds"),
     }, rev=None)
@@ -296,6 +297,16 @@ async def create_session(kernel: "Kernel", ident: "Identity",
         instructions=INSTRUCTIONS,
     )
     return session_id, _result(result)
+
+
+#: What a session keeps of ``initialize``'s ``clientInfo``: these fields, each cut to ``CLIENT_INFO_CHARS``
+#: characters (icons and the rest are dropped), so the document read on every request stays small.
+CLIENT_INFO_FIELDS = ("name", "title", "version", "websiteUrl")
+CLIENT_INFO_CHARS = 256
+
+
+def stored_client_info(info: dict[str, Any]) -> dict[str, str]:
+    return {k: info[k][:CLIENT_INFO_CHARS] for k in CLIENT_INFO_FIELDS if isinstance(info.get(k), str)}
 
 
 async def load_session(kernel: "Kernel", ident: "Identity", session_id: str) -> dict[str, Any]:
@@ -353,25 +364,109 @@ _JSON_TYPES = {
 }
 
 
-def json_schema(declared: Any) -> dict[str, Any]:
-    """A JSON Schema object from an agent's schema.
+#: Keywords of JSON Schema (draft 2020-12 and the common older ones): a declared schema made only of these is
+#: read as JSON Schema, not as the reference's ``{name: type name}``.
+_SCHEMA_KEYWORDS = frozenset({
+    "$schema", "$id", "$ref", "$defs", "$comment", "$anchor", "definitions", "type", "properties", "required",
+    "additionalProperties", "patternProperties", "propertyNames", "minProperties", "maxProperties", "items",
+    "prefixItems", "additionalItems", "contains", "minContains", "maxContains", "minItems", "maxItems",
+    "uniqueItems", "enum", "const", "anyOf", "oneOf", "allOf", "not", "if", "then", "else", "title",
+    "description", "default", "examples", "format", "pattern", "minLength", "maxLength", "minimum", "maximum",
+    "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "deprecated", "readOnly", "writeOnly",
+    "unevaluatedProperties", "unevaluatedItems", "dependentRequired", "dependentSchemas", "contentMediaType",
+    "contentEncoding",
+})
+_SCHEMA_TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
+#: The one argument a tool whose agent takes a non-object input (``{"type": "array", ...}``) is given: MCP's
+#: ``inputSchema`` must be an object, so the agent's schema is wrapped as this property, unwrapped on the call.
+WRAPPED_INPUT = "input"
 
-    Agents declare ``{"inputText": "string"}`` (key → type name, the reference's style); every key becomes
-    a required property of that JSON type (an unknown type name accepts any value). A schema that already
-    is a JSON Schema object (``"type": "object"``) is used as it is.
+
+def _type_names(kind: Any) -> bool:
+    if isinstance(kind, str):
+        return kind in _SCHEMA_TYPES
+    return isinstance(kind, list) and bool(kind) and all(isinstance(k, str) and k in _SCHEMA_TYPES for k in kind)
+
+
+def _is_json_schema(declared: dict[str, Any], *, nested: bool = False) -> bool:
+    """Whether ``declared`` is a JSON Schema rather than the reference's ``{name: type name}`` map.
+
+    Every key must be a JSON Schema keyword, and: ``type`` names JSON types (at the top level a lone
+    ``{"type": "string"}`` stays the reference's one input called ``type``), or the structure is a schema's
+    (``properties`` an object, ``items``/``not`` a schema, ``anyOf``/``oneOf``/``allOf``/``enum`` a list).
+    """
+    if declared.get("type") == "object" and isinstance(declared.get("properties", {}), dict):
+        return True  # always read so; extension keys ("x-...") allowed
+    if "$schema" in declared or "$ref" in declared:
+        return True
+    if not set(declared) <= _SCHEMA_KEYWORDS:
+        return False
+    if "type" in declared:
+        return _type_names(declared["type"]) and (nested or len(declared) > 1)
+    return (isinstance(declared.get("properties"), dict) or isinstance(declared.get("items"), (dict, bool))
+            or isinstance(declared.get("not"), dict)
+            or any(isinstance(declared.get(k), list) for k in ("anyOf", "oneOf", "allOf", "enum")))
+
+
+def converted(declared: Any) -> dict[str, Any]:
+    """A JSON Schema from an agent's schema, of whatever type it declares.
+
+    Agents declare ``{"inputText": "string"}`` (key → type name, the reference's style); every key becomes a
+    required property of that JSON type (an unknown type name accepts any value). A value that is itself a map
+    is a property's JSON Schema when it reads as one (``{"type": "string", ...}``), else a nested map of the same
+    style (``{"opts": {"a": "string"}}``: ``opts`` is an object with a required string ``a``). A schema that
+    already is a JSON Schema is used as it is.
     """
     if not isinstance(declared, dict) or not declared:
         return {"type": "object", "properties": {}}
-    if declared.get("type") == "object" and isinstance(declared.get("properties", {}), dict):
+    if _is_json_schema(declared):
         return dict(declared)
     props: dict[str, Any] = {}
     for key, kind in declared.items():
         if isinstance(kind, dict):
-            props[key] = kind
+            props[key] = dict(kind) if not kind or _is_json_schema(kind, nested=True) else converted(kind)
             continue
         json_type = _JSON_TYPES.get(str(kind).strip().lower())
         props[key] = {"type": json_type, "description": key} if json_type else {"description": f"{key} ({kind})"}
     return {"type": "object", "properties": props, "required": list(props)}
+
+
+def _as_object_schema(schema: dict[str, Any]) -> dict[str, Any] | None:
+    """``schema`` as an object schema (one that gives ``properties`` but no ``type`` gets ``"type": "object"``),
+    else None."""
+    if schema.get("type") == "object":
+        return schema
+    if "type" not in schema and isinstance(schema.get("properties"), dict):
+        return {"type": "object", **schema}
+    return None
+
+
+def input_schema(declared: Any) -> tuple[dict[str, Any], bool]:
+    """A tool's ``inputSchema`` (MCP wants ``"type": "object"``) and whether the agent's input is wrapped.
+
+    An agent whose input is an object is described as it is; one whose JSON Schema has another type (an array,
+    a string, or no ``type``) gets a one-property object, ``{"input": <its schema>}``, and receives that value.
+    """
+    schema = converted(declared)
+    as_object = _as_object_schema(schema)
+    if as_object is not None:
+        return as_object, False
+    # definitions move to the wrapper, the document root, where "#/$defs/..." references resolve
+    inner = {k: v for k, v in schema.items() if k not in ("$defs", "definitions")}
+    outer: dict[str, Any] = {k: schema[k] for k in ("$defs", "definitions") if k in schema}
+    return {"type": "object", "properties": {WRAPPED_INPUT: inner}, "required": [WRAPPED_INPUT], **outer}, True
+
+
+def json_schema(declared: Any) -> dict[str, Any]:
+    """The tool ``inputSchema`` of an agent's ``inputSchema`` (see ``input_schema``)."""
+    return input_schema(declared)[0]
+
+
+def output_schema(declared: Any) -> dict[str, Any] | None:
+    """A tool's ``outputSchema``: an object schema, else none (MCP's structured results are objects)."""
+    if not declared:
+        return None
+    return _as_object_schema(converted(declared))
 
 
 class CatalogCache:
@@ -408,7 +503,7 @@ def tool_for(name: str, agent: dict[str, Any]) -> dict[str, Any]:
         name=name, title=agent.get("name") or name,
         description=agent.get("description") or agent.get("docstring") or f"The deployed agent {name}.",
         input_schema=json_schema(agent.get("inputSchema")),
-        output_schema=json_schema(output) if output else None,
+        output_schema=output_schema(output),
     )
     return _result(tool)
 
@@ -459,16 +554,19 @@ def run_id_for(session_id: str, req_id: Any) -> str:
 class ToolCall:
     name: str
     agent: dict[str, Any]
-    arguments: dict[str, Any]
+    arguments: Any
     progress_token: Any = None
     run_id: str = ""
     owner: str = ""
     started_at: str = ""
     workspace_id: str | None = None
+    #: The answer of a call refused before it ran (its arguments do not fit the inputSchema): a result with isError.
+    refused: dict[str, Any] | None = None
 
 
 INFLIGHT_KEY = "mcp.inflight"
 CANCELLED_ERROR = "Cancelled by the MCP client."
+DROPPED_ERROR = "Stopped: the MCP client closed the connection."
 
 
 def inflight(kernel: "Kernel") -> dict[str, ToolCall]:
@@ -486,19 +584,50 @@ async def prepare_call(kernel: "Kernel", ident: "Identity", params: dict[str, An
         agent = await deployments.load_deployed(kernel, call.name, ident)  # shared workspaces: members only
     except GofannonError:
         raise McpError(INVALID_PARAMS, f"Unknown tool: {call.name}") from None
+    arguments: Any = dict(call.arguments or {})
+    schema, wrapped = input_schema(agent.get("inputSchema"))
+    problems = argument_problems(schema, arguments)
+    if problems:  # a tool execution error, not a protocol one: the model reads it and can correct its call
+        text = f"Invalid arguments for {call.name}: {problems}. Call it again with arguments matching its inputSchema."
+        refused = _result(t.CallToolResult(content=[t.TextContent(type="text", text=text)], is_error=True))
+        return ToolCall(name=call.name, agent=agent, arguments=arguments, refused=refused)
     await admit(kernel, ident, call.name)
-    arguments = dict(call.arguments or {})
-    try:
-        deployments.check_input(agent, arguments)
-    except GofannonError as exc:
-        detail = exc.detail
-        if isinstance(detail, list):
-            detail = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', [])[1:]) or 'arguments'}: {e.get('msg')}"
-                               for e in detail)
-        raise McpError(INVALID_PARAMS, f"Invalid arguments for {call.name}: {detail}") from None
+    if wrapped:
+        arguments = arguments[WRAPPED_INPUT]
     meta = (params or {}).get("_meta")
     token = meta.get("progressToken") if isinstance(meta, dict) else None
     return ToolCall(name=call.name, agent=agent, arguments=arguments, progress_token=token)
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(schema_text: str) -> Any:
+    """The jsonschema validator of a tool's ``inputSchema`` (by its JSON text), or the ``SchemaError`` saying why
+    there is none."""
+    import jsonschema  # type: ignore[import-untyped]
+
+    schema = json.loads(schema_text)
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return exc
+    return cls(schema)
+
+
+def argument_problems(schema: dict[str, Any], arguments: Any) -> str:
+    """Why ``arguments`` do not fit the tool's advertised ``inputSchema`` (up to five reasons), empty when they do.
+
+    A schema jsonschema cannot use (the agent declared an invalid one) refuses every call, saying so.
+    """
+    from jsonschema.exceptions import relevance  # type: ignore[import-untyped]
+
+    validator = _validator(dumps(schema))
+    if isinstance(validator, Exception):
+        reason = str(getattr(validator, "message", validator))[:200]
+        return f"the tool's inputSchema is not a valid JSON Schema ({reason}); its owner must fix it"
+    errors = sorted(validator.iter_errors(arguments), key=relevance)
+    return "; ".join(f"{'/'.join(str(p) for p in e.absolute_path) or 'arguments'}: {e.message[:300]}"
+                     for e in errors[:5])
 
 
 async def start_call(kernel: "Kernel", ident: "Identity", session_id: str, req_id: Any, call: ToolCall) -> None:
@@ -556,7 +685,7 @@ async def _wait(kernel: "Kernel", call: ToolCall, *, progress: Progress | None,
         if done is not None:
             break
         if gone():
-            await runs.stop_local(kernel, call.run_id)
+            await abandon(kernel, call)
             return None
         now = time.monotonic()
         if progress is not None:
@@ -580,10 +709,10 @@ async def _wait(kernel: "Kernel", call: ToolCall, *, progress: Progress | None,
     return call_result(call, done)
 
 
-def _cancelled_record(call: ToolCall | None, run_id: str, owner: str) -> dict[str, Any]:
+def _cancelled_record(call: ToolCall | None, run_id: str, owner: str, error: str) -> dict[str, Any]:
     record: dict[str, Any] = {
         "runId": run_id, "agentId": None, "agentName": None, "status": "stopped", "startedAt": now_iso(),
-        "completedAt": now_iso(), "inputDict": None, "error": CANCELLED_ERROR, OWNER_FIELD: owner, "result": None,
+        "completedAt": now_iso(), "inputDict": None, "error": error, OWNER_FIELD: owner, "result": None,
         "schemaWarnings": None, "opsLog": None, "events": [], "stopRequested": True, "mcpCancelled": True,
     }
     if call is not None:
@@ -596,15 +725,30 @@ def _cancelled_record(call: ToolCall | None, run_id: str, owner: str) -> dict[st
 
 async def _complete_cancelled(kernel: "Kernel", call: ToolCall) -> None:
     """The record of a cancelled call, with what the process that ran it knows (agent, input, start)."""
-    details = _cancelled_record(call, call.run_id, call.owner)
+    details = _cancelled_record(call, call.run_id, call.owner, CANCELLED_ERROR)
     keep = ("agentId", "agentName", "startedAt", "inputDict", "workspaceId")
     await kernel.store.update(RUNS, call.run_id, lambda d: None if d is None else {
         **d, **{k: details[k] for k in keep if k in details}, "status": "stopped",
         "completedAt": d.get("completedAt") or now_iso(), "error": d.get("error") or CANCELLED_ERROR})
 
 
+async def record_stop(kernel: "Kernel", run_id: str, call: ToolCall | None, owner: str, error: str) -> None:
+    """Leave the run's record ``stopped`` by its MCP client, with the call's details when this process has them.
+
+    A run that has a record already (a worker's, with ``REDIS_URL``, or a cancel's that came first) gets the stop
+    request on it instead; the run's owner only. Shared by ``notifications/cancelled`` and a dropped connection.
+    """
+    try:
+        await kernel.store.put(RUNS, run_id, _cancelled_record(call, run_id, owner, error), rev=None)
+    except RevisionConflict:
+        await kernel.store.update(RUNS, run_id, lambda d: None if d is None or d.get(OWNER_FIELD) != owner
+                                  else {**d, "stopRequested": True, "mcpCancelled": True})
+
+
 async def abandon(kernel: "Kernel", call: ToolCall) -> None:
-    """Stop a call's run because its caller went away (the handler was cancelled)."""
+    """Stop a call's run because its caller went away (connection closed, or the handler was cancelled): its
+    record ends ``stopped`` as a cancelled call's does."""
+    await record_stop(kernel, call.run_id, call, call.owner, DROPPED_ERROR)
     await runs.stop_local(kernel, call.run_id)
 
 
@@ -618,9 +762,9 @@ def call_result(call: ToolCall, done: dict[str, Any]) -> dict[str, Any]:
     value = done.get("result")
     text = value if isinstance(value, str) else dumps(value)
     structured = value if isinstance(value, dict) else None
-    output_schema = call.agent.get("outputSchema")
-    if output_schema:
-        problems = _output_problems(value, json_schema(output_schema))
+    advertised = output_schema(call.agent.get("outputSchema"))
+    if advertised is not None:
+        problems = _output_problems(value, advertised)
         if problems:
             return _result(t.CallToolResult(
                 content=[t.TextContent(type="text", text="The agent's result does not match its outputSchema: "
@@ -661,11 +805,7 @@ async def cancel(kernel: "Kernel", ident: "Identity", session_id: str, params: d
         return
     run_id = run_id_for(session_id, req_id)
     call = inflight(kernel).get(run_id)
-    try:
-        await kernel.store.put(RUNS, run_id, _cancelled_record(call, run_id, ident.uid), rev=None)
-    except RevisionConflict:
-        await kernel.store.update(RUNS, run_id, lambda d: None if d is None or d.get(OWNER_FIELD) != ident.uid
-                                  else {**d, "stopRequested": True, "mcpCancelled": True})
+    await record_stop(kernel, run_id, call, ident.uid, CANCELLED_ERROR)
     if call is not None:
         await runs.stop_local(kernel, run_id)
 

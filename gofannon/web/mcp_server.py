@@ -136,7 +136,15 @@ async def _parse(request: web.Request) -> dict[str, Any]:
                          http_status=400)
         error.req_id = message.get("id") if isinstance(message.get("id"), (str, int)) else None
         raise error from None
+    if "method" in message and "id" in message and not _valid_id(message["id"]):
+        # JSON-RPC allows null and fractional ids; MCP does not ("a string or integer, MUST NOT be null")
+        raise McpError(INVALID_REQUEST, "Invalid Request: a request id must be a string or an integer (not null)",
+                       http_status=400)
     return message
+
+
+def _valid_id(req_id: Any) -> bool:
+    return isinstance(req_id, str) or (isinstance(req_id, int) and not isinstance(req_id, bool))
 
 
 @routes.post("/mcp")
@@ -159,10 +167,12 @@ async def mcp_post(request: web.Request) -> web.StreamResponse:
             return web.Response(status=202)  # a response to a server request: we send none, nothing to do
         is_request = "id" in message
         if method == "initialize" and is_request:
+            await _shared_workspace(request)  # a workspace the caller cannot act in fails every request alike
             session_id, result = await svc.create_session(kernel, ident, params)
             return _answer({"jsonrpc": "2.0", "id": req_id, "result": result}, headers={SESSION_HEADER: session_id})
         check_version(request)
         session_id = session_id_of(request)
+        workspace_id = await _shared_workspace(request) if is_request else None
         if method == "tools/call" and is_request:
             return await _call_tool(request, ident, session_id, req_id, params)
         session = await svc.load_session(kernel, ident, session_id)
@@ -172,7 +182,7 @@ async def mcp_post(request: web.Request) -> web.StreamResponse:
             return web.Response(status=202)
         if method == "tools/list":
             return _raw_result(req_id, await svc.list_tools_json(kernel, ident, session.get("protocolVersion"),
-                                                                 workspace_id=await _shared_workspace(request)))
+                                                                 workspace_id=workspace_id))
         if method == "ping":
             return _answer({"jsonrpc": "2.0", "id": req_id, "result": {}})
         if method == "initialize":
@@ -219,11 +229,11 @@ async def _stateless(request: web.Request, ident: Any, message: dict[str, Any]) 
     if method not in ("server/discover", "tools/list", "tools/call", "subscriptions/listen"):
         raise svc.modern_error(svc.METHOD_NOT_FOUND, f"Method not found: {method}")
     svc.validate_params(method, version, params)
+    workspace_id = await _shared_workspace(request)  # every request, so a wrong workspace is never ignored
     if method == "server/discover":
         return _answer({"jsonrpc": "2.0", "id": req_id, "result": svc.discover(version)})
     if method == "tools/list":
-        return _raw_result(req_id, await svc.list_tools_json(kernel, ident, version,
-                                                             workspace_id=await _shared_workspace(request)))
+        return _raw_result(req_id, await svc.list_tools_json(kernel, ident, version, workspace_id=workspace_id))
     if method == "tools/call":
         return await _call_tool(request, ident, None, req_id, params, version=version)
     return await _listen(request, ident, req_id, params or {})
@@ -249,6 +259,8 @@ async def _call_tool(request: web.Request, ident: Any, session_id: str | None, r
         call = prepared  # type: ignore[assignment]
         version = session.get("protocolVersion")  # type: ignore[union-attr]
         run_key = session_id
+    if call.refused is not None:  # arguments that do not fit the inputSchema: nothing runs
+        return _answer({"jsonrpc": "2.0", "id": req_id, "result": svc.shaped("tools/call", str(version), call.refused)})
     await svc.start_call(kernel, ident, run_key, req_id, call)
     if call.progress_token is None or "text/event-stream" not in request.headers.get("Accept", "text/event-stream"):
         try:
