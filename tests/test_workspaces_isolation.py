@@ -195,6 +195,31 @@ async def test_deployments_of_a_workspace_stay_out_of_every_public_list(world: W
     assert status == 409 and world.ws not in answer["detail"]
 
 
+async def test_v1_models_lists_the_workspace_agents_a_member_may_call_and_nobody_elses(world: World) -> None:
+    """``GET /v1/models`` lists every agent ``/rest`` (and ``/v1`` itself) would run for the caller: acting in
+    their personal workspace, a member sees the agents of their shared workspaces too (they could call them by
+    name anyway); acting in one workspace, that one's; an outsider never sees them."""
+    alices = world.agents["alices_tool"]
+    assert (await call(world.alice, "POST", f"/agents/{alices['_id']}/deploy", headers={H: world.ws}))[0] == 201
+    status, public = await call(world.carol, "POST", "/agents", body("carols_public"))
+    assert (await call(world.carol, "POST", f"/agents/{public['_id']}/deploy"))[0] == 201
+
+    async def agent_models(who: str, headers: dict[str, str] | None = None) -> list[str]:
+        status, listed = await call(getattr(world, who), "GET", "/v1/models", headers=headers or {})
+        assert status == 200, listed
+        return sorted(m["id"] for m in listed["data"] if m["id"].startswith("agent/"))
+
+    for who in ("alice", "bob"):
+        assert await agent_models(who) == ["agent/alices_tool", "agent/carols_public"], who
+        assert await agent_models(who, {H: world.ws}) == ["agent/alices_tool", "agent/carols_public"], who
+        assert await agent_models(who, {H: "project:demo"}) == ["agent/carols_public"], who
+    assert await agent_models("carol") == ["agent/carols_public"]
+    # What is listed is what can be called, and the outsider's refusal matches its absence from the list.
+    chat = {"model": "agent/alices_tool", "messages": [{"role": "user", "content": "x"}]}
+    assert (await call(world.bob, "POST", "/v1/chat/completions", chat))[0] == 200
+    assert (await call(world.carol, "POST", "/v1/chat/completions", chat))[0] == 404
+
+
 async def test_moving_an_agent_takes_its_deployment_along(world: World) -> None:
     alices = world.agents["alices_tool"]
     assert (await call(world.alice, "POST", f"/agents/{alices['_id']}/deploy", headers={H: world.ws}))[0] == 201

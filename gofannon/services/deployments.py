@@ -10,6 +10,7 @@ deployed and undeployed by the workspace's admins and may be called, listed and 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, Callable
 
 from gofannon.errors import (
@@ -101,9 +102,12 @@ async def status(kernel: "Kernel", ident: "Identity", agent_id: str) -> dict[str
     return {"is_deployed": False}
 
 
-async def _resolved(kernel: "Kernel", workspace_id: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+async def _resolved(kernel: "Kernel", workspace_id: "str | None | Collection[str]" = None
+                    ) -> list[tuple[str, dict[str, Any]]]:
     """Every live public deployment (of a personal workspace) with its agent, plus those of the shared
-    workspace ``workspace_id`` when given; orphans are removed on the way."""
+    workspace ``workspace_id`` when given (or of each of several); orphans are removed on the way."""
+    shown: Collection[str | None] = (None, workspace_id) if workspace_id is None or isinstance(workspace_id, str) \
+        else {None, *workspace_id}
     deps = await kernel.store.list(DEPLOYMENTS)
     agents = await kernel.store.get_many(AGENTS, list({d.get("agentId") or "" for d in deps}))
     out: list[tuple[str, dict[str, Any]]] = []
@@ -112,16 +116,17 @@ async def _resolved(kernel: "Kernel", workspace_id: str | None = None) -> list[t
         agent = agents.get(dep.get("agentId") or "")
         if agent is None:
             orphans.append(dep["_id"])
-        elif agent.get("friendlyName") == dep["_id"] and shared_workspace(agent) in (None, workspace_id):
+        elif agent.get("friendlyName") == dep["_id"] and shared_workspace(agent) in shown:
             out.append((dep["_id"], agent))
     if orphans:
         await kernel.store.delete_many(DEPLOYMENTS, orphans)
     return out
 
 
-async def deployed_agents(kernel: "Kernel", workspace_id: str | None = None) -> list[tuple[str, dict[str, Any]]]:
-    """Every live public deployment (and those of the shared workspace ``workspace_id``, which the caller
-    must have checked) as ``(friendlyName, agent document)``."""
+async def deployed_agents(kernel: "Kernel", workspace_id: "str | None | Collection[str]" = None
+                          ) -> list[tuple[str, dict[str, Any]]]:
+    """Every live public deployment (and those of the shared workspace ``workspace_id``, or of each of several,
+    which the caller must have checked) as ``(friendlyName, agent document)``."""
     return await _resolved(kernel, workspace_id)
 
 

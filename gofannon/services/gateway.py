@@ -26,6 +26,8 @@ from gofannon.llm.service import call_llm, stream_llm, vendor_text
 from gofannon.services import scopes
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Collection
+
     from gofannon.auth import Identity
     from gofannon.kernel import Kernel
 
@@ -123,10 +125,11 @@ async def usable_providers(kernel: "Kernel", ident: "Identity") -> set[str]:
     return out
 
 
-async def list_models(kernel: "Kernel", ident: "Identity", workspace_id: str | None = None) -> list[dict[str, Any]]:
+async def list_models(kernel: "Kernel", ident: "Identity", workspace_id: "str | None | Collection[str]" = None
+                      ) -> list[dict[str, Any]]:
     """Every model the caller can use: usable catalog models, then deployed agents (the public ones, and
-    those of ``workspace_id``, a shared workspace the caller acts in); a scoped token sees only the ids it
-    may use."""
+    those of ``workspace_id``, the shared workspace(s) the caller may call agents of); a scoped token sees only
+    the ids it may use."""
     from gofannon.services import deployments
 
     cat = catalog_mod.active()

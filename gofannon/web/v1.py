@@ -17,6 +17,7 @@ from aiohttp import web
 from gofannon.errors import GofannonError
 from gofannon.models.openai import ChatCompletionBody
 from gofannon.services import gateway
+from gofannon.services.memberships import memberships
 from gofannon.services.workspaces import charges_workspace
 from gofannon.web.workspace import active_workspace
 from gofannon.web.common import api_doc, dumps, dumps_bytes, identity, json_response, kernel_of, read_json
@@ -96,9 +97,14 @@ def is_v1(path: str) -> bool:
          tags=["openai"])
 async def list_models(request: web.Request) -> web.Response:
     ident = identity(request)
+    kernel = kernel_of(request)
     workspace_id, _role = await active_workspace(request)
-    shared = workspace_id if charges_workspace(workspace_id) else None
-    data = await gateway.list_models(kernel_of(request), ident, shared)
+    shared: str | list[str] | None = workspace_id if charges_workspace(workspace_id) else None
+    if shared is None:  # acting in the personal workspace: every agent /rest would run for the caller is listed,
+        # those of each shared workspace they are a member of included (chat can call them by name anyway)
+        shared = [w["workspaceId"] for w in await memberships(kernel, ident)
+                  if charges_workspace(w.get("workspaceId"))]
+    data = await gateway.list_models(kernel, ident, shared)
     return json_response({"object": "list", "data": data})
 
 
