@@ -12,6 +12,8 @@ from typing import Any
 class GofannonError(Exception):
     status = 500
     default_detail = "An internal server error occurred."
+    #: The request field the error is about, when one is (the OpenAI-compatible API answers it as ``param``).
+    param: str | None = None
 
     def __init__(self, detail: Any = None, *, headers: dict[str, str] | None = None) -> None:
         self.detail = self.default_detail if detail is None else detail

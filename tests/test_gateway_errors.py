@@ -76,6 +76,36 @@ async def test_malformed_requests_are_bad_requests_naming_the_field(gw: Gateway,
     assert not gw.fake.requests  # nothing reached the provider
 
 
+FN_TOOL = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+
+
+@pytest.mark.parametrize("model", [MODEL, "openai/gpt-4o"], ids=["openai_compat", "openai"])
+@pytest.mark.parametrize(("options", "param"), [
+    ({"tools": FN_TOOL, "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
+    ({"tool_choice": "required"}, "tool_choice"),
+    ({"tool_choice": {}}, "tool_choice"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": "not an object"}}},
+     "response_format"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://evil/x.png"}}]}]},
+     "messages"),
+])
+async def test_the_pass_through_providers_refuse_malformed_options_as_the_translating_ones_do(
+        gw: Gateway, model: str, options: dict[str, Any], param: str) -> None:
+    """providers.md: a malformed option is a 400 saying what is wrong, for every provider; the OpenAI-protocol
+    plugins forwarded these to the vendor as they were."""
+    body = {"messages": USER, **options}
+    with pytest.raises(openai.BadRequestError) as err:
+        await gw.sdk().chat.completions.create(model=model, **body)
+    assert err.value.param == param, err.value.message
+    assert not gw.fake.requests  # nothing reached the provider
+
+
+async def test_a_catalog_parameter_out_of_range_names_the_parameter(gw: Gateway) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        await gw.sdk().chat.completions.create(model="openai/gpt-4o", messages=USER, temperature=99)
+    assert err.value.param == "temperature" and "between" in err.value.message
+
+
 async def test_a_body_that_is_not_json_is_a_bad_request(gw: Gateway) -> None:
     async with gw.client.post("/v1/chat/completions", data=b"{nope", headers={
             "Authorization": f"Bearer {gw.token}", "Content-Type": "application/json"}) as r:

@@ -44,6 +44,17 @@ def _merge_provider(into: dict[str, dict[str, Any]], slug: str, data: dict[str, 
     target["models"].update(models)
 
 
+class Problem(str):
+    """A problem with a request's parameters: its text, and the parameter it is about (``param``)."""
+
+    param: str | None
+
+    def __new__(cls, text: str, param: str | None = None) -> "Problem":
+        made = super().__new__(cls, text)
+        made.param = param
+        return made
+
+
 class Catalog:
     def __init__(self, providers: dict[str, dict[str, Any]], prices: dict[str, dict[str, Any]]) -> None:
         self.providers = providers
@@ -155,20 +166,20 @@ class Catalog:
             where = f"Parameter '{name}' of {provider}/{model}"
             if kind in ("float", "integer", "int"):
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    problems.append(f"{where} must be a number, got {value!r}.")
+                    problems.append(Problem(f"{where} must be a number, got {value!r}.", name))
                     continue
                 if kind in ("integer", "int") and not float(value).is_integer():
-                    problems.append(f"{where} must be an integer, got {value!r}.")
+                    problems.append(Problem(f"{where} must be an integer, got {value!r}.", name))
                     continue
                 lo, hi = spec.get("min"), spec.get("max")
                 if isinstance(lo, (int, float)) and value < lo or isinstance(hi, (int, float)) and value > hi:
-                    problems.append(f"{where} must be between {lo} and {hi}, got {value!r}.")
+                    problems.append(Problem(f"{where} must be between {lo} and {hi}, got {value!r}.", name))
             elif kind == "choice":
                 choices = spec.get("choices") or []
                 if choices and value not in choices:
-                    problems.append(f"{where} must be one of {', '.join(map(str, choices))}; got {value!r}.")
+                    problems.append(Problem(f"{where} must be one of {', '.join(map(str, choices))}; got {value!r}.", name))
             elif kind == "boolean" and not isinstance(value, bool):
-                problems.append(f"{where} must be true or false, got {value!r}.")
+                problems.append(Problem(f"{where} must be true or false, got {value!r}.", name))
         return problems
 
 

@@ -121,7 +121,9 @@ def prepare_parameters(cat: catalog_mod.Catalog, provider: str, model: str,
     params = {k: v for k, v in (parameters or {}).items() if v is not None}
     problems = cat.parameter_problems(provider, model, params)
     if problems:
-        raise Unprocessable(" ".join(problems))
+        refused = Unprocessable(" ".join(problems))
+        refused.param = next((p.param for p in problems if getattr(p, "param", None)), None)  # for /v1's error
+        raise refused
     effort = params.pop("reasoning_effort", None)
     params.pop("reasoningEffort", None)
     effort = None if str(effort).lower() in _EFFORT_OFF or effort is None else str(effort)

@@ -1,5 +1,5 @@
 """Reading OpenAI's request options and message parts once, for the plugins that translate them to another
-vendor (anthropic, gemini, bedrock).
+vendor (anthropic, gemini, bedrock), and checking them for those that pass them on (``check_openai_options``).
 
 Each helper turns an OpenAI-shaped value into a small vendor-neutral one and answers the two kinds of "no"
 the same way everywhere: a malformed value is the caller's mistake (``BadRequest``, 400), a well-formed one the
@@ -19,6 +19,13 @@ from gofannon.llm import UnsupportedFeature, message_text
 SYSTEM_ROLES = ("system", "developer")
 
 
+def _bad(message: str, param: str) -> BadRequest:
+    """The caller's mistake in ``param`` (what the OpenAI-compatible API names in its error)."""
+    refused = BadRequest(message)
+    refused.param = param
+    return refused
+
+
 def system_text(messages: list[dict[str, Any]]) -> str:
     """System and developer messages joined: vendors without a developer role read it as system."""
     return "\n\n".join(t for t in (message_text(m.get("content")) for m in messages if m.get("role") in SYSTEM_ROLES) if t)
@@ -32,7 +39,7 @@ def stop_sequences(value: Any) -> list[str] | None:
         return [value] if value else None
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return [v for v in value if v] or None
-    raise BadRequest("stop must be a string or a list of strings")
+    raise _bad("stop must be a string or a list of strings", "stop")
 
 
 def refuse_blank_stops(provider: str, stops: list[str] | None) -> None:
@@ -59,13 +66,13 @@ def tool_choice(value: Any, tools: list[dict[str, Any]] | None) -> ToolChoice | 
             and isinstance(value["function"].get("name"), str) and value["function"]["name"]:
         choice = ToolChoice("function", value["function"]["name"])
     else:
-        raise BadRequest("tool_choice must be 'auto', 'none', 'required' or "
-                         "{\"type\": \"function\", \"function\": {\"name\": ...}}")
+        raise _bad("tool_choice must be 'auto', 'none', 'required' or "
+                   "{\"type\": \"function\", \"function\": {\"name\": ...}}", "tool_choice")
     names = {fn.get("name") for fn in function_tools(tools)}
     if choice.mode in ("required", "function") and not tools:
-        raise BadRequest(f"tool_choice {value!r} needs tools")
+        raise _bad(f"tool_choice {value!r} needs tools", "tool_choice")
     if choice.mode == "function" and choice.name not in names:
-        raise BadRequest(f"tool_choice names '{choice.name}', which is not among the tools")
+        raise _bad(f"tool_choice names '{choice.name}', which is not among the tools", "tool_choice")
     return choice
 
 
@@ -91,10 +98,11 @@ def response_format(value: Any) -> ResponseFormat | None:
     if kind == "json_schema":
         spec = value.get("json_schema")
         if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
-            raise BadRequest("response_format json_schema needs a json_schema object with a 'schema' object")
+            raise _bad("response_format json_schema needs a json_schema object with a 'schema' object",
+                       "response_format")
         return ResponseFormat("json_schema", spec.get("schema") or {"type": "object"},
                               str(spec.get("name") or "response"), bool(spec.get("strict")))
-    raise BadRequest("response_format type must be 'text', 'json_object' or 'json_schema'")
+    raise _bad("response_format type must be 'text', 'json_object' or 'json_schema'", "response_format")
 
 
 #: What a vendor without a JSON mode is told when the caller asked for ``json_object``.
@@ -165,7 +173,7 @@ def parts(provider: str, content: Any) -> list[str | Image]:
     out: list[str | Image] = []
     for part in content:
         if not isinstance(part, dict):
-            raise BadRequest("message content parts must be objects")
+            raise _bad("message content parts must be objects", "messages")
         kind = part.get("type")
         if kind == "text" or (kind is None and "text" in part):
             if part.get("text"):
@@ -174,7 +182,7 @@ def parts(provider: str, content: Any) -> list[str | Image]:
             ref = part.get("image_url")
             url = ref.get("url") if isinstance(ref, dict) else ref
             if not isinstance(url, str) or not url:
-                raise BadRequest("an image_url part needs image_url.url")
+                raise _bad("an image_url part needs image_url.url", "messages")
             out.append(image(url))
         else:
             raise UnsupportedFeature(provider, f"message content parts of type '{kind}'")
@@ -186,11 +194,11 @@ def image(url: str) -> Image:
     if url.startswith("data:"):
         head, sep, data = url[5:].partition(",")
         if not sep or ";base64" not in head:
-            raise BadRequest("an image data: URL must be base64 (data:<type>;base64,...)")
+            raise _bad("an image data: URL must be base64 (data:<type>;base64,...)", "messages")
         return Image(mime=head.split(";", 1)[0] or "application/octet-stream", data=data)
     if url.startswith(("http://", "https://")):
         return Image(url=url)
-    raise BadRequest("an image URL must be a data: URL or an http(s) URL")
+    raise _bad("an image URL must be a data: URL or an http(s) URL", "messages")
 
 
 def refuse_penalties(provider: str, params: dict[str, Any]) -> None:
@@ -224,3 +232,19 @@ class ToolCallPieces:
 
     def whole(self) -> list[dict[str, Any]]:
         return self.calls
+
+
+def check_openai_options(call: Any) -> None:
+    """For the plugins that pass OpenAI's request on as it is (``openai``, ``openai_compat``): the same 400s for a
+    malformed ``tool_choice``, ``response_format`` or image URL as the translating plugins answer, before the
+    vendor sees it. Part types and options the vendor may know are left to it."""
+    params = call.parameters
+    if params:
+        tool_choice(params.get("tool_choice"), call.tools)
+        response_format(params.get("response_format"))
+    for message in call.messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    parts(call.provider, [part])

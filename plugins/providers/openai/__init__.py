@@ -8,6 +8,7 @@ from typing import Any, AsyncIterator, Callable
 from gofannon import hookimpl
 from gofannon.llm import Completion, LlmCall, StreamEvent
 from gofannon_plugins.providers.openai import wire
+from gofannon_plugins.providers.translate import check_openai_options
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -28,6 +29,7 @@ class OpenAIProvider:
         return call.model_config.get("api_style") == "responses" and bool(call.tools or call.reasoning_effort)
 
     async def complete(self, call: LlmCall) -> Completion:
+        check_openai_options(call)
         if self.responses_path(call):
             body = wire.responses_body(call)
             if body is not None:
@@ -37,6 +39,7 @@ class OpenAIProvider:
     def stream(self, call: LlmCall) -> AsyncIterator[StreamEvent]:
         """The wire's own generator, not one wrapping it: closing the stream (a client hung up) closes the
         vendor's connection at once, with no inner generator left for the garbage collector to close."""
+        check_openai_options(call)
         body = wire.responses_body(call) if self.responses_path(call) else None
         if body is not None:
             return wire.stream_responses(call, self.base(call), body)

@@ -11,6 +11,7 @@ from gofannon import hookimpl
 from gofannon.errors import BadRequest
 from gofannon.llm import Completion, LlmCall, StreamEvent
 from gofannon_plugins.providers.openai import wire
+from gofannon_plugins.providers.translate import check_openai_options
 
 
 class OpenAICompatProvider:
@@ -27,9 +28,11 @@ class OpenAICompatProvider:
         return call.base_url.rstrip("/") + "/" + path.lstrip("/")
 
     async def complete(self, call: LlmCall) -> Completion:
+        check_openai_options(call)
         return await wire.complete_chat(call, self.url(call), passthrough=True)
 
     def stream(self, call: LlmCall) -> AsyncIterator[StreamEvent]:
+        check_openai_options(call)
         return wire.stream_chat(call, self.url(call), passthrough=True)  # the wire's generator itself: see openai
 
 
