@@ -157,3 +157,30 @@ async def test_code_and_demo_generation_keep_a_tokens_models_and_max_spend(
     costs = [entry["responseCost"] for entry in usage["usage"]]
     assert len(costs) == 3 and sum(costs) > 0  # two calls generate code, one the demo
     assert await spend_of(alice, composer) == pytest.approx(sum(costs))
+
+
+async def test_a_models_token_cannot_change_the_agents_it_may_call_nor_anything_else(
+        people: Any, fake_openai: FakeLLMServer) -> None:
+    """A token limited to ``agent/alicepriv`` could otherwise rewrite that agent's code (or make another agent
+    and deploy it under an allowed name) to call any model: with ``models`` a token only calls and reads."""
+    alice, = await people("alice", **fake_openai.env)
+    agent = {"name": "alicepriv", "description": "d", "code": calls_model("gpt-4o-mini"), "friendlyName": "alicepriv"}
+    status, priv = await call(alice, "POST", "/agents", agent)
+    assert (await call(alice, "POST", f"/agents/{priv['_id']}/deploy"))[0] == 201
+    token = await new_token(alice, models=["agent/*"])
+    async with aiohttp.ClientSession() as session:
+        script = Script(alice, session, token)
+        for method, path, body in (
+                ("PUT", f"/agents/{priv['_id']}", {**agent, "code": calls_model("gpt-4o")}),
+                ("POST", "/agents", {**agent, "name": "other", "friendlyName": "other"}),
+                ("DELETE", f"/agents/{priv['_id']}/undeploy", None),
+                ("DELETE", f"/agents/{priv['_id']}", None),
+                ("PUT", "/users/me/api-keys", {"provider": "openai", "api_key": "sk-mine-0123456789"}),
+                ("POST", "/workspaces", {"displayName": "Mine"})):
+            status, answer = await script(method, path, body)
+            assert status == 403 and "limited to models" in answer["detail"], (method, path, status, answer)
+        # Reading and calling still work.
+        assert (await script("GET", "/agents"))[0] == 200
+        assert (await script("POST", "/rest/alicepriv", {"inputText": "x"}))[0] == 200
+    status, stored = await call(alice, "GET", f"/agents/{priv['_id']}")
+    assert stored["code"] == agent["code"]  # unchanged

@@ -130,7 +130,7 @@ async def test_a_scoped_token_cannot_make_or_revoke_tokens(people: Any) -> None:
     for created in scoped:
         auth = {"Authorization": f"Bearer {created['token']}"}
         status, answer = await call(anonymous, "POST", "/users/me/tokens", {"name": "escape"}, headers=auth)
-        assert status == 403 and "scoped API token" in answer["detail"]
+        assert status == 403 and ("scoped API token" in answer["detail"] or "limited to models" in answer["detail"])
         status, _ = await call(anonymous, "DELETE", f"/users/me/tokens/{plain['id']}", headers=auth)
         assert status == 403
         assert (await call(anonymous, "GET", "/users/me/tokens", headers=auth))[0] == 200  # reading is fine

@@ -8,7 +8,7 @@ from gofannon.models.agent import CreateAgentRequest, RunCodeRequest, UpdateAgen
 from gofannon.models.run import nullable
 from gofannon.services import agents, runs
 from gofannon.web.workspace import active_workspace
-from gofannon.web.common import api_doc, identity, json_response, kernel_of, no_content, parse_body
+from gofannon.web.common import api_doc, identity, json_response, kernel_of, model_call, no_content, parse_body
 from gofannon.web.runs import frame, open_stream, pump
 
 routes = web.RouteTableDef()
@@ -67,6 +67,7 @@ async def _spec(request: web.Request, req: RunCodeRequest) -> dict[str, object]:
 @routes.post("/agents/run-code")
 @api_doc(summary="Run agent code in the sandbox; 200 even when the agent fails", body=RunCodeRequest,
          tags=["agents"])
+@model_call
 async def run_code(request: web.Request) -> web.Response:
     req = await parse_body(request, RunCodeRequest)
     outcome = await runs.run_now(kernel_of(request), identity(request), await _spec(request, req))
@@ -80,6 +81,7 @@ async def run_code(request: web.Request) -> web.Response:
 @routes.post("/agents/run-code/stream")
 @api_doc(summary="Run agent code, streaming run_id / trace / done server-sent events", body=RunCodeRequest,
          tags=["agents"])
+@model_call
 async def run_code_stream(request: web.Request) -> web.StreamResponse:
     kernel = kernel_of(request)
     req = await parse_body(request, RunCodeRequest)
@@ -106,6 +108,7 @@ async def run_code_stream(request: web.Request) -> web.StreamResponse:
 @routes.post("/agents/run-code/start")
 @api_doc(summary="Start a background run; follow it with /runs/{id}", body=RunCodeRequest, status=202,
          tags=["agents"])
+@model_call
 async def run_code_start(request: web.Request) -> web.Response:
     req = await parse_body(request, RunCodeRequest)
     record = await runs.start_recorded(kernel_of(request), identity(request), await _spec(request, req))

@@ -9,13 +9,14 @@ from gofannon.jobs import tickets
 from gofannon.models.chat import ChatRequest, chat_response
 from gofannon.services.workspaces import charges_workspace
 from gofannon.web.workspace import active_workspace
-from gofannon.web.common import api_doc, identity, json_response, kernel_of, parse_body
+from gofannon.web.common import api_doc, identity, json_response, kernel_of, model_call, parse_body
 
 routes = web.RouteTableDef()
 
 
 @routes.post("/chat")
 @api_doc(summary="Queue a chat completion; poll GET /chat/{ticket_id}", body=ChatRequest, tags=["chat"])
+@model_call
 async def post_chat(request: web.Request) -> web.Response:
     ident = identity(request)
     body = await parse_body(request, ChatRequest)

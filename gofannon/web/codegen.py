@@ -6,7 +6,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from gofannon.services import codegen
-from gofannon.web.common import api_doc, identity, json_response, kernel_of, parse_body
+from gofannon.web.common import api_doc, identity, json_response, kernel_of, model_call, parse_body
 
 routes = web.RouteTableDef()
 
@@ -23,6 +23,7 @@ class GenerateCodeResponse(BaseModel):
 @routes.post("/agents/generate-code")
 @api_doc(summary="Generate an agent's code, name and docstring with the composer model (two charged LLM calls)",
          body=codegen.GenerateCodeRequest, response=GenerateCodeResponse, tags=["agents"])
+@model_call
 async def generate_code(request: web.Request) -> web.Response:
     ident = identity(request)
     body = await parse_body(request, codegen.GenerateCodeRequest)

@@ -49,6 +49,18 @@ def is_public(handler: Any) -> bool:
     return bool(getattr(handler, "_gofannon_public", False))
 
 
+def model_call(handler: H) -> H:
+    """Mark a handler that calls models (or runs agents) as one a token limited to ``models`` may reach with a
+    write method: it checks the token's models itself. Every other write refuses such a token (see the
+    pipeline), so it cannot make or change the agents it may call into a way around its list."""
+    handler._gofannon_model_call = True  # type: ignore[attr-defined]
+    return handler
+
+
+def is_model_call(handler: Any) -> bool:
+    return bool(getattr(handler, "_gofannon_model_call", False))
+
+
 # -- request helpers ----------------------------------------------------------------------------------
 def public_origin(request: web.Request) -> str:
     """The kernel's origin as its clients see it: ``GOFANNON_PUBLIC_URL`` when set (behind a proxy that

@@ -22,6 +22,7 @@ from gofannon.web.common import (
     identity,
     json_response,
     kernel_of,
+    model_call,
     no_content,
     parse_body,
     read_json,
@@ -34,6 +35,7 @@ routes = web.RouteTableDef()
 @routes.post("/demos/generate-code")
 @api_doc(summary="Generate a demo web app ({html, css, js, thoughts}) for deployed agents (one charged LLM call)",
          body=GenerateDemoCodeRequest, tags=["demos"])
+@model_call
 async def generate_demo_code(request: web.Request) -> web.Response:
     ident = identity(request)
     body = await parse_body(request, GenerateDemoCodeRequest)

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from gofannon.services import deployments, scopes
 from gofannon.web.workspace import active_workspace
-from gofannon.web.common import api_doc, identity, json_response, kernel_of, no_content, read_json
+from gofannon.web.common import api_doc, identity, json_response, kernel_of, model_call, no_content, read_json
 
 routes = web.RouteTableDef()
 
@@ -43,6 +43,7 @@ async def list_deployments(request: web.Request) -> web.Response:
 @routes.post("/rest/{friendly_name}")
 @api_doc(summary="Run a deployed agent with the JSON body as input_dict; answers its raw result",
          tags=["deployments"])
+@model_call
 async def rest(request: web.Request) -> web.Response:
     ident = identity(request)
     kernel = kernel_of(request)

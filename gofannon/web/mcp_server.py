@@ -19,7 +19,7 @@ from aiohttp import web
 from gofannon.jsontext import json_bytes, loads
 from gofannon.services import mcp_server as svc
 from gofannon.services.mcp_server import INVALID_REQUEST, McpError
-from gofannon.web.common import api_doc, kernel_of, optional_identity, public, public_origin
+from gofannon.web.common import api_doc, kernel_of, model_call, optional_identity, public, public_origin
 from gofannon.web.cors import mcp_origin_allowed
 from gofannon.web.keys import KERNEL
 
@@ -151,6 +151,7 @@ def _valid_id(req_id: Any) -> bool:
 @public
 @api_doc(summary="MCP Streamable HTTP: one JSON-RPC message per POST (deployed agents are the tools)",
          tags=["mcp"])
+@model_call
 async def mcp_post(request: web.Request) -> web.StreamResponse:
     kernel = kernel_of(request)
     req_id: Any = None
@@ -382,6 +383,7 @@ async def mcp_get(request: web.Request) -> web.StreamResponse:
 @routes.delete("/mcp")
 @public
 @api_doc(summary="MCP Streamable HTTP: end a session", status=204, tags=["mcp"])
+@model_call
 async def mcp_delete(request: web.Request) -> web.StreamResponse:
     kernel = kernel_of(request)
     try:

@@ -21,9 +21,9 @@ from typing import Any, Awaitable, Callable, Protocol
 from aiohttp import web
 from aiohttp.web_urldispatcher import SystemRoute
 
-from gofannon.errors import GofannonError
+from gofannon.errors import Forbidden, GofannonError
 from gofannon.observability import CURRENT, RequestContext, request_id_from
-from gofannon.web.common import IDENTITY_KEY, dumps_bytes, is_public
+from gofannon.web.common import IDENTITY_KEY, dumps_bytes, is_model_call, is_public
 from gofannon.web.cors import cross_origin_headers
 from gofannon.web.keys import KERNEL
 
@@ -32,6 +32,7 @@ log = logging.getLogger("gofannon.web")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _HTTP_DETAILS = {404: "Not Found", 405: "Method Not Allowed"}
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class RequestObserver(Protocol):
@@ -195,6 +196,10 @@ def build_pipeline(app: web.Application) -> Pipeline:
         if ("Cookie" in headers or "Authorization" in headers) or not public_route:
             ident = await authenticate(kernel, request, required=not public_route)
             if ident is not None:
+                if ident.token is not None and ident.token.get("models") is not None and not public_route \
+                        and request.method not in _READS and not is_model_call(match.handler):
+                    raise Forbidden("This API token is limited to models: it may call them (/v1, /rest, /mcp, "
+                                    "chat, run-code, generation) and read, not change anything else.")
                 request[IDENTITY_KEY] = ident
                 ctx.user_id = ident.uid
         return await handler(request)

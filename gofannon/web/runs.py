@@ -11,7 +11,7 @@ from aiohttp import web
 from gofannon.models import run as run_model
 from gofannon.services import runs
 from gofannon.web.workspace import active_workspace
-from gofannon.web.common import api_doc, dumps, identity, json_response, kernel_of
+from gofannon.web.common import api_doc, dumps, identity, json_response, kernel_of, model_call
 
 routes = web.RouteTableDef()
 
@@ -118,6 +118,7 @@ async def stream_run(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/runs/{run_id}/stop")
 @api_doc(summary="Stop a running run (kills its sandbox child)", status=202, tags=["runs"])
+@model_call
 async def stop_run(request: web.Request) -> web.Response:
     answer = await runs.request_stop(kernel_of(request), identity(request), request.match_info["run_id"])
     return json_response(answer, status=202)

@@ -20,7 +20,7 @@ from gofannon.services import gateway
 from gofannon.services.memberships import memberships
 from gofannon.services.workspaces import charges_workspace
 from gofannon.web.workspace import active_workspace
-from gofannon.web.common import api_doc, dumps, dumps_bytes, identity, json_response, kernel_of, read_json
+from gofannon.web.common import api_doc, dumps, dumps_bytes, identity, json_response, kernel_of, model_call, read_json
 
 log = logging.getLogger("gofannon.web.v1")
 routes = web.RouteTableDef()
@@ -118,6 +118,7 @@ async def get_model(request: web.Request) -> web.Response:
 @routes.post("/v1/chat/completions")
 @api_doc(summary="OpenAI-compatible chat completions (stream or not) over every provider and deployed agent, "
                  "billed like chat", body=ChatCompletionBody, tags=["openai"])
+@model_call
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     ident = identity(request)
     kernel = kernel_of(request)
