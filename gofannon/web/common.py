@@ -135,10 +135,6 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
     as something else (``text/plain`` and form bodies are what a cross-site page can send without a CORS preflight,
     so a body a browser would send from anywhere is never taken for JSON; as FastAPI, the reference's framework,
     decides). A body without a ``Content-Type`` is read as JSON."""
-    declared = request.headers.get("Content-Type")
-    if declared is not None and not _json_media_type(declared):
-        raise UnsupportedMediaType(f"The body must be JSON, sent as Content-Type: application/json (not "
-                                   f"{declared.split(';', 1)[0].strip()[:100]!r})")
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -147,6 +143,10 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
         if not required:
             return None
         raise Unprocessable([{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}])
+    declared = request.headers.get("Content-Type")
+    if declared is not None and not _json_media_type(declared):
+        raise UnsupportedMediaType(f"The body must be JSON, sent as Content-Type: application/json (not "
+                                   f"{declared.split(';', 1)[0].strip()[:100]!r})")
     try:
         return loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
