@@ -197,17 +197,25 @@ async def test_a_client_that_hangs_up_stops_the_vendor_stream_and_pays_for_what_
 async def test_a_vendor_failing_mid_stream_ends_it_with_an_error_event(live: Gateway,
                                                                        vendor: StreamingVendor) -> None:
     vendor.fail_midway = True
+    texts, err = await texts_until_error(live, on_text=vendor.more.set)
+    assert texts == ["first "]
+    assert "live" in err.message
+    assert err.body["type"] == "server_error"  # type: ignore[index]
+
+
+async def texts_until_error(live: Gateway, on_text: Any = None) -> tuple[list[str], openai.APIError]:
+    """The text pieces of a streamed call through the official SDK, and the error that ended it (there must be
+    one); ``on_text`` is called after each piece."""
     stream = await live.sdk().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "go"}],
                                                        stream=True)
-    texts = []
+    texts: list[str] = []
     with pytest.raises(openai.APIError) as err:
         async for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
                 texts.append(chunk.choices[0].delta.content)
-                vendor.more.set()
-    assert texts == ["first "]
-    assert "live" in err.value.message
-    assert err.value.body["type"] == "server_error"  # type: ignore[index]
+                if on_text is not None:
+                    on_text()
+    return texts, err.value
 
 
 async def test_pieces_that_arrived_before_the_vendor_failed_reach_the_client_before_the_error(
@@ -215,15 +223,9 @@ async def test_pieces_that_arrived_before_the_vendor_failed_reach_the_client_bef
     """The vendor sent several pieces and then an error event, all at once: every piece it sent is the caller's
     (it is billed for them), then the error event with the vendor's message."""
     vendor.burst_then_fail = ["alpha ", "beta ", "gamma"]
-    stream = await live.sdk().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "go"}],
-                                                       stream=True)
-    texts = []
-    with pytest.raises(openai.APIError) as err:
-        async for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                texts.append(chunk.choices[0].delta.content)
+    texts, err = await texts_until_error(live)
     assert "".join(texts) == "first alpha beta gamma"
-    assert "the vendor is overloaded" in err.value.message
+    assert "the vendor is overloaded" in err.message
 
 
 async def test_a_client_that_hangs_up_before_any_text_is_not_charged(either: Gateway,

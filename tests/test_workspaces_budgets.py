@@ -157,16 +157,24 @@ LLM_AGENT = (
 )
 
 
-async def test_runs_of_a_workspace_agent_charge_the_workspace_and_agent_code_cannot_pick_who_pays(
-        people: Any, fake_openai: FakeLLMServer) -> None:
-    alice, bob = await people("alice", "bob", **fake_openai.env)
+async def team_with_llm_agent(people: Any, fake: FakeLLMServer, name: str) -> tuple[Any, Any, str, dict[str, Any],
+                                                                                   dict[str, Any]]:
+    """alice's workspace with bob as a member and an agent of it (``name``) that calls gpt-4o:
+    (alice, bob, workspace id, the agent's body, the stored agent)."""
+    alice, bob = await people("alice", "bob", **fake.env)
     ws = await make_workspace(alice)
-    victim = await make_workspace(bob, "Victim")
     await call(alice, "PUT", f"/workspaces/{ws}/members/dev_stub:bob", {"role": "member"})
-    agent = {"name": "asker", "description": "d", "code": LLM_AGENT, "friendlyName": "asker",
+    agent = {"name": name, "description": "d", "code": LLM_AGENT, "friendlyName": name,
              "inputSchema": {"inputText": "string"}, "outputSchema": {"outputText": "string"}}
     status, doc = await call(alice, "POST", "/agents", agent, headers={H: ws})
     assert status == 201
+    return alice, bob, ws, agent, doc
+
+
+async def test_runs_of_a_workspace_agent_charge_the_workspace_and_agent_code_cannot_pick_who_pays(
+        people: Any, fake_openai: FakeLLMServer) -> None:
+    alice, bob, ws, _agent, doc = await team_with_llm_agent(people, fake_openai, "asker")
+    victim = await make_workspace(bob, "Victim")
     assert (await call(alice, "POST", f"/agents/{doc['_id']}/deploy", headers={H: ws}))[0] == 201
     fake_openai.script(ONE_MILLION_IN, ONE_MILLION_IN, ONE_MILLION_IN)
     status, answer = await call(bob, "POST", "/rest/asker", {"inputText": "x", "pay": victim})
@@ -192,14 +200,8 @@ CALLS_TEAM = (
 
 async def test_a_workspace_agent_called_from_a_personal_run_needs_and_charges_the_workspace(
         people: Any, fake_openai: FakeLLMServer) -> None:
-    alice, bob = await people("alice", "bob", **fake_openai.env)
-    ws = await make_workspace(alice)
-    await call(alice, "PUT", f"/workspaces/{ws}/members/dev_stub:bob", {"role": "member"})
+    alice, bob, ws, agent, team = await team_with_llm_agent(people, fake_openai, "llmteam")
     await call(alice, "PUT", f"/workspaces/{ws}/budget", {"monthlyAllowance": 2})
-    agent = {"name": "llmteam", "description": "d", "code": LLM_AGENT, "friendlyName": "llmteam",
-             "inputSchema": {"inputText": "string"}, "outputSchema": {"outputText": "string"}}
-    status, team = await call(alice, "POST", "/agents", agent, headers={H: ws})
-    assert status == 201
     run_team = {"code": CALLS_TEAM, "inputDict": {}, "tools": {}, "gofannonAgents": [team["_id"]]}
     fake_openai.script(ONE_MILLION_IN, ONE_MILLION_IN, ONE_MILLION_IN)
     # With room left, bob's personal run of the workspace's agent is charged to the workspace as well.
