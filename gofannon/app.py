@@ -12,7 +12,7 @@ from gofannon.kernel import Kernel
 from gofannon.settings import Settings
 from gofannon.web.common import public
 from gofannon.web.keys import KERNEL, SETTINGS
-from gofannon.web.middleware import CATCH_ALL, Pipeline, build_pipeline
+from gofannon.web.middleware import CATCH_ALL, Pipeline, answer_malformed_requests, build_pipeline
 
 log = logging.getLogger("gofannon.app")
 
@@ -65,6 +65,7 @@ async def _kernel_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None, *, kernel: Kernel | None = None) -> web.Application:
     settings = settings or (kernel.settings if kernel else Settings.load())
     kernel = kernel or Kernel(settings)
+    answer_malformed_requests()
     app = web.Application(client_max_size=settings.max_body_bytes, handler_args={"max_field_size": 65536})
     app[SETTINGS] = settings
     app[KERNEL] = kernel

@@ -511,6 +511,26 @@ class JsonFormatter(logging.Formatter):
 JsonFormatter.converter = __import__("time").gmtime  # type: ignore[assignment]
 
 
+#: What a request aiohttp's parser refused is told, and logged as, by the parser's exception: never the parser's
+#: own text, which quotes the offending bytes (a header line or a URL may carry a credential).
+_MALFORMED = {
+    "LineTooLong": "a request line or header is too long",
+    "BadHttpMethod": "unknown HTTP method",
+    "BadStatusLine": "malformed request line",
+    "InvalidHeader": "malformed header",
+    "InvalidURLError": "malformed URL",
+    "ContentLengthError": "malformed Content-Length or body",
+    "TransferEncodingError": "malformed chunked body",
+    "ContentEncodingError": "body encoding not understood",
+    "DecompressSizeError": "body too large once decompressed",
+}
+
+
+def malformed_reason(exc: BaseException | None) -> str:
+    """The problem with a request the HTTP parser refused, in words that quote none of it."""
+    return _MALFORMED.get(type(exc).__name__, "malformed HTTP request")
+
+
 class MalformedRequestFilter(logging.Filter):
     """aiohttp logs a request it cannot parse (a NUL in a header, a broken chunk) at ERROR with a traceback,
     though it answers the client 400: any client could fill the operator's log with them. Such records become
@@ -522,10 +542,9 @@ class MalformedRequestFilter(logging.Filter):
 
         if not isinstance(exc, HttpProcessingError):
             return True
-        problem = str(getattr(exc, "message", "") or type(exc).__name__).split("\n", 1)[0].rstrip(": ")
         peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
         record.msg, record.args = "refused a malformed request from %s (%s %s: %s)", (
-            peer, getattr(exc, "code", 400), type(exc).__name__, problem)
+            peer, getattr(exc, "code", 400), type(exc).__name__, malformed_reason(exc))
         record.exc_info = record.exc_text = None
         record.levelno, record.levelname = logging.INFO, "INFO"
         return logging.getLogger().isEnabledFor(logging.INFO)

@@ -303,11 +303,27 @@ async def test_a_malformed_request_is_a_400_and_one_quiet_log_line_without_its_b
     answer = await asyncio.wait_for(reader.read(65536), 10)
     writer.close()
     assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request")
+    # The answer is the kernel's like any other (JSON detail, a request id) and does not quote the bytes back.
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"private-9f3a" not in answer and json.loads(body) == {"detail": "Bad Request: malformed HTTP request"}
+    assert GENERATED.fullmatch(next(line.split(b": ", 1)[1].decode() for line in head.split(b"\r\n")
+                                    if line.lower().startswith(b"x-request-id:")))
     await asyncio.sleep(0.05)
     text = logs.getvalue()
     assert "Traceback" not in text and "private-9f3a" not in text
     lines = [line for line in text.splitlines() if "malformed request" in line]
     assert len(lines) == 1 and " INFO " in lines[0] and "BadHttpMessage" in lines[0], text
+
+
+async def test_a_request_line_over_the_limit_is_told_so_without_being_quoted(ops_app: Any,
+                                                                             captured_logs: Any) -> None:
+    logs = captured_logs()
+    client, _ = await ops_app()
+    async with client.get("/agents/" + "secret" * 2000) as r:
+        assert r.status == 400 and r.headers.get("X-Request-Id")
+        assert await r.json() == {"detail": "Bad Request: a request line or header is too long"}
+    await asyncio.sleep(0.05)
+    assert "secretsecret" not in logs.getvalue()
 
 
 async def test_unrouted_requests_answer_404_405_and_the_trailing_slash_redirect(ops_app: Any) -> None:

@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import SystemRoute
 
 from gofannon.errors import Forbidden, GofannonError
-from gofannon.observability import CURRENT, RequestContext, request_id_from
+from gofannon.observability import CURRENT, RequestContext, malformed_reason, request_id_from
 from gofannon.web.common import IDENTITY_KEY, dumps_bytes, is_model_call, is_public
 from gofannon.web.cors import cross_origin_headers
 from gofannon.web.keys import KERNEL
@@ -44,6 +44,38 @@ class RequestObserver(Protocol):
     def started(self, request: web.Request) -> Any: ...
 
     def finished(self, state: Any, route: str, method: str, status: int, seconds: float) -> None: ...
+
+
+def answer_malformed_requests() -> None:
+    """Make aiohttp's answer to a request its parser refuses (a NUL in a header, a broken chunk, a request line
+    over the limit) the kernel's: ``{"detail": ...}`` naming the problem, with an ``X-Request-Id``, instead of a
+    text body that echoes the bytes. Those answers are made before any application code runs (below routing and
+    the pipeline), so this wraps aiohttp's ``RequestHandler.handle_error``, once per process; its logging and
+    its checks are kept (the log line is made safe by ``observability.MalformedRequestFilter``)."""
+    from aiohttp import web_protocol
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    from gofannon.ids import random_hex
+
+    handler_class = web_protocol.RequestHandler
+    original = handler_class.handle_error
+    if getattr(original, "_gofannon", False):
+        return
+
+    def handle_error(self: Any, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        answer = original(self, request, status, exc, message)
+        if not (400 <= status < 500 and isinstance(exc, HttpProcessingError)):
+            return answer
+        reason = malformed_reason(exc)
+        response = web.Response(status=status, body=dumps_bytes({"detail": f"Bad Request: {reason}"}),
+                                content_type="application/json", charset="utf-8",
+                                headers={"X-Request-Id": random_hex(12)})
+        response.force_close()
+        return response
+
+    handle_error._gofannon = True  # type: ignore[attr-defined]
+    handler_class.handle_error = handle_error  # type: ignore[method-assign]
 
 
 #: Observers of every request; plugins append theirs at start-up (``gofannon_startup``).
