@@ -305,7 +305,7 @@ _BEARER = re.compile(r"(?i)\b(bearer)\s+([A-Za-z0-9._~+/=\-]{8,})")
 #: A password inside a URL (``postgresql://user:secret@host/db``, ``redis://:secret@host``).
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^:/@\s]*:)([^@\s/]+)(@)")
 #: Settings and environment variables whose values are secrets, by name.
-_SECRET_NAME = re.compile(r"(?i)(_API_KEY|_SECRET|_SECRET_KEY|_TOKEN|PASSWORD|_ACCESS_KEY)$")
+_SECRET_NAME = re.compile(r"(?i)(_API_KEY|_SECRET|_SECRET_KEY|_TOKEN|PASSWORD|_ACCESS_KEY)$|_TOKEN_|_API_KEY_")
 
 
 def configured_secrets(settings: Any) -> list[str]:

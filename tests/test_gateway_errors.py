@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import aiohttp
 import openai
 import pytest
 from fakes import FakeLLMServer, Reply
-from test_gateway_openai import MODEL, Gateway, gw, make_token, start_gateway  # noqa: F401 - gw is a fixture
+from test_gateway_openai import MODEL, Gateway, fake_catalog, gw, make_token, start_gateway  # noqa: F401 - gw is a fixture
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -177,6 +178,26 @@ async def test_a_provider_error_quoting_the_operators_key_does_not_hand_it_to_th
                 pass
         assert "vendor says no to" in err.value.message and "today" in err.value.message
         assert KEY not in str(err.value.body) and KEY not in err.value.message
+
+
+async def test_keys_under_any_variable_name_are_hidden_from_vendor_errors(
+        serve: Any, fake_llm: FakeLLMServer, tmp_path: Path) -> None:
+    """Bedrock's key variable is AWS_BEARER_TOKEN_BEDROCK and an operator's own provider may name its key
+    variable anything (``api_key_env_var``): those keys are the operator's secrets too."""
+    conf = Path(fake_catalog(tmp_path, fake_llm))
+    (conf / "catalog" / "own.json").write_text(json.dumps({
+        "slug": "own", "plugin": "openai_compat", "base_url": fake_llm.openai_base_url,
+        "api_key_env_var": "OWN_KEY_VALUE", "models": {"m": {}}}))
+    bedrock_key, own_key = "ABSKQmVkcm9ja0FQSUtleS1zZWNyZXQxMjM0NTY3ODkw", "zz-custom-operator-secret-999"
+    client = await serve(**{**fake_llm.env, "AWS_BEARER_TOKEN_BEDROCK": bedrock_key}, OWN_KEY_VALUE=own_key,
+                         GOFANNON_CONFIG_DIR=str(conf), GOFANNON_STORAGE="memory", LLM_RATE_LIMIT_RETRIES="0")
+    await client.login("alice")
+    sdk = openai.AsyncOpenAI(base_url=client.url("/v1"), api_key=await make_token(client), max_retries=0)
+    for model, key in (("own/m", own_key), ("bedrock/us.amazon.nova-pro-v1:0", bedrock_key)):
+        fake_llm.script(Reply(status=400, error=f"bad key {key} here"))
+        with pytest.raises(openai.BadRequestError) as err:
+            await sdk.chat.completions.create(model=model, messages=USER)
+        assert "bad key" in err.value.message and key not in str(err.value.body), model
 
 
 async def test_a_provider_timeout_is_504(serve: Any, fake_llm: FakeLLMServer, tmp_path: Path) -> None:

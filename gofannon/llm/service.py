@@ -139,11 +139,23 @@ def _thoughts_jsonable(thoughts: Any) -> Any:
         return str(thoughts)
 
 
+def _operator_secrets(kernel: "Kernel") -> list[str]:
+    """Every secret value the kernel knows: the configured ones (by their settings' names) and the provider key
+    every catalog provider names (``api_key_env_var``, whatever that variable is called: Bedrock's is
+    ``AWS_BEARER_TOKEN_BEDROCK``, an operator's own provider may use any name), longest first."""
+    found = set(configured_secrets(kernel.settings))
+    for slug, provider_config in catalog_mod.active().providers.items():
+        key = env_api_key(kernel, slug, provider_config) if isinstance(provider_config, dict) else None
+        if isinstance(key, str) and len(key) >= 8:
+            found.add(key)
+    return sorted(found, key=len, reverse=True)
+
+
 def vendor_text(kernel: "Kernel", text: str) -> str:
-    """A vendor's (or a plugin's) error text as a caller may see it: the kernel's configured secrets (the
-    operator's provider keys among them) and known credential shapes hidden. Vendors quote what they were sent
-    ("Incorrect API key provided: sk-...")."""
-    redactor = kernel.component("llm.redactor", lambda: Redactor(configured_secrets(kernel.settings)))
+    """A vendor's (or a plugin's) error text as a caller may see it: the kernel's secrets (the operator's provider
+    keys among them) and known credential shapes hidden. Vendors quote what they were sent ("Incorrect API key
+    provided: sk-...")."""
+    redactor = kernel.component("llm.redactor", lambda: Redactor(_operator_secrets(kernel)))
     return redactor(text)
 
 
