@@ -211,10 +211,19 @@ async def test_input_schemas_become_valid_json_schema_objects_and_calls_follow_t
     await deploy(alice, name="Nested", friendlyName="nested", code=SHOW_INPUT, outputSchema={},
                  inputSchema={"opts": {"a": "string"}, "q": {"type": "integer"}})
     await deploy(alice, name="Lister", friendlyName="lister", code=SHOW_INPUT, inputSchema=items, outputSchema={})
+    # What zod-to-json-schema makes: the root a reference into its definitions (and a nullable object)
+    zod = {"$schema": "http://json-schema.org/draft-07/schema#", "$ref": "#/definitions/Args", "definitions": {
+        "Args": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    await deploy(alice, name="Zod", friendlyName="zod", code=SHOW_INPUT, inputSchema=zod, outputSchema={})
+    await deploy(alice, name="Maybe", friendlyName="maybe", code=SHOW_INPUT, outputSchema={},
+                 inputSchema={"type": ["object", "null"], "properties": {"n": {"type": "integer"}}})
     token = await new_token(alice)
     async with mcp_session(alice.url("/mcp"), token) as session:
         await session.initialize()
         tools = {t.name: t.input_schema for t in (await session.list_tools()).tools}
+        zod_ok = await session.call_tool("zod", {"city": "Oslo"})
+        zod_bad = await session.call_tool("zod", {})
+        maybe = await session.call_tool("maybe", {"n": 2})
         nested_ok = await session.call_tool("nested", {"opts": {"a": "x"}, "q": 1})
         nested_bad = await session.call_tool("nested", {"opts": {"a": 1}, "q": 1})
         listed = await session.call_tool("lister", {"input": ["a", "b"]})
@@ -231,6 +240,12 @@ async def test_input_schemas_become_valid_json_schema_objects_and_calls_follow_t
     assert nested_bad.is_error and "opts/a: 1 is not of type 'string'" in nested_bad.content[0].text
     assert listed.structured_content == {"kind": "list", "input": ["a", "b"]}
     assert empty.is_error and "input: [] should be non-empty" in empty.content[0].text
+    # the referenced object is the tool's arguments, as through /rest; not wrapped in "input"
+    assert tools["zod"]["properties"] == {"city": {"type": "string"}} and tools["zod"]["required"] == ["city"]
+    assert zod_ok.structured_content == {"kind": "dict", "input": {"city": "Oslo"}}
+    assert zod_bad.is_error and "'city' is a required property" in zod_bad.content[0].text
+    assert tools["maybe"]["properties"] == {"n": {"type": "integer"}}
+    assert maybe.structured_content == {"kind": "dict", "input": {"n": 2}}
 
 
 async def test_a_progress_token_brings_progress_notifications_while_the_run_lasts(alice: Client) -> None:

@@ -431,14 +431,40 @@ def converted(declared: Any) -> dict[str, Any]:
     return {"type": "object", "properties": props, "required": list(props)}
 
 
-def _as_object_schema(schema: dict[str, Any]) -> dict[str, Any] | None:
-    """``schema`` as an object schema (one that gives ``properties`` but no ``type`` gets ``"type": "object"``),
-    else None."""
-    if schema.get("type") == "object":
+def _as_object_schema(schema: dict[str, Any], depth: int = 0) -> dict[str, Any] | None:
+    """``schema`` as an object schema, else None: one that gives ``properties`` but no ``type`` gets
+    ``"type": "object"``; a type list with ``object`` in it becomes ``object`` (a tool's arguments are never null);
+    a root that is a local ``$ref`` (``{"$ref": "#/definitions/Args", "definitions": ...}``, what zod-to-json-schema
+    makes) has its target written in, its definitions kept for the references inside it."""
+    kind = schema.get("type")
+    if kind == "object":
         return schema
-    if "type" not in schema and isinstance(schema.get("properties"), dict):
+    if isinstance(kind, list) and "object" in kind:
+        return {**schema, "type": "object"}
+    if kind is not None:
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        target = _local_target(schema, ref)
+        if not isinstance(target, dict) or depth >= 8:
+            return None
+        return _as_object_schema({**{k: v for k, v in schema.items() if k != "$ref"}, **target}, depth + 1)
+    if isinstance(schema.get("properties"), dict):
         return {"type": "object", **schema}
     return None
+
+
+def _local_target(schema: dict[str, Any], ref: str) -> Any:
+    """What a JSON pointer reference inside ``schema`` (``#/definitions/Args``) points at, else None."""
+    if not ref.startswith("#/"):
+        return None
+    node: Any = schema
+    for part in ref[2:].split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def input_schema(declared: Any) -> tuple[dict[str, Any], bool]:
