@@ -141,15 +141,15 @@ async def test_json_nested_deeper_than_the_limit_is_a_4xx_that_says_so(serve: An
 
 
 async def test_a_body_sent_as_text_or_a_form_is_not_taken_for_json(serve: Any) -> None:
-    """What a page on another origin can send with the user's cookie and no CORS preflight is a text/plain or
-    form body: it is refused (415) and changes nothing, on the routes that write; JSON with a charset or a
-    ``+json`` type is fine."""
+    """What a page on another origin can make a browser send with the user's cookie and no CORS preflight is a
+    text/plain or form body: with the cookie such a body is refused (415) and changes nothing; JSON with a charset
+    or a ``+json`` type is fine, and a script's request (a bearer token, no cookie) may declare any type, as
+    ``curl -d`` does."""
     client: Client = await serve()
     await client.login("alice")
     agent = json.dumps({"name": "csrf", "description": "d", "code": "c"})
     for declared in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
-        async with client.post("/agents", data=agent, headers={"Content-Type": declared,
-                                                               "Origin": "http://127.0.0.1:9999"}) as r:
+        async with client.post("/agents", data=agent, headers={"Content-Type": declared}) as r:
             assert r.status == 415, (declared, r.status, await r.text())
             assert "application/json" in (await r.json())["detail"]
     async with client.get("/agents") as r:
@@ -157,3 +157,33 @@ async def test_a_body_sent_as_text_or_a_form_is_not_taken_for_json(serve: Any) -
     for declared in ("application/json; charset=utf-8", "application/merge-patch+json"):
         async with client.post("/agents", data=agent, headers={"Content-Type": declared}) as r:
             assert r.status == 201, (declared, await r.text())
+    async with client.post("/users/me/tokens", json={"name": "script"}) as r:
+        token = (await r.json())["token"]
+    async with aiohttp.ClientSession() as script:  # no cookie: curl -d '{...}' sends a form type
+        async with script.post(client.url("/agents"), data=json.dumps({"name": "curl", "description": "d",
+                                                                       "code": "c"}),
+                               headers={"Authorization": f"Bearer {token}",
+                                        "Content-Type": "application/x-www-form-urlencoded"}) as r:
+            assert r.status == 201, await r.text()
+
+
+async def test_a_write_from_another_origin_carrying_the_session_cookie_is_refused(serve: Any) -> None:
+    """Whatever the route (one that reads no body included: deploying, resetting an allowance), a write that a
+    page of another origin makes the browser send with the user's cookie is refused; the web UI's origin and
+    the kernel's own pass, and reads are not affected."""
+    client: Client = await serve()
+    await client.login("alice")
+    async with client.post("/agents", json={"name": "a", "description": "d", "code": "c", "friendlyName": "a"}) as r:
+        agent = await r.json()
+    evil = {"Origin": "http://127.0.0.1:9999"}
+    for path in (f"/agents/{agent['_id']}/deploy", "/users/me/reset-allowance"):
+        async with client.post(path, headers={**evil, "Content-Type": "text/plain"}) as r:
+            assert r.status == 403 and "Cross-origin" in (await r.json())["detail"], path
+    async with client.get("/deployments", headers=evil) as r:
+        assert r.status == 200 and await r.json() == []  # not deployed; reading is allowed
+    async with client.get("/health") as r:
+        own = f"{r.url.scheme}://{r.url.host}:{r.url.port}"
+    async with client.post(f"/agents/{agent['_id']}/deploy", headers={"Origin": own}) as r:
+        assert r.status == 201, await r.text()
+    async with client.delete(f"/agents/{agent['_id']}/undeploy", headers={"Origin": "http://localhost:3000"}) as r:
+        assert r.status in (200, 204), await r.text()  # FRONTEND_URL's origin: the web UI

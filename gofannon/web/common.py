@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from gofannon.errors import Forbidden, PayloadTooLarge, Unauthorized, Unprocessable, UnsupportedMediaType
 from gofannon.jsontext import dumps, dumps_bytes, loads  # noqa: F401 - the handlers' encoder, re-exported
+from gofannon.services.identity import SESSION_COOKIE
 from gofannon.web.keys import KERNEL
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -131,10 +132,11 @@ def _json_media_type(value: str) -> bool:
 
 
 async def read_json(request: web.Request, *, required: bool = True) -> Any:
-    """The request body as JSON; 422 in the wire's shape when it is missing or malformed, 415 when it is declared
-    as something else (``text/plain`` and form bodies are what a cross-site page can send without a CORS preflight,
-    so a body a browser would send from anywhere is never taken for JSON; as FastAPI, the reference's framework,
-    decides). A body without a ``Content-Type`` is read as JSON."""
+    """The request body as JSON; 422 in the wire's shape when it is missing or malformed. With the session cookie,
+    415 when it is declared as something else: ``text/plain`` and form bodies are what a page of another origin
+    can make a browser send with the cookie and no CORS preflight, so such a body is never taken for JSON (the
+    pipeline also refuses writes from other origins that carry the cookie). A script's request (a bearer token,
+    no cookie) may declare any type, as ``curl -d`` does; a body without a ``Content-Type`` is read as JSON."""
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -144,7 +146,7 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
             return None
         raise Unprocessable([{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}])
     declared = request.headers.get("Content-Type")
-    if declared is not None and not _json_media_type(declared):
+    if declared is not None and SESSION_COOKIE in request.cookies and not _json_media_type(declared):
         raise UnsupportedMediaType(f"The body must be JSON, sent as Content-Type: application/json (not "
                                    f"{declared.split(';', 1)[0].strip()[:100]!r})")
     try:

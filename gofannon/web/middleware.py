@@ -23,8 +23,9 @@ from aiohttp.web_urldispatcher import SystemRoute
 
 from gofannon.errors import Forbidden, GofannonError
 from gofannon.observability import CURRENT, RequestContext, malformed_reason, request_id_from
-from gofannon.web.common import IDENTITY_KEY, dumps_bytes, is_model_call, is_public
-from gofannon.web.cors import cross_origin_headers
+from gofannon.services.identity import SESSION_COOKIE
+from gofannon.web.common import IDENTITY_KEY, dumps_bytes, is_model_call, is_public, public_origin
+from gofannon.web.cors import cross_origin_headers, origin_of
 from gofannon.web.keys import KERNEL
 
 log = logging.getLogger("gofannon.web")
@@ -269,6 +270,12 @@ def build_pipeline(app: web.Application) -> Pipeline:
                 request[CROSS_ORIGIN] = cross
         if origin is not None and request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             return preflight(request, origin, cross)
+        if origin is not None and origin != allowed_origin and request.method not in _READS \
+                and SESSION_COOKIE in request.cookies and origin_of(origin) != origin_of(public_origin(request)):
+            # A page of another origin making the browser send the user's cookie (a form, a beacon): whatever
+            # route it aims at, no change is made for it. The web UI's origin and the kernel's own pass.
+            return _error(403, "Cross-origin request refused: the session cookie is honoured only from the web UI's "
+                               "origin", path=request.path)
         try:
             length = request.content_length
             if length is not None and length > settings.max_body_bytes:
