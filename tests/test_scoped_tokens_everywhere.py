@@ -182,5 +182,14 @@ async def test_a_models_token_cannot_change_the_agents_it_may_call_nor_anything_
         # Reading and calling still work.
         assert (await script("GET", "/agents"))[0] == 200
         assert (await script("POST", "/rest/alicepriv", {"inputText": "x"}))[0] == 200
+        # The code it runs itself reads the data store but does not write it.
+        ran = await script.run_code("async def run(input_dict, tools):\n"
+                                    "    data_store.set('k', 'v')\n"
+                                    "    return {'outputText': 'wrote'}\n")
+        assert ran["result"] is None and "limited to models" in ran["error"], ran
+        ran = await script.run_code("async def run(input_dict, tools):\n"
+                                    "    return {'outputText': str(data_store.get('k'))}\n")
+        assert ran["result"] == {"outputText": "None"}, ran
     status, stored = await call(alice, "GET", f"/agents/{priv['_id']}")
     assert stored["code"] == agent["code"]  # unchanged
+    assert (await call(alice, "GET", "/data-store/namespaces/default/records/k"))[0] == 404

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from gofannon.errors import GofannonError, ServiceUnavailable
+from gofannon.errors import Forbidden, GofannonError, ServiceUnavailable
 from gofannon.models.agent import LlmSettings
 from gofannon.services import scopes
 from gofannon.timeutil import now_iso_tz
@@ -274,6 +274,11 @@ class RunBroker:
 
         if op not in _DATA_STORE_OPS:
             raise ValueError(f"Unknown data_store operation '{op}'.")
+        if op in _DATA_STORE_WRITES and self.checks_models and (self.ctx.ident.token or {}).get("models") is not None:
+            # Code a token limited to models runs itself may read, not write: the token only calls and reads
+            # (an agent it was allowed to run keeps its own data store).
+            raise Forbidden("This API token is limited to models: the code it runs may read the data store, "
+                            "not change it.")
         namespace = str(args.pop("namespace", None) or "default")
         # A run in a shared workspace reads and writes the workspace's data store, shared by its members.
         owner = self.workspace_id or self.ctx.ident.uid
@@ -285,6 +290,7 @@ class RunBroker:
 _DATA_STORE_OPS = frozenset({
     "get", "set", "delete", "delete_many", "list_keys", "list_namespaces", "get_all", "get_many", "set_many", "clear",
 })
+_DATA_STORE_WRITES = frozenset({"set", "delete", "delete_many", "set_many", "clear"})
 
 _OPS: dict[str, Callable[[RunBroker, dict[str, Any]], Awaitable[Any]]] = {
     "llm.call": RunBroker._llm_call,
