@@ -271,9 +271,11 @@ def build_pipeline(app: web.Application) -> Pipeline:
         if origin is not None and request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             return preflight(request, origin, cross)
         if origin is not None and origin != allowed_origin and request.method not in _READS \
-                and SESSION_COOKIE in request.cookies and origin_of(origin) != origin_of(public_origin(request)):
+                and SESSION_COOKIE in request.cookies and "Authorization" not in request.headers \
+                and origin_of(origin) != origin_of(public_origin(request)):
             # A page of another origin making the browser send the user's cookie (a form, a beacon): whatever
-            # route it aims at, no change is made for it. The web UI's origin and the kernel's own pass.
+            # route it aims at, no change is made for it. The web UI's origin and the kernel's own pass, and so
+            # does a request with an Authorization header (a page can set one only after a CORS preflight).
             return _error(403, "Cross-origin request refused: the session cookie is honoured only from the web UI's "
                                "origin", path=request.path)
         try:
