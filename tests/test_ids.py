@@ -20,7 +20,7 @@ def test_threads_drawing_at_once_get_distinct_ids() -> None:
     found: list[list[str]] = [[] for _ in range(4)]
 
     def draw(into: list[str]) -> None:
-        into.extend(random_hex(4) for _ in range(5_000))
+        into.extend(random_hex(8) for _ in range(5_000))  # 64 bits: a chance repeat among 20k is ~1e-11 (32 bits: ~5%)
 
     threads = [threading.Thread(target=draw, args=(f,)) for f in found]
     for t in threads:
