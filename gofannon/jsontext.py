@@ -161,3 +161,18 @@ def _holds_surrogate(data: Any) -> bool:
         elif isinstance(item, list):
             stack.extend(item)
     return False
+
+
+
+def local_ref(doc: Any, ref: str, missing: Any = None) -> Any:
+    """What a local JSON reference (``#/definitions/Args``, a JSON pointer after ``#``) points at inside ``doc``;
+    ``missing`` when it is not local or leads nowhere."""
+    if not ref.startswith("#/"):
+        return missing
+    node = doc
+    for part in ref[2:].split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, dict) or part not in node:
+            return missing
+        node = node[part]
+    return node

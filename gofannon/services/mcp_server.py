@@ -28,6 +28,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from gofannon.errors import GofannonError, RevisionConflict
+from gofannon.jsontext import local_ref
 from gofannon.models.run import RUNS
 from gofannon.services import deployments, runs, scopes
 from gofannon.services.agents import LIST_VERSION, META
@@ -445,26 +446,13 @@ def _as_object_schema(schema: dict[str, Any], depth: int = 0) -> dict[str, Any] 
         return None
     ref = schema.get("$ref")
     if isinstance(ref, str):
-        target = _local_target(schema, ref)
+        target = local_ref(schema, ref)
         if not isinstance(target, dict) or depth >= 8:
             return None
         return _as_object_schema({**{k: v for k, v in schema.items() if k != "$ref"}, **target}, depth + 1)
     if isinstance(schema.get("properties"), dict):
         return {"type": "object", **schema}
     return None
-
-
-def _local_target(schema: dict[str, Any], ref: str) -> Any:
-    """What a JSON pointer reference inside ``schema`` (``#/definitions/Args``) points at, else None."""
-    if not ref.startswith("#/"):
-        return None
-    node: Any = schema
-    for part in ref[2:].split("/"):
-        part = part.replace("~1", "/").replace("~0", "~")
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def input_schema(declared: Any) -> tuple[dict[str, Any], bool]:

@@ -14,8 +14,11 @@ from typing import Any
 
 import yaml
 
+from gofannon.jsontext import local_ref
+
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 MAX_OPERATIONS = 2000
+_UNRESOLVED = object()
 _OPENAPI3 = re.compile(r"^3\.\d+(\.\d+)?(-[\w.]+)?$")
 
 
@@ -122,13 +125,8 @@ def _resolve(doc: dict[str, Any], node: Any, depth: int = 0) -> Any:
     if isinstance(node, dict):
         ref = node.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/"):
-            target: Any = doc
-            for part in ref[2:].split("/"):
-                part = part.replace("~1", "/").replace("~0", "~")
-                if not isinstance(target, dict) or part not in target:
-                    return node
-                target = target[part]
-            return _resolve(doc, target, depth + 1)
+            target = local_ref(doc, ref, missing=_UNRESOLVED)
+            return node if target is _UNRESOLVED else _resolve(doc, target, depth + 1)
         return {k: _resolve(doc, v, depth + 1) for k, v in node.items()}
     if isinstance(node, list):
         return [_resolve(doc, v, depth + 1) for v in node]
