@@ -159,12 +159,11 @@ def vendor_text(kernel: "Kernel", text: str) -> str:
     return redactor(text)
 
 
-def map_vendor_error(exc: VendorError, provider: str, model: str, key_source: str | None,
-                     model_config: dict[str, Any], kernel: "Kernel | None" = None) -> GofannonError:
+def map_vendor_error(kernel: "Kernel", exc: VendorError, provider: str, model: str, key_source: str | None,
+                     model_config: dict[str, Any]) -> GofannonError:
     """The reference's clear messages for a bad key and an overlong prompt; the rest a 502 that says
-    which provider failed and why (its text through ``vendor_text`` when the kernel is given)."""
-    if kernel is not None:
-        exc = VendorError(exc.status, vendor_text(kernel, exc.message), code=exc.code)
+    which provider failed and why (its text through ``vendor_text``)."""
+    exc = VendorError(exc.status, vendor_text(kernel, exc.message), code=exc.code)
     if exc.code == "unreachable":  # nothing answered: not an error the provider returned
         reason = exc.message.removeprefix("could not reach the provider: ")
         return UpstreamError(f"{provider} could not be reached ({reason})")
@@ -327,7 +326,7 @@ async def call_llm(kernel: "Kernel", ident: "Identity | str | None", provider: s
         async with asyncio.timeout(call.timeout):
             completion = await plugin.complete(call)
     except VendorError as exc:
-        mapped = map_vendor_error(exc, provider, model, source, call.model_config, kernel)
+        mapped = map_vendor_error(kernel, exc, provider, model, source, call.model_config)
         _failed(kernel, uid, provider, model, mapped)
         raise mapped from None
     except UnsupportedFeature as exc:
@@ -378,7 +377,7 @@ async def stream_llm(kernel: "Kernel", ident: "Identity | str | None", provider:
                 received += len(event.text) if event.text else _tool_call_chars(event.tool_call)
                 yield event
     except VendorError as exc:
-        mapped = map_vendor_error(exc, provider, model, source, call.model_config, kernel)
+        mapped = map_vendor_error(kernel, exc, provider, model, source, call.model_config)
         _failed(kernel, uid, provider, model, mapped)
         raise mapped from None
     except UnsupportedFeature as exc:

@@ -169,9 +169,9 @@ class RunBroker:
         if timeout is None:
             timeout = default_llm_timeout(parameters, self.ctx.kernel.settings.llm_timeout_seconds)
         kernel, ident = self.ctx.kernel, self.ctx.ident
-        if self.checks_models:
-            scopes.check_model(ident, f"{provider}/{model}")
-        result = await scopes.metered(  # the token the run was started with pays for its calls too
+        # the token the run was started with pays for its calls too; the caller's own code is held to its models
+        gate = scopes.direct if self.checks_models else scopes.metered
+        result = await gate(
             kernel, ident, provider, model, messages, tools, parameters.get("max_tokens"),
             lambda: call_llm(kernel, ident, provider, model, messages, parameters, tools=tools, timeout=timeout,
                              workspace_id=self.workspace_id, **args))
@@ -274,7 +274,7 @@ class RunBroker:
 
         if op not in _DATA_STORE_OPS:
             raise ValueError(f"Unknown data_store operation '{op}'.")
-        if op in _DATA_STORE_WRITES and self.checks_models and (self.ctx.ident.token or {}).get("models") is not None:
+        if op in _DATA_STORE_WRITES and self.checks_models and scopes.models_only(self.ctx.ident):
             # Code a token limited to models runs itself may read, not write: the token only calls and reads
             # (an agent it was allowed to run keeps its own data store).
             raise Forbidden("This API token is limited to models: the code it runs may read the data store, "

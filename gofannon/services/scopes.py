@@ -72,6 +72,12 @@ def allows(patterns: list[str] | None, model_id: str) -> bool:
     return False
 
 
+def models_only(ident: "Identity") -> bool:
+    """Whether the caller's token is limited to ``models``: it may call them and read, and change nothing else."""
+    token = ident.token
+    return token is not None and token.get("models") is not None
+
+
 def may_use(ident: "Identity", model_id: str) -> bool:
     """``allows`` for a caller (True for sessions and unscoped tokens): what ``GET /v1/models`` lists."""
     token = ident.token

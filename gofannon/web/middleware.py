@@ -24,6 +24,7 @@ from aiohttp.web_urldispatcher import SystemRoute
 from gofannon.errors import Forbidden, GofannonError
 from gofannon.observability import CURRENT, RequestContext, malformed_reason, request_id_from
 from gofannon.services.identity import SESSION_COOKIE
+from gofannon.services.scopes import models_only
 from gofannon.web.common import IDENTITY_KEY, dumps_bytes, is_model_call, is_public, public_origin
 from gofannon.web.cors import cross_origin_headers, origin_of
 from gofannon.web.keys import KERNEL
@@ -229,8 +230,8 @@ def build_pipeline(app: web.Application) -> Pipeline:
         if ("Cookie" in headers or "Authorization" in headers) or not public_route:
             ident = await authenticate(kernel, request, required=not public_route)
             if ident is not None:
-                if ident.token is not None and ident.token.get("models") is not None and not public_route \
-                        and request.method not in _READS and not is_model_call(match.handler):
+                if not public_route and request.method not in _READS and models_only(ident) \
+                        and not is_model_call(match.handler):
                     raise Forbidden("This API token is limited to models: it may call them (/v1, /rest, /mcp, "
                                     "chat, run-code, generation) and read, not change anything else.")
                 request[IDENTITY_KEY] = ident
